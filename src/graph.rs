@@ -1,0 +1,180 @@
+//! The stage DAG: built from a validated pipeline, checked for cycles, sealed in topological
+//! order, and narrowed by `--until` / `--only`.
+
+use std::collections::BTreeSet;
+
+use petgraph::Direction;
+use petgraph::algo::toposort;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::{Dfs, Reversed};
+
+use crate::config::{Pipeline, StageSpec, did_you_mean};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    #[error("the stages form a cycle: {}", .0.join(" → "))]
+    Cycle(Vec<String>),
+    #[error("no stage `{name}` in this pipeline{}", .suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    UnknownStage { name: String, suggestion: Option<String> },
+}
+
+/// A sealed DAG: an edge runs from an input stage to the stage that reads it.
+#[derive(Debug)]
+pub struct Graph {
+    graph: DiGraph<usize, ()>,
+    /// Node indices in a topological order (ties broken by declaration order).
+    order: Vec<NodeIndex>,
+}
+
+impl Graph {
+    pub fn build(pipeline: &Pipeline) -> Result<Self, GraphError> {
+        let mut graph = DiGraph::new();
+        let nodes: Vec<NodeIndex> = (0..pipeline.stages.len()).map(|i| graph.add_node(i)).collect();
+        for (i, stage) in pipeline.stages.iter().enumerate() {
+            for input in &stage.inputs {
+                let j = pipeline.stages.iter().position(|s| &s.id == input).expect("inputs were validated");
+                graph.add_edge(nodes[j], nodes[i], ());
+            }
+        }
+        let order = match toposort(&graph, None) {
+            Ok(_) => stable_topo(&graph),
+            Err(cycle) => return Err(GraphError::Cycle(cycle_path(&graph, cycle.node_id(), pipeline))),
+        };
+        Ok(Graph { graph, order })
+    }
+
+    /// Stage indices (into `pipeline.stages`) in execution order.
+    pub fn order(&self) -> impl Iterator<Item = usize> + '_ {
+        self.order.iter().map(|n| self.graph[*n])
+    }
+
+    /// Direct upstream stage indices of stage `i`.
+    pub fn upstream(&self, i: usize) -> Vec<usize> {
+        let mut up: Vec<usize> = self.graph.neighbors_directed(NodeIndex::new(i), Direction::Incoming).map(|n| self.graph[n]).collect();
+        up.sort();
+        up
+    }
+
+    /// Direct downstream stage indices of stage `i`.
+    pub fn downstream(&self, i: usize) -> Vec<usize> {
+        let mut down: Vec<usize> = self.graph.neighbors_directed(NodeIndex::new(i), Direction::Outgoing).map(|n| self.graph[n]).collect();
+        down.sort();
+        down
+    }
+
+    /// The stages a run selects: everything, everything up to and including `until`, or only
+    /// the named stages (whose inputs must then already be cached).
+    pub fn select(&self, pipeline: &Pipeline, until: Option<&str>, only: &[String]) -> Result<BTreeSet<usize>, GraphError> {
+        let mut selected = BTreeSet::new();
+        if !only.is_empty() {
+            for name in only {
+                selected.insert(index_of(pipeline, name)?);
+            }
+            return Ok(selected);
+        }
+        match until {
+            None => selected.extend(0..pipeline.stages.len()),
+            Some(name) => {
+                let target = index_of(pipeline, name)?;
+                let reversed = Reversed(&self.graph);
+                let mut dfs = Dfs::new(reversed, NodeIndex::new(target));
+                while let Some(n) = dfs.next(reversed) {
+                    selected.insert(self.graph[n]);
+                }
+            }
+        }
+        Ok(selected)
+    }
+
+    /// Text rendering: one line per stage in order, with its inputs.
+    pub fn to_text(&self, pipeline: &Pipeline) -> String {
+        let mut out = String::new();
+        for i in self.order() {
+            let s = &pipeline.stages[i];
+            let inputs = if s.inputs.is_empty() { String::new() } else { format!(" ← {}", s.inputs.join(", ")) };
+            out.push_str(&format!("{} ({}){inputs}\n", s.id, s.kind));
+        }
+        out
+    }
+
+    pub fn to_dot(&self, pipeline: &Pipeline) -> String {
+        let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n", pipeline.name.replace('"', "'"));
+        for i in self.order() {
+            let s = &pipeline.stages[i];
+            out.push_str(&format!("  \"{}\" [label=\"{}\\n({})\", shape=box];\n", s.id, s.id, s.kind));
+        }
+        for i in self.order() {
+            for up in self.upstream(i) {
+                out.push_str(&format!("  \"{}\" -> \"{}\";\n", pipeline.stages[up].id, pipeline.stages[i].id));
+            }
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    pub fn to_mermaid(&self, pipeline: &Pipeline) -> String {
+        let mut out = String::from("flowchart LR\n");
+        for i in self.order() {
+            let s = &pipeline.stages[i];
+            out.push_str(&format!("  {}[\"{} ({})\"]\n", s.id, s.id, s.kind));
+        }
+        for i in self.order() {
+            for up in self.upstream(i) {
+                out.push_str(&format!("  {} --> {}\n", pipeline.stages[up].id, pipeline.stages[i].id));
+            }
+        }
+        out
+    }
+}
+
+pub fn index_of(pipeline: &Pipeline, name: &str) -> Result<usize, GraphError> {
+    pipeline.stages.iter().position(|s| s.id == name).ok_or_else(|| {
+        let ids: Vec<String> = pipeline.stages.iter().map(|s: &StageSpec| s.id.clone()).collect();
+        GraphError::UnknownStage { name: name.to_string(), suggestion: did_you_mean(name, &ids).map(str::to_string) }
+    })
+}
+
+/// Kahn's algorithm, always taking the ready stage declared first: the order users expect.
+fn stable_topo(graph: &DiGraph<usize, ()>) -> Vec<NodeIndex> {
+    let mut indegree: Vec<usize> = graph.node_indices().map(|n| graph.neighbors_directed(n, Direction::Incoming).count()).collect();
+    let mut ready: BTreeSet<usize> = graph.node_indices().filter(|n| indegree[n.index()] == 0).map(|n| graph[n]).collect();
+    let mut order = Vec::with_capacity(graph.node_count());
+    while let Some(i) = ready.pop_first() {
+        let n = NodeIndex::new(i);
+        order.push(n);
+        for m in graph.neighbors_directed(n, Direction::Outgoing) {
+            indegree[m.index()] -= 1;
+            if indegree[m.index()] == 0 {
+                ready.insert(graph[m]);
+            }
+        }
+    }
+    order
+}
+
+/// A cycle through `start`, as stage ids, first id repeated at the end.
+fn cycle_path(graph: &DiGraph<usize, ()>, start: NodeIndex, pipeline: &Pipeline) -> Vec<String> {
+    // Depth-first search for a path from `start` back to itself.
+    fn walk(graph: &DiGraph<usize, ()>, at: NodeIndex, start: NodeIndex, path: &mut Vec<NodeIndex>, seen: &mut Vec<bool>) -> bool {
+        for next in graph.neighbors_directed(at, Direction::Outgoing) {
+            if next == start {
+                return true;
+            }
+            if !seen[next.index()] {
+                seen[next.index()] = true;
+                path.push(next);
+                if walk(graph, next, start, path, seen) {
+                    return true;
+                }
+                path.pop();
+            }
+        }
+        false
+    }
+    let mut path = vec![start];
+    let mut seen = vec![false; graph.node_count()];
+    seen[start.index()] = true;
+    walk(graph, start, start, &mut path, &mut seen);
+    path.push(start);
+    path.into_iter().map(|n| pipeline.stages[graph[n]].id.clone()).collect()
+}

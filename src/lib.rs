@@ -1,0 +1,17 @@
+//! galaxy-pipe: reproducible, cached Galaxy Zoo pipelines.
+//!
+//! Data flows one way: [`config`] (TOML → typed pipeline) → [`graph`] (validated DAG) →
+//! [`runner`] (plans through the [`cache`], runs [`stages`]) → [`records`] of each run.
+
+pub mod artifacts;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod gc;
+pub mod graph;
+pub mod labels;
+pub mod progress;
+pub mod records;
+pub mod runner;
+pub mod schema;
+pub mod stages;

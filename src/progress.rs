@@ -1,0 +1,96 @@
+//! Progress reporting: indicatif bars on a terminal, nothing in CI, with `--json`, or in pipes.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Whether progress bars should be drawn at all.
+pub fn bars_enabled(json: bool) -> bool {
+    !json && std::io::stderr().is_terminal() && std::env::var_os("CI").is_none()
+}
+
+/// Creates one bar per running stage.
+#[derive(Clone)]
+pub struct Bars {
+    multi: Option<MultiProgress>,
+}
+
+impl Bars {
+    pub fn new(enabled: bool) -> Self {
+        let multi = enabled.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        Bars { multi }
+    }
+
+    pub fn stage(&self, id: &str) -> Progress {
+        let bar = self.multi.as_ref().map(|m| {
+            let bar = m.add(ProgressBar::new(0));
+            bar.set_style(
+                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(id.to_string());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Progress { bar }
+    }
+
+    /// Print a line above the bars (or to stderr when there are none).
+    pub fn println(&self, line: &str) {
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(line);
+            }
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+/// One stage's progress handle; a no-op when bars are off.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn hidden() -> Self {
+        Progress { bar: None }
+    }
+
+    /// Start a phase of `total` items (resets the position).
+    pub fn start(&self, total: u64, message: &str) {
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+            b.set_position(0);
+            b.reset_eta();
+            b.set_message(message.to_string());
+        }
+    }
+
+    pub fn inc(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+
+    pub fn set_position(&self, pos: u64) {
+        if let Some(b) = &self.bar {
+            b.set_position(pos);
+        }
+    }
+
+    pub fn message(&self, message: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(message.to_string());
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The JSON Schema of pipeline files, generated from the parameter types.
+
+use serde_json::{Map, Value, json};
+
+use crate::config::StageKind;
+use crate::config::params::*;
+
+pub fn pipeline_schema() -> Value {
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
+    let mut variants = Vec::new();
+    let mut refs = Vec::new();
+    for kind in StageKind::ALL {
+        let schema = match kind {
+            StageKind::Ingest => generator.subschema_for::<IngestParams>(),
+            StageKind::Explore => generator.subschema_for::<ExploreParams>(),
+            StageKind::Crop => generator.subschema_for::<CropParams>(),
+            StageKind::Baseline => generator.subschema_for::<BaselineParams>(),
+            StageKind::Train => generator.subschema_for::<TrainParams>(),
+            StageKind::Evaluate => generator.subschema_for::<EvaluateParams>(),
+            StageKind::Submit => generator.subschema_for::<SubmitParams>(),
+        };
+        refs.push((kind, schema.to_value()));
+    }
+    let mut defs: Map<String, Value> = generator.definitions().clone().into_iter().collect();
+    for (kind, reference) in refs {
+        // Inline the kind's parameter struct and add the keys every stage has.
+        let name = reference["$ref"].as_str().and_then(|r| r.rsplit('/').next()).expect("a $ref").to_string();
+        let mut stage = defs.remove(&name).expect("definition present");
+        let props = stage["properties"].as_object_mut().expect("struct schema has properties");
+        props.insert("kind".into(), json!({ "const": kind.name(), "description": "The stage kind." }));
+        props.insert(
+            "inputs".into(),
+            json!({ "type": "array", "items": { "type": "string" }, "description": "Ids of the upstream stages this stage reads." }),
+        );
+        let required = stage.as_object_mut().expect("object").entry("required").or_insert_with(|| json!([]));
+        required.as_array_mut().expect("array").insert(0, json!("kind"));
+        variants.push(stage);
+    }
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "galaxy-pipe pipeline",
+        "description": "A galaxy-pipe pipeline file: `[pipeline]` settings and `[stages.<id>]` tables.",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "extends": { "type": "string", "description": "Another pipeline file (relative to this one) whose keys this file overrides." },
+            "pipeline": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "name": { "type": "string", "minLength": 1 },
+                    "seed": { "type": "integer", "minimum": 0, "default": 42 },
+                    "cache_dir": { "type": "string", "description": "Cache folder, relative to this file (default: `cache/` in the project root)." }
+                }
+            },
+            "stages": {
+                "type": "object",
+                "additionalProperties": { "oneOf": variants }
+            }
+        },
+        "$defs": defs,
+    })
+}
+
+/// The schema as committed: pretty JSON with a trailing newline.
+pub fn pipeline_schema_text() -> String {
+    serde_json::to_string_pretty(&pipeline_schema()).expect("serialise") + "\n"
+}

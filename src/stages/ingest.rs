@@ -1,0 +1,320 @@
+//! `ingest`: the Kaggle layout (image folders + label CSV) → `catalog.parquet`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use crate::artifacts::{self, CatalogRow, Split};
+use crate::cache::Manifest;
+use crate::config::{StageParams, StageSpec, params::OnProblem};
+use crate::labels::{CLASS_NAMES, tree_deviation};
+
+use super::{FileInput, Stage, StageContext, StageError, StageOutcome};
+
+pub struct Ingest;
+
+/// At most this many individual problems are listed in one error.
+const MAX_LISTED: usize = 20;
+
+impl Stage for Ingest {
+    fn code_version(&self) -> u32 {
+        1
+    }
+
+    fn file_inputs(&self, spec: &StageSpec) -> Vec<FileInput> {
+        let StageParams::Ingest(p) = &spec.params else { return Vec::new() };
+        let root = spec.resolve(&p.data_dir);
+        let mut inputs = vec![
+            FileInput { group: "images".into(), path: root.join(&p.images) },
+            FileInput { group: "labels".into(), path: root.join(&p.labels) },
+        ];
+        if !p.test_images.is_empty() {
+            inputs.push(FileInput { group: "test_images".into(), path: root.join(&p.test_images) });
+        }
+        inputs
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
+        let StageParams::Ingest(p) = &ctx.spec.params else { unreachable!("registry maps ingest to Ingest") };
+        let root = ctx.spec.resolve(&p.data_dir);
+        let images_dir = root.join(&p.images);
+        let labels_path = root.join(&p.labels);
+        let mut notes = Vec::new();
+
+        ctx.progress.start(0, "reading labels");
+        let labels = read_labels(&labels_path)?;
+
+        let (images, ignored) = image_index(&ctx.files["images"]);
+        if !ignored.is_empty() {
+            notes.push(format!("ignored {} file(s) in {} not named <GalaxyID>.jpg: {}", ignored.len(), images_dir.display(), preview(&ignored)));
+        }
+
+        let mut rows = Vec::with_capacity(labels.len());
+        let mut skipped: Vec<(u64, String)> = Vec::new();
+        let mut missing = Vec::new();
+        for (id, values) in &labels {
+            match images.get(id) {
+                Some((name, digest)) => rows.push(CatalogRow {
+                    id: *id,
+                    split: split_of(ctx.seed, *id, p.valid_fraction),
+                    image_path: images_dir.join(name).to_string_lossy().into_owned(),
+                    image_digest: digest.clone(),
+                    labels: Some(*values),
+                }),
+                None => missing.push(*id),
+            }
+        }
+        if !missing.is_empty() {
+            let ids: Vec<String> = missing.iter().map(u64::to_string).collect();
+            match p.on_missing_image {
+                OnProblem::Error => {
+                    return Err(StageError::msg(format!(
+                        "{} label row(s) of {} have no image in {} (first: {}); set on_missing_image = \"skip\" to leave them out",
+                        missing.len(),
+                        labels_path.display(),
+                        images_dir.display(),
+                        preview(&ids)
+                    )));
+                }
+                OnProblem::Skip => {
+                    notes.push(format!("skipped {} label row(s) without an image (listed in skipped.parquet): {}", missing.len(), preview(&ids)));
+                    skipped.extend(missing.iter().map(|id| (*id, "no image".to_string())));
+                }
+            }
+        }
+        let unlabelled: Vec<String> = images.keys().filter(|id| !labels.contains_key(id)).map(u64::to_string).collect();
+        if !unlabelled.is_empty() {
+            notes.push(format!("{} image(s) in {} have no label row and are left out: {}", unlabelled.len(), images_dir.display(), preview(&unlabelled)));
+        }
+
+        let violations = rows.iter().filter(|r| r.labels.is_some_and(|l| tree_deviation(&l) > p.tree_tolerance as f32)).count();
+        if violations > 0 {
+            notes.push(format!("{violations} label row(s) break a decision-tree sum by more than {}", p.tree_tolerance));
+        }
+
+        if !p.test_images.is_empty() {
+            let test_dir = root.join(&p.test_images);
+            let (test, ignored) = image_index(&ctx.files["test_images"]);
+            if !ignored.is_empty() {
+                notes.push(format!("ignored {} file(s) in {} not named <GalaxyID>.jpg: {}", ignored.len(), test_dir.display(), preview(&ignored)));
+            }
+            for (id, (name, digest)) in test {
+                if labels.contains_key(&id) {
+                    return Err(StageError::msg(format!("galaxy {id} is both labelled and in the test folder {}", test_dir.display())));
+                }
+                rows.push(CatalogRow { id, split: Split::Test, image_path: test_dir.join(name).to_string_lossy().into_owned(), image_digest: digest, labels: None });
+            }
+        }
+        rows.sort_by_key(|r| r.id);
+
+        let count = |s: Split| rows.iter().filter(|r| r.split == s).count() as f64;
+        let mut metrics = BTreeMap::new();
+        metrics.insert("train_rows".into(), count(Split::Train));
+        metrics.insert("valid_rows".into(), count(Split::Valid));
+        metrics.insert("test_rows".into(), count(Split::Test));
+        metrics.insert("tree_violations".into(), violations as f64);
+
+        ctx.progress.message("writing catalog.parquet");
+        let out = ctx.out_dir.join("catalog.parquet");
+        artifacts::write_parquet(&out, &artifacts::catalog_batch(&rows)).map_err(|e| StageError::Other(Box::new(e)))?;
+        if !skipped.is_empty() {
+            write_skipped(&ctx.out_dir.join("skipped.parquet"), &skipped)?;
+        }
+        Ok(StageOutcome { metrics, notes })
+    }
+}
+
+/// `<GalaxyID>.jpg` files of a manifest → id → (file name, digest); other names are returned apart.
+fn image_index(manifest: &Manifest) -> (BTreeMap<u64, (String, String)>, Vec<String>) {
+    let mut images = BTreeMap::new();
+    let mut ignored = Vec::new();
+    for e in &manifest.entries {
+        let id = e.path.strip_suffix(".jpg").filter(|s| !s.contains('/')).and_then(|s| s.parse::<u64>().ok());
+        match id {
+            Some(id) => {
+                images.insert(id, (e.path.clone(), e.digest.clone()));
+            }
+            None => ignored.push(e.path.clone()),
+        }
+    }
+    (images, ignored)
+}
+
+/// Deterministic split from (seed, id): the same galaxy lands in the same split on every machine.
+pub fn split_of(seed: u64, id: u64, valid_fraction: f64) -> Split {
+    let mut h = blake3::Hasher::new();
+    h.update(&seed.to_le_bytes());
+    h.update(&id.to_le_bytes());
+    let bytes: [u8; 8] = h.finalize().as_bytes()[..8].try_into().expect("8 bytes");
+    let u = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
+    if u < valid_fraction { Split::Valid } else { Split::Train }
+}
+
+/// Parse and validate the label CSV; every problem names the file and line.
+pub fn read_labels(path: &Path) -> Result<BTreeMap<u64, [f32; 37]>, StageError> {
+    let file = std::fs::File::open(path).map_err(|e| StageError::io("cannot open label CSV", path, e))?;
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(std::io::BufReader::new(file));
+    let name = path.display();
+    let mut records = reader.records();
+    let header = match records.next() {
+        None => return Err(StageError::msg(format!("{name}: the label CSV is empty (expected a header `GalaxyID,Class1.1,…,Class11.6`)"))),
+        Some(Err(e)) => return Err(StageError::msg(format!("{name}:1: {e}"))),
+        Some(Ok(h)) => h,
+    };
+    let got: Vec<&str> = header.iter().map(|h| h.trim_start_matches('\u{feff}').trim()).collect();
+    let mut expected = vec!["GalaxyID"];
+    expected.extend(CLASS_NAMES);
+    if got != expected {
+        let detail = match got.iter().zip(&expected).position(|(g, e)| g != e) {
+            Some(i) => format!("column {} is `{}`, expected `{}`", i + 1, got[i], expected[i]),
+            None => format!("{} columns, expected {}", got.len(), expected.len()),
+        };
+        return Err(StageError::msg(format!("{name}:1: wrong header: {detail}")));
+    }
+
+    let mut labels = BTreeMap::new();
+    let mut first_line: HashMap<u64, u64> = HashMap::new();
+    let mut problems = Vec::new();
+    let mut total_problems = 0usize;
+    let mut problem = |msg: String| {
+        total_problems += 1;
+        if problems.len() < MAX_LISTED {
+            problems.push(msg);
+        }
+    };
+    for record in records {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                problem(format!("{name}:{line}: {e}"));
+                continue;
+            }
+        };
+        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        if record.len() == 1 && record.get(0).is_some_and(|f| f.trim().is_empty()) {
+            continue; // a blank line
+        }
+        if record.len() != 38 {
+            problem(format!("{name}:{line}: {} columns, expected 38", record.len()));
+            continue;
+        }
+        let id = match record[0].trim().parse::<u64>() {
+            Ok(id) => id,
+            Err(_) => {
+                problem(format!("{name}:{line}: GalaxyID `{}` is not a non-negative integer", &record[0]));
+                continue;
+            }
+        };
+        let mut values = [0f32; 37];
+        let mut ok = true;
+        for (c, field) in record.iter().skip(1).enumerate() {
+            match field.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() && (0.0..=1.0).contains(&v) => values[c] = v as f32,
+                Ok(v) => {
+                    problem(format!("{name}:{line}: {} = {v} is outside [0, 1]", CLASS_NAMES[c]));
+                    ok = false;
+                }
+                Err(_) => {
+                    problem(format!("{name}:{line}: {} = `{field}` is not a number", CLASS_NAMES[c]));
+                    ok = false;
+                }
+            }
+        }
+        if let Some(first) = first_line.get(&id) {
+            problem(format!("{name}:{line}: GalaxyID {id} already appeared on line {first}"));
+            continue;
+        }
+        first_line.insert(id, line);
+        if ok {
+            labels.insert(id, values);
+        }
+    }
+    if total_problems > 0 {
+        let more = if total_problems > problems.len() { format!("\n  … and {} more", total_problems - problems.len()) } else { String::new() };
+        return Err(StageError::msg(format!("{total_problems} problem(s) in the label CSV:\n  {}{more}", problems.join("\n  "))));
+    }
+    if labels.is_empty() {
+        return Err(StageError::msg(format!("{name}: no label rows after the header")));
+    }
+    Ok(labels)
+}
+
+fn write_skipped(path: &Path, skipped: &[(u64, String)]) -> Result<(), StageError> {
+    use arrow::array::{StringArray, UInt64Array};
+    let batch = arrow::array::RecordBatch::try_new(
+        std::sync::Arc::new(artifacts::skipped_schema()),
+        vec![
+            std::sync::Arc::new(UInt64Array::from_iter_values(skipped.iter().map(|s| s.0))),
+            std::sync::Arc::new(StringArray::from_iter_values(skipped.iter().map(|s| s.1.as_str()))),
+        ],
+    )
+    .expect("columns match");
+    artifacts::write_parquet(path, &batch).map_err(|e| StageError::Other(Box::new(e)))
+}
+
+fn preview(items: &[String]) -> String {
+    let shown: Vec<&str> = items.iter().take(5).map(String::as_str).collect();
+    if items.len() > 5 { format!("{}, …", shown.join(", ")) } else { shown.join(", ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_is_deterministic_and_close_to_the_fraction() {
+        let valid = (0..20_000u64).filter(|id| split_of(7, *id, 0.1) == Split::Valid).count();
+        assert!((1_700..2_300).contains(&valid), "{valid} of 20000 in valid");
+        assert_eq!(split_of(7, 123, 0.1), split_of(7, 123, 0.1));
+        let moved = (0..2_000u64).filter(|id| split_of(7, *id, 0.5) != split_of(8, *id, 0.5)).count();
+        assert!(moved > 500, "changing the seed reshuffles the split");
+    }
+
+    fn csv_file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    fn header() -> String {
+        format!("GalaxyID,{}\n", CLASS_NAMES.join(","))
+    }
+
+    fn row(id: &str, v: &str) -> String {
+        let mut fields = vec![id.to_string()];
+        fields.extend((0..37).map(|_| v.to_string()));
+        fields.join(",") + "\n"
+    }
+
+    #[test]
+    fn bad_values_are_reported_with_their_line() {
+        let f = csv_file(&(header() + &row("1", "0.5") + &row("2", "1.5") + &row("x", "0.1")));
+        let err = read_labels(f.path()).unwrap_err().to_string();
+        assert!(err.contains(":3: Class1.1 = 1.5 is outside [0, 1]"), "{err}");
+        assert!(err.contains(":4: GalaxyID `x`"), "{err}");
+    }
+
+    #[test]
+    fn bom_and_crlf_are_accepted() {
+        let text = format!("\u{feff}{}{}", header().replace('\n', "\r\n"), row("5", "0.25").replace('\n', "\r\n"));
+        let f = csv_file(&text);
+        let labels = read_labels(f.path()).unwrap();
+        assert_eq!(labels[&5][0], 0.25);
+    }
+
+    #[test]
+    fn duplicate_ids_and_short_rows_are_errors() {
+        let f = csv_file(&(header() + &row("1", "0.5") + &row("1", "0.5") + "3,0.1,0.2\n"));
+        let err = read_labels(f.path()).unwrap_err().to_string();
+        assert!(err.contains(":3: GalaxyID 1 already appeared on line 2"), "{err}");
+        assert!(err.contains(":4: 3 columns, expected 38"), "{err}");
+    }
+
+    #[test]
+    fn wrong_header_and_empty_file_are_errors() {
+        let f = csv_file(&header().replace("Class1.2", "Class1.9"));
+        assert!(read_labels(f.path()).unwrap_err().to_string().contains("column 3 is `Class1.9`, expected `Class1.2`"));
+        let f = csv_file("");
+        assert!(read_labels(f.path()).unwrap_err().to_string().contains("empty"));
+    }
+}
