@@ -20,13 +20,20 @@ pub fn catalog_schema() -> Schema {
         Field::new("image_path", DataType::Utf8, false),
         Field::new("image_digest", DataType::Utf8, false),
     ];
-    fields.extend(CLASS_NAMES.iter().map(|c| Field::new(*c, DataType::Float32, true)));
+    fields.extend(
+        CLASS_NAMES
+            .iter()
+            .map(|c| Field::new(*c, DataType::Float32, true)),
+    );
     Schema::new(fields)
 }
 
 /// `skipped.parquet` of ingest: rows left out and why.
 pub fn skipped_schema() -> Schema {
-    Schema::new(vec![Field::new("GalaxyID", DataType::UInt64, false), Field::new("reason", DataType::Utf8, false)])
+    Schema::new(vec![
+        Field::new("GalaxyID", DataType::UInt64, false),
+        Field::new("reason", DataType::Utf8, false),
+    ])
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,7 +67,9 @@ pub fn catalog_batch(rows: &[CatalogRow]) -> RecordBatch {
     let mut split = StringBuilder::new();
     let mut path = StringBuilder::new();
     let mut digest = StringBuilder::new();
-    let mut labels: Vec<Float32Builder> = (0..37).map(|_| Float32Builder::with_capacity(rows.len())).collect();
+    let mut labels: Vec<Float32Builder> = (0..37)
+        .map(|_| Float32Builder::with_capacity(rows.len()))
+        .collect();
     for r in rows {
         id.append_value(r.id);
         split.append_value(r.split.name());
@@ -70,28 +79,60 @@ pub fn catalog_batch(rows: &[CatalogRow]) -> RecordBatch {
             b.append_option(r.labels.map(|l| l[c]));
         }
     }
-    let mut columns: Vec<ArrayRef> = vec![Arc::new(id.finish()), Arc::new(split.finish()), Arc::new(path.finish()), Arc::new(digest.finish())];
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(id.finish()),
+        Arc::new(split.finish()),
+        Arc::new(path.finish()),
+        Arc::new(digest.finish()),
+    ];
     columns.extend(labels.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     RecordBatch::try_new(Arc::new(catalog_schema()), columns).expect("columns match the schema")
 }
 
 /// Write one record batch as a Parquet file (zstd-free: snappy, widely readable).
 pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), ArtifactError> {
-    let file = File::create(path).map_err(|e| ArtifactError::Io { path: path.display().to_string(), source: e })?;
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| ArtifactError::Parquet { path: path.display().to_string(), source: e })?;
-    writer.write(batch).map_err(|e| ArtifactError::Parquet { path: path.display().to_string(), source: e })?;
-    writer.close().map_err(|e| ArtifactError::Parquet { path: path.display().to_string(), source: e })?;
+    let file = File::create(path).map_err(|e| ArtifactError::Io {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| {
+        ArtifactError::Parquet {
+            path: path.display().to_string(),
+            source: e,
+        }
+    })?;
+    writer.write(batch).map_err(|e| ArtifactError::Parquet {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    writer.close().map_err(|e| ArtifactError::Parquet {
+        path: path.display().to_string(),
+        source: e,
+    })?;
     Ok(())
 }
 
 /// Read a whole Parquet file into record batches.
 pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, ArtifactError> {
-    let file = File::open(path).map_err(|e| ArtifactError::Io { path: path.display().to_string(), source: e })?;
+    let file = File::open(path).map_err(|e| ArtifactError::Io {
+        path: path.display().to_string(),
+        source: e,
+    })?;
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.build())
-        .map_err(|e| ArtifactError::Parquet { path: path.display().to_string(), source: e })?;
-    reader.collect::<Result<Vec<_>, _>>().map_err(|e| ArtifactError::Arrow { path: path.display().to_string(), source: e })
+        .map_err(|e| ArtifactError::Parquet {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+    reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ArtifactError::Arrow {
+            path: path.display().to_string(),
+            source: e,
+        })
 }
 
 #[derive(Debug, thiserror::Error)]

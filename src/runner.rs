@@ -6,7 +6,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-use crate::cache::{Artifact, CACHE_FORMAT, CacheError, Change, Fingerprint, Lookup, Manifest, StageReport, Store};
+use crate::cache::{
+    Artifact, CACHE_FORMAT, CacheError, Change, Fingerprint, Lookup, Manifest, StageReport, Store,
+};
 use crate::config::{Pipeline, StageKind};
 use crate::graph::Graph;
 use crate::progress::{Bars, Progress};
@@ -33,7 +35,11 @@ pub enum PlanState {
     /// Published and intact.
     Fresh { key: String },
     /// Must run; `changes` says why (empty when the stage never ran in this pipeline).
-    Stale { key: String, changes: Vec<String>, first_run: bool },
+    Stale {
+        key: String,
+        changes: Vec<String>,
+        first_run: bool,
+    },
     /// Its key depends on an upstream output that must be computed first.
     Pending { upstream: Vec<String> },
     /// This build cannot run the stage (or its inputs could not be read).
@@ -65,9 +71,18 @@ enum FingerprintError {
 impl<'a> Runner<'a> {
     /// The fingerprint of stage `i` given its upstream output digests, with the manifests of
     /// its input file groups.
-    fn fingerprint(&self, i: usize, upstream: &BTreeMap<String, String>, verify_inputs: bool, progress: &Progress) -> Result<(Fingerprint, BTreeMap<String, Arc<Manifest>>), FingerprintError> {
+    fn fingerprint(
+        &self,
+        i: usize,
+        upstream: &BTreeMap<String, String>,
+        verify_inputs: bool,
+        progress: &Progress,
+    ) -> Result<(Fingerprint, BTreeMap<String, Arc<Manifest>>), FingerprintError> {
         let spec = &self.pipeline.stages[i];
-        let stage = self.registry.stage(spec.kind).ok_or(FingerprintError::NotImplemented(spec.kind))?;
+        let stage = self
+            .registry
+            .stage(spec.kind)
+            .ok_or(FingerprintError::NotImplemented(spec.kind))?;
         let mut files = BTreeMap::new();
         let mut manifests = BTreeMap::new();
         for input in stage.file_inputs(spec) {
@@ -78,7 +93,9 @@ impl<'a> Runner<'a> {
                 }
                 progress.set_position(done);
             };
-            let (manifest, digest) = self.store.input_manifest(&input.path, verify_inputs, &on_hashed)?;
+            let (manifest, digest) =
+                self.store
+                    .input_manifest(&input.path, verify_inputs, &on_hashed)?;
             files.insert(input.group.clone(), digest);
             manifests.insert(input.group, Arc::new(manifest));
         }
@@ -100,15 +117,31 @@ impl<'a> Runner<'a> {
             .into_iter()
             .map(|c| match c {
                 Change::Code(s) | Change::Param(s) | Change::Upstream(s) => s,
-                Change::Files { group, old, new } => match (self.store.stored_manifest(&old), self.store.stored_manifest(&new)) {
+                Change::Files { group, old, new } => match (
+                    self.store.stored_manifest(&old),
+                    self.store.stored_manifest(&new),
+                ) {
                     (Some(o), Some(n)) => {
                         let (added, removed, changed) = n.diff(&o);
                         let mut parts = Vec::new();
-                        for (what, list) in [("changed", &changed), ("added", &added), ("removed", &removed)] {
+                        for (what, list) in [
+                            ("changed", &changed),
+                            ("added", &added),
+                            ("removed", &removed),
+                        ] {
                             if !list.is_empty() {
-                                let shown: Vec<&str> = list.iter().take(5).map(String::as_str).collect();
-                                let more = if list.len() > 5 { format!(", … {} more", list.len() - 5) } else { String::new() };
-                                parts.push(format!("{} {what} ({}{more})", list.len(), shown.join(", ")));
+                                let shown: Vec<&str> =
+                                    list.iter().take(5).map(String::as_str).collect();
+                                let more = if list.len() > 5 {
+                                    format!(", … {} more", list.len() - 5)
+                                } else {
+                                    String::new()
+                                };
+                                parts.push(format!(
+                                    "{} {what} ({}{more})",
+                                    list.len(),
+                                    shown.join(", ")
+                                ));
                             }
                         }
                         format!("input files `{group}`: {}", parts.join("; "))
@@ -138,17 +171,37 @@ impl<'a> Runner<'a> {
     }
 
     /// One stage's plan state, and its output digest when it is fresh.
-    fn plan_one(&self, i: usize, digests: &BTreeMap<usize, String>, opts: &RunOptions, progress: &Progress) -> (PlanState, Option<String>) {
+    fn plan_one(
+        &self,
+        i: usize,
+        digests: &BTreeMap<usize, String>,
+        opts: &RunOptions,
+        progress: &Progress,
+    ) -> (PlanState, Option<String>) {
         let spec = &self.pipeline.stages[i];
         let ups = self.graph.upstream(i);
-        let missing: Vec<String> = ups.iter().filter(|u| !digests.contains_key(u)).map(|u| self.pipeline.stages[*u].id.clone()).collect();
+        let missing: Vec<String> = ups
+            .iter()
+            .filter(|u| !digests.contains_key(u))
+            .map(|u| self.pipeline.stages[*u].id.clone())
+            .collect();
         if !missing.is_empty() {
             return (PlanState::Pending { upstream: missing }, None);
         }
-        let upstream = ups.iter().map(|u| (self.pipeline.stages[*u].id.clone(), digests[u].clone())).collect();
+        let upstream = ups
+            .iter()
+            .map(|u| (self.pipeline.stages[*u].id.clone(), digests[u].clone()))
+            .collect();
         let fp = match self.fingerprint(i, &upstream, opts.verify_inputs, progress) {
             Ok((fp, _)) => fp,
-            Err(e) => return (PlanState::Unavailable { reason: e.to_string() }, None),
+            Err(e) => {
+                return (
+                    PlanState::Unavailable {
+                        reason: e.to_string(),
+                    },
+                    None,
+                );
+            }
         };
         let key = fp.key();
         let forced = opts.force_all || opts.force.iter().any(|f| f == &spec.id);
@@ -164,11 +217,24 @@ impl<'a> Runner<'a> {
         let last = self.store.last_fingerprint(&self.pipeline.path, &spec.id);
         let (changes, first_run) = match &last {
             _ if forced => (vec!["forced (--force)".to_string()], false),
-            Some(old) if old.key() == key => (vec!["same fingerprint as last time, but its artifact is gone or damaged".to_string()], false),
+            Some(old) if old.key() == key => (
+                vec![
+                    "same fingerprint as last time, but its artifact is gone or damaged"
+                        .to_string(),
+                ],
+                false,
+            ),
             Some(old) => (self.explain(&fp, old), false),
             None => (Vec::new(), true),
         };
-        (PlanState::Stale { key, changes, first_run }, None)
+        (
+            PlanState::Stale {
+                key,
+                changes,
+                first_run,
+            },
+            None,
+        )
     }
 
     /// Selected stages plus every ancestor whose output they need.
@@ -189,7 +255,9 @@ impl<'a> Runner<'a> {
     pub fn run(&self, selected: &BTreeSet<usize>, opts: &RunOptions) -> Vec<StageRecord> {
         let swept = self.store.sweep();
         if swept > 0 {
-            self.bars.println(&format!("swept {swept} orphaned temp folder(s) from an interrupted run"));
+            self.bars.println(&format!(
+                "swept {swept} orphaned temp folder(s) from an interrupted run"
+            ));
         }
         let needed = self.needed(selected);
         let order: Vec<usize> = self.graph.order().filter(|i| needed.contains(i)).collect();
@@ -209,10 +277,21 @@ impl<'a> Runner<'a> {
                     let i = pending[idx];
                     let ups = self.graph.upstream(i);
                     if let Some(bad) = ups.iter().find(|u| blocked.contains_key(u)) {
-                        let why = format!("input `{}` is not available", self.pipeline.stages[*bad].id);
+                        let why =
+                            format!("input `{}` is not available", self.pipeline.stages[*bad].id);
                         blocked.insert(i, why.clone());
                         if selected.contains(&i) {
-                            let rec = self.record(i, None, Outcome::Skipped, 0.0, Some(why));
+                            // In a dry run a blocked stage is one that would run after its inputs.
+                            let rec = if opts.dry_run {
+                                let mut r = self.record(i, None, Outcome::Miss, 0.0, None);
+                                r.notes.push(format!(
+                                    "would run after `{}`",
+                                    self.pipeline.stages[*bad].id
+                                ));
+                                r
+                            } else {
+                                self.record(i, None, Outcome::Skipped, 0.0, Some(why))
+                            };
                             self.summary(&rec);
                             records.insert(i, rec);
                         }
@@ -224,7 +303,10 @@ impl<'a> Runner<'a> {
                         continue;
                     }
                     pending.remove(idx);
-                    let inputs: BTreeMap<String, Artifact> = ups.iter().map(|u| (self.pipeline.stages[*u].id.clone(), artifacts[u].clone())).collect();
+                    let inputs: BTreeMap<String, Artifact> = ups
+                        .iter()
+                        .map(|u| (self.pipeline.stages[*u].id.clone(), artifacts[u].clone()))
+                        .collect();
                     let reuse_only = !selected.contains(&i);
                     let tx = tx.clone();
                     running.insert(i);
@@ -258,14 +340,38 @@ impl<'a> Runner<'a> {
         order.iter().filter_map(|i| records.remove(i)).collect()
     }
 
-    fn record(&self, i: usize, key: Option<String>, outcome: Outcome, seconds: f64, error: Option<String>) -> StageRecord {
+    fn record(
+        &self,
+        i: usize,
+        key: Option<String>,
+        outcome: Outcome,
+        seconds: f64,
+        error: Option<String>,
+    ) -> StageRecord {
         let spec = &self.pipeline.stages[i];
-        StageRecord { id: spec.id.clone(), kind: spec.kind.name().into(), key, outcome, seconds, error, metrics: BTreeMap::new(), notes: Vec::new() }
+        StageRecord {
+            id: spec.id.clone(),
+            kind: spec.kind.name().into(),
+            key,
+            outcome,
+            seconds,
+            error,
+            metrics: BTreeMap::new(),
+            notes: Vec::new(),
+        }
     }
 
     fn summary(&self, rec: &StageRecord) {
         let key = rec.key.as_deref().map(|k| &k[..12]).unwrap_or("-");
-        let mut line = format!("{:>8}  {:<14} {:>8.2}s  {key}", rec.outcome.word(), rec.id, rec.seconds);
+        let mut line = format!(
+            "{:>8}  {:<14} {:>8.2}s  {key}",
+            rec.outcome.word(),
+            rec.id,
+            rec.seconds
+        );
+        for note in &rec.notes {
+            line.push_str(&format!("\n          note: {note}"));
+        }
         if let Some(e) = &rec.error {
             line.push_str(&format!("\n          error: {e}"));
         }
@@ -273,13 +379,33 @@ impl<'a> Runner<'a> {
     }
 
     /// Resolve one stage: reuse its artifact, or (unless `reuse_only`) compute and publish it.
-    fn execute(&self, i: usize, inputs: BTreeMap<String, Artifact>, opts: &RunOptions, reuse_only: bool) -> (StageRecord, Option<Artifact>) {
+    fn execute(
+        &self,
+        i: usize,
+        inputs: BTreeMap<String, Artifact>,
+        opts: &RunOptions,
+        reuse_only: bool,
+    ) -> (StageRecord, Option<Artifact>) {
         let spec = &self.pipeline.stages[i];
         let start = Instant::now();
         let progress = self.bars.stage(&spec.id);
-        let fail = |key: Option<String>, msg: String| (self.record(i, key, Outcome::Failed, start.elapsed().as_secs_f64(), Some(msg)), None);
+        let fail = |key: Option<String>, msg: String| {
+            (
+                self.record(
+                    i,
+                    key,
+                    Outcome::Failed,
+                    start.elapsed().as_secs_f64(),
+                    Some(msg),
+                ),
+                None,
+            )
+        };
 
-        let upstream: BTreeMap<String, String> = inputs.iter().map(|(id, a)| (id.clone(), a.digest.clone())).collect();
+        let upstream: BTreeMap<String, String> = inputs
+            .iter()
+            .map(|(id, a)| (id.clone(), a.digest.clone()))
+            .collect();
         let (fp, files) = match self.fingerprint(i, &upstream, opts.verify_inputs, &progress) {
             Ok(x) => x,
             Err(e) => return fail(None, format!("stage `{}`: {}", spec.id, chain(&e))),
@@ -296,8 +422,14 @@ impl<'a> Runner<'a> {
             }
         }
         if reuse_only {
-            let msg = format!("input `{}` is not cached (run it first, or drop --only)", spec.id);
-            return (self.record(i, Some(key), Outcome::Skipped, 0.0, Some(msg)), None);
+            let msg = format!(
+                "input `{}` is not cached (run it first, or drop --only)",
+                spec.id
+            );
+            return (
+                self.record(i, Some(key), Outcome::Skipped, 0.0, Some(msg)),
+                None,
+            );
         }
         if opts.dry_run {
             return (self.record(i, Some(key), Outcome::Miss, 0.0, None), None);
@@ -305,7 +437,11 @@ impl<'a> Runner<'a> {
 
         // Compute under the key's lock; another run computing the same key is waited for.
         let lock = match self.store.lock(&key, || {
-            self.bars.println(&format!("waiting: another run is computing `{}` (key {}) …", spec.id, &key[..12]));
+            self.bars.println(&format!(
+                "waiting: another run is computing `{}` (key {}) …",
+                spec.id,
+                &key[..12]
+            ));
         }) {
             Ok(l) => l,
             Err(e) => return fail(Some(key), e.to_string()),
@@ -326,11 +462,25 @@ impl<'a> Runner<'a> {
             Ok(w) => w,
             Err(e) => return fail(Some(key), e.to_string()),
         };
-        let stage = self.registry.stage(spec.kind).expect("fingerprint checked availability");
+        let stage = self
+            .registry
+            .stage(spec.kind)
+            .expect("fingerprint checked availability");
         let ctx = StageContext {
             spec,
             seed: self.pipeline.seed,
-            inputs: inputs.iter().map(|(id, a)| (id.clone(), Input { kind: self.kind_of(id), dir: a.out_dir.clone() })).collect(),
+            inputs: inputs
+                .iter()
+                .map(|(id, a)| {
+                    (
+                        id.clone(),
+                        Input {
+                            kind: self.kind_of(id),
+                            dir: a.out_dir.clone(),
+                        },
+                    )
+                })
+                .collect(),
             out_dir: staging.out_dir.clone(),
             files,
             work_dir,
@@ -339,14 +489,30 @@ impl<'a> Runner<'a> {
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| stage.run(&ctx)));
         let outcome = match result {
             Ok(Ok(o)) => o,
-            Ok(Err(e)) => return fail(Some(key), format!("stage `{}` ({}): {}", spec.id, spec.kind, chain(&e))),
+            Ok(Err(e)) => {
+                return fail(
+                    Some(key),
+                    format!("stage `{}` ({}): {}", spec.id, spec.kind, chain(&e)),
+                );
+            }
             Err(panic) => {
-                let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into());
-                return fail(Some(key), format!("stage `{}` ({}) crashed: {msg}", spec.id, spec.kind));
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into());
+                return fail(
+                    Some(key),
+                    format!("stage `{}` ({}) crashed: {msg}", spec.id, spec.kind),
+                );
             }
         };
         let seconds = start.elapsed().as_secs_f64();
-        let report = StageReport { metrics: outcome.metrics.clone(), notes: outcome.notes.clone(), seconds };
+        let report = StageReport {
+            metrics: outcome.metrics.clone(),
+            notes: outcome.notes.clone(),
+            seconds,
+        };
         let artifact = match self.store.publish(staging, &fp, &report) {
             Ok(a) => a,
             Err(e) => return fail(Some(key), format!("stage `{}`: {e}", spec.id)),
@@ -366,25 +532,47 @@ impl<'a> Runner<'a> {
             Lookup::Valid(a) => Ok(Some(a)),
             Lookup::Missing => Ok(None),
             Lookup::Corrupt(reason) => {
-                self.bars.println(&format!("warning: cached output of `{id}` is damaged ({reason}); recomputing"));
+                self.bars.println(&format!(
+                    "warning: cached output of `{id}` is damaged ({reason}); recomputing"
+                ));
                 Ok(None)
             }
         }
     }
 
-    fn reused(&self, i: usize, fp: &Fingerprint, a: Artifact, start: Instant, dry_run: bool) -> (StageRecord, Option<Artifact>) {
+    fn reused(
+        &self,
+        i: usize,
+        fp: &Fingerprint,
+        a: Artifact,
+        start: Instant,
+        dry_run: bool,
+    ) -> (StageRecord, Option<Artifact>) {
         let spec = &self.pipeline.stages[i];
         if !dry_run && let Err(e) = self.store.record_last(&self.pipeline.path, &spec.id, fp) {
             tracing::warn!("{e}");
         }
-        let outcome = if dry_run { Outcome::Hit } else { Outcome::Cached };
-        let mut rec = self.record(i, Some(a.key.clone()), outcome, start.elapsed().as_secs_f64(), None);
+        let outcome = if dry_run {
+            Outcome::Hit
+        } else {
+            Outcome::Cached
+        };
+        let mut rec = self.record(
+            i,
+            Some(a.key.clone()),
+            outcome,
+            start.elapsed().as_secs_f64(),
+            None,
+        );
         rec.metrics = a.report.metrics.clone();
         (rec, Some(a))
     }
 
     fn kind_of(&self, id: &str) -> StageKind {
-        self.pipeline.stage(id).map(|s| s.kind).expect("inputs were validated")
+        self.pipeline
+            .stage(id)
+            .map(|s| s.kind)
+            .expect("inputs were validated")
     }
 }
 

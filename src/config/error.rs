@@ -42,7 +42,13 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub fn at(sources: &Sources, source: usize, span: Range<usize>, message: String, help: Option<String>) -> Self {
+    pub fn at(
+        sources: &Sources,
+        source: usize,
+        span: Range<usize>,
+        message: String,
+        help: Option<String>,
+    ) -> Self {
         let src = sources.get(source);
         let label = short_label(&message);
         ConfigError::At {
@@ -55,13 +61,26 @@ impl ConfigError {
     }
 
     /// An unknown key / kind / stage id, with the closest known name as a suggestion.
-    pub fn unknown_name(sources: &Sources, source: usize, span: Range<usize>, what: &str, name: &str, known: &[String]) -> Self {
+    pub fn unknown_name(
+        sources: &Sources,
+        source: usize,
+        span: Range<usize>,
+        what: &str,
+        name: &str,
+        known: &[String],
+    ) -> Self {
         let help = match did_you_mean(name, known) {
             Some(best) => Some(format!("did you mean `{best}`?")),
             None if known.is_empty() => None,
             None => Some(format!("known {what}s: {}", known.join(", "))),
         };
-        Self::at(sources, source, span, format!("unknown {what} `{name}`"), help)
+        Self::at(
+            sources,
+            source,
+            span,
+            format!("unknown {what} `{name}`"),
+            help,
+        )
     }
 
     /// Replace the headline message (and the label under the caret).
@@ -83,8 +102,8 @@ impl ConfigError {
 }
 
 fn short_label(message: &str) -> String {
-    // The label under the caret repeats the gist; keep it to the first clause.
-    message.split(':').next().unwrap_or(message).to_string()
+    // The label under the caret is the last clause: the specific complaint.
+    message.rsplit(": ").next().unwrap_or(message).to_string()
 }
 
 /// The closest known name within a small edit distance, if any.

@@ -28,6 +28,8 @@ pub struct Pipeline {
     pub stages: Vec<StageSpec>,
     /// The `--set` overrides applied, as given.
     pub overrides: Vec<String>,
+    /// The texts the pipeline came from, for diagnostics found after loading.
+    sources: Sources,
 }
 
 /// One stage as declared.
@@ -40,11 +42,37 @@ pub struct StageSpec {
     /// Directory against which this stage's relative path parameters resolve (the directory of
     /// the file that set `data_dir` / `output`, or the working directory for `--set`).
     pub base_dir: PathBuf,
+    /// Where the stage table and its `inputs` were written.
+    origin: SpecOrigin,
+}
+
+#[derive(Debug, Clone)]
+struct SpecOrigin {
+    table: Origin,
+    inputs: Option<(Origin, Vec<std::ops::Range<usize>>)>,
 }
 
 impl Pipeline {
     pub fn stage(&self, id: &str) -> Option<&StageSpec> {
         self.stages.iter().find(|s| s.id == id)
+    }
+
+    /// A diagnostic pointing at input `input` of stage `stage` (or its whole `inputs` list /
+    /// its table when `input` is None or it has none).
+    pub fn error_at_input(
+        &self,
+        stage: usize,
+        input: Option<usize>,
+        message: String,
+        help: Option<String>,
+    ) -> ConfigError {
+        let origin = &self.stages[stage].origin;
+        let (src, span) = match (&origin.inputs, input) {
+            (Some((o, items)), Some(i)) if i < items.len() => (o.source, items[i].clone()),
+            (Some((o, _)), _) => (o.source, o.value.clone()),
+            (None, _) => (origin.table.source, origin.table.key.clone()),
+        };
+        ConfigError::at(&self.sources, src, span, message, help)
     }
 }
 
@@ -74,13 +102,25 @@ fn build(root: &Node, sources: &Sources) -> Result<Pipeline, ConfigError> {
     let top = root.as_table().expect("document is a table");
     for (key, node) in top.iter() {
         if !TOP_KEYS.contains(&key.as_str()) {
-            errors.push(unknown(sources, &node.origin, "top-level key", key, &TOP_KEYS));
+            errors.push(unknown(
+                sources,
+                &node.origin,
+                "top-level key",
+                key,
+                &TOP_KEYS,
+            ));
         }
     }
 
     let (name, seed, cache_dir) = match top.get("pipeline") {
         None => {
-            errors.push(ConfigError::at(sources, 0, 0..0, "missing `[pipeline]` table (with at least `name`)".into(), Some("add:\n[pipeline]\nname = \"my-experiment\"".into())));
+            errors.push(ConfigError::at(
+                sources,
+                0,
+                0..0,
+                "missing `[pipeline]` table (with at least `name`)".into(),
+                Some("add:\n[pipeline]\nname = \"my-experiment\"".into()),
+            ));
             (String::new(), 0, None)
         }
         Some(node) => pipeline_table(node, sources, &mut errors),
@@ -88,8 +128,18 @@ fn build(root: &Node, sources: &Sources) -> Result<Pipeline, ConfigError> {
 
     let mut stages = Vec::new();
     match top.get("stages").map(|n| (n, n.as_table())) {
-        None => errors.push(ConfigError::at(sources, 0, 0..0, "no stages: add at least one `[stages.<id>]` table".into(), None)),
-        Some((node, None)) => errors.push(type_error(sources, node, "`stages` must be a table of `[stages.<id>]` tables")),
+        None => errors.push(ConfigError::at(
+            sources,
+            0,
+            0..0,
+            "no stages: add at least one `[stages.<id>]` table".into(),
+            None,
+        )),
+        Some((node, None)) => errors.push(type_error(
+            sources,
+            node,
+            "`stages` must be a table of `[stages.<id>]` tables",
+        )),
         Some((_, Some(table))) => {
             for (id, node) in table.iter() {
                 if let Some(stage) = stage(id, node, sources, &mut errors) {
@@ -98,36 +148,64 @@ fn build(root: &Node, sources: &Sources) -> Result<Pipeline, ConfigError> {
             }
         }
     }
-    // Inputs must name declared stages of an accepted kind.
-    for stage in &stages {
-        let node = stage_node(root, &stage.id);
-        check_inputs(stage, &stages, node, sources, &mut errors);
+    // Inputs must name declared stages (kinds and cycles are the graph's to check).
+    let ids: Vec<String> = stages.iter().map(|s| s.id.clone()).collect();
+    for (i, stage) in stages.iter().enumerate() {
+        check_inputs(stage, &ids, &stages[i].origin, sources, &mut errors);
     }
 
     match ConfigError::many(errors) {
         Some(e) => Err(e),
-        None => Ok(Pipeline { name, seed, path: PathBuf::new(), cache_dir, stages, overrides: Vec::new() }),
+        None => Ok(Pipeline {
+            name,
+            seed,
+            path: PathBuf::new(),
+            cache_dir,
+            stages,
+            overrides: Vec::new(),
+            sources: sources.clone(),
+        }),
     }
 }
 
-fn pipeline_table(node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>) -> (String, u64, Option<PathBuf>) {
+fn pipeline_table(
+    node: &Node,
+    sources: &Sources,
+    errors: &mut Vec<ConfigError>,
+) -> (String, u64, Option<PathBuf>) {
     let Some(table) = node.as_table() else {
         errors.push(type_error(sources, node, "`pipeline` must be a table"));
         return (String::new(), 0, None);
     };
     for (key, n) in table.iter() {
         if !PIPELINE_KEYS.contains(&key.as_str()) {
-            errors.push(unknown(sources, &n.origin, "pipeline key", key, &PIPELINE_KEYS));
+            errors.push(unknown(
+                sources,
+                &n.origin,
+                "pipeline key",
+                key,
+                &PIPELINE_KEYS,
+            ));
         }
     }
     let name = match table.get("name").map(|n| (n, n.to_value())) {
         Some((_, toml::Value::String(s))) if !s.trim().is_empty() => s,
         Some((n, _)) => {
-            errors.push(type_error(sources, n, "`pipeline.name` must be a non-empty string"));
+            errors.push(type_error(
+                sources,
+                n,
+                "`pipeline.name` must be a non-empty string",
+            ));
             String::new()
         }
         None => {
-            errors.push(ConfigError::at(sources, node.origin.source, node.origin.key.clone(), "`[pipeline]` needs a `name`".into(), None));
+            errors.push(ConfigError::at(
+                sources,
+                node.origin.source,
+                node.origin.key.clone(),
+                "`[pipeline]` needs a `name`".into(),
+                None,
+            ));
             String::new()
         }
     };
@@ -135,7 +213,11 @@ fn pipeline_table(node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>)
         None => 42,
         Some((_, toml::Value::Integer(i))) if i >= 0 => i as u64,
         Some((n, _)) => {
-            errors.push(type_error(sources, n, "`pipeline.seed` must be a non-negative integer"));
+            errors.push(type_error(
+                sources,
+                n,
+                "`pipeline.seed` must be a non-negative integer",
+            ));
             0
         }
     };
@@ -143,33 +225,71 @@ fn pipeline_table(node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>)
         None => None,
         Some((n, toml::Value::String(s))) => Some(sources.get(n.origin.source).base_dir.join(s)),
         Some((n, _)) => {
-            errors.push(type_error(sources, n, "`pipeline.cache_dir` must be a string"));
+            errors.push(type_error(
+                sources,
+                n,
+                "`pipeline.cache_dir` must be a string",
+            ));
             None
         }
     };
     (name, seed, cache_dir)
 }
 
-fn stage(id: &str, node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>) -> Option<StageSpec> {
+fn stage(
+    id: &str,
+    node: &Node,
+    sources: &Sources,
+    errors: &mut Vec<ConfigError>,
+) -> Option<StageSpec> {
     let Some(table) = node.as_table() else {
-        errors.push(type_error(sources, node, &format!("stage `{id}` must be a table: `[stages.{id}]`")));
+        errors.push(type_error(
+            sources,
+            node,
+            &format!("stage `{id}` must be a table: `[stages.{id}]`"),
+        ));
         return None;
     };
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        errors.push(ConfigError::at(sources, node.origin.source, node.origin.key.clone(), format!("stage id `{id}` may only use letters, digits, `_` and `-`"), None));
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        errors.push(ConfigError::at(
+            sources,
+            node.origin.source,
+            node.origin.key.clone(),
+            format!("stage id `{id}` may only use letters, digits, `_` and `-`"),
+            None,
+        ));
         return None;
     }
-    let kind_names: Vec<String> = StageKind::ALL.iter().map(|k| k.name().to_string()).collect();
+    let kind_names: Vec<String> = StageKind::ALL
+        .iter()
+        .map(|k| k.name().to_string())
+        .collect();
     let kind = match table.get("kind") {
         None => {
-            errors.push(ConfigError::at(sources, node.origin.source, node.origin.key.clone(), format!("stage `{id}` has no `kind`"), Some(format!("kinds: {}", kind_names.join(", ")))));
+            errors.push(ConfigError::at(
+                sources,
+                node.origin.source,
+                node.origin.key.clone(),
+                format!("stage `{id}` has no `kind`"),
+                Some(format!("kinds: {}", kind_names.join(", "))),
+            ));
             return None;
         }
         Some(k) => match k.to_value() {
             toml::Value::String(s) => match StageKind::from_name(&s) {
                 Some(kind) => kind,
                 None => {
-                    errors.push(ConfigError::unknown_name(sources, k.origin.source, k.origin.value.clone(), "stage kind", &s, &kind_names));
+                    errors.push(ConfigError::unknown_name(
+                        sources,
+                        k.origin.source,
+                        k.origin.value.clone(),
+                        "stage kind",
+                        &s,
+                        &kind_names,
+                    ));
                     return None;
                 }
             },
@@ -182,11 +302,16 @@ fn stage(id: &str, node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>
     let inputs = match table.get("inputs") {
         None => Vec::new(),
         Some(n) => match n.to_value() {
-            toml::Value::Array(items) if items.iter().all(|v| v.is_str()) => {
-                items.into_iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect()
-            }
+            toml::Value::Array(items) if items.iter().all(|v| v.is_str()) => items
+                .into_iter()
+                .map(|v| v.as_str().unwrap_or_default().to_string())
+                .collect(),
             _ => {
-                errors.push(type_error(sources, n, "`inputs` must be an array of stage ids"));
+                errors.push(type_error(
+                    sources,
+                    n,
+                    "`inputs` must be an array of stage ids",
+                ));
                 return None;
             }
         },
@@ -203,7 +328,17 @@ fn stage(id: &str, node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>
         if !known.iter().any(|k| k == key) {
             let mut all = known.clone();
             all.extend(["kind".to_string(), "inputs".to_string()]);
-            errors.push(ConfigError::unknown_name(sources, n.origin.source, n.origin.key.clone(), "key", key, &all).with_message(format!("unknown key `{key}` for a `{kind}` stage")));
+            errors.push(
+                ConfigError::unknown_name(
+                    sources,
+                    n.origin.source,
+                    n.origin.key.clone(),
+                    "key",
+                    key,
+                    &all,
+                )
+                .with_message(format!("unknown key `{key}` for a `{kind}` stage")),
+            );
             ok = false;
             continue;
         }
@@ -221,16 +356,35 @@ fn stage(id: &str, node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>
                 Some(n) => (n.origin.source, n.origin.value.clone()),
                 None => (node.origin.source, node.origin.key.clone()),
             };
-            let what = if first.is_empty() || path == "." { format!("stage `{id}`") } else { format!("`{id}.{path}`") };
-            errors.push(ConfigError::at(sources, src, span, format!("{what}: {}", e.inner().message()), None));
+            let what = if first.is_empty() || path == "." {
+                format!("stage `{id}`")
+            } else {
+                format!("`{id}.{path}`")
+            };
+            errors.push(ConfigError::at(
+                sources,
+                src,
+                span,
+                format!("{what}: {}", e.inner().message()),
+                None,
+            ));
             return None;
         }
     };
     let mut valid = true;
     for invalid in params.validate() {
         valid = false;
-        let (src, span) = table.get(invalid.key).map(|n| (n.origin.source, n.origin.value.clone())).unwrap_or((node.origin.source, node.origin.key.clone()));
-        errors.push(ConfigError::at(sources, src, span, format!("`{id}.{}` {}", invalid.key, invalid.message), None));
+        let (src, span) = table
+            .get(invalid.key)
+            .map(|n| (n.origin.source, n.origin.value.clone()))
+            .unwrap_or((node.origin.source, node.origin.key.clone()));
+        errors.push(ConfigError::at(
+            sources,
+            src,
+            span,
+            format!("`{id}.{}` {}", invalid.key, invalid.message),
+            None,
+        ));
     }
     if !valid {
         return None;
@@ -245,58 +399,93 @@ fn stage(id: &str, node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>
         .and_then(|k| table.get(k))
         .map(|n| sources.get(n.origin.source).base_dir.clone())
         .unwrap_or_else(|| sources.get(node.origin.source).base_dir.clone());
-    Some(StageSpec { id: id.to_string(), kind, inputs, params, base_dir })
-}
-
-fn stage_node<'a>(root: &'a Node, id: &str) -> Option<&'a Node> {
-    root.as_table()?.get("stages")?.as_table()?.get(id)
-}
-
-fn check_inputs(stage: &StageSpec, all: &[StageSpec], node: Option<&Node>, sources: &Sources, errors: &mut Vec<ConfigError>) {
-    let inputs_node = node.and_then(|n| n.as_table()).and_then(|t| t.get("inputs"));
-    let span_of = |i: usize| -> (usize, std::ops::Range<usize>) {
-        match inputs_node {
-            Some(n) => match &n.kind {
-                NodeKind::Leaf { items, .. } if i < items.len() => (n.origin.source, items[i].clone()),
-                _ => (n.origin.source, n.origin.value.clone()),
-            },
-            None => node.map(|n| (n.origin.source, n.origin.key.clone())).unwrap_or((0, 0..0)),
-        }
-    };
-    let ids: Vec<String> = all.iter().map(|s| s.id.clone()).collect();
-    let (accepted, required) = stage.kind.accepted_inputs();
-    let mut kinds_seen = Vec::new();
-    for (i, input) in stage.inputs.iter().enumerate() {
-        let (src, span) = span_of(i);
-        if stage.inputs[..i].contains(input) {
-            errors.push(ConfigError::at(sources, src, span, format!("stage `{}` lists input `{input}` twice", stage.id), None));
-            continue;
-        }
-        let Some(up) = all.iter().find(|s| &s.id == input) else {
-            let others: Vec<String> = ids.iter().filter(|i| **i != stage.id).cloned().collect();
-            errors.push(ConfigError::unknown_name(sources, src, span, "input stage", input, &others).with_message(format!("stage `{}`: unknown input stage `{input}`", stage.id)));
-            continue;
+    let inputs_origin = table.get("inputs").map(|n| {
+        let items = match &n.kind {
+            NodeKind::Leaf { items, .. } => items.clone(),
+            NodeKind::Table(_) => Vec::new(),
         };
-        if !accepted.contains(&up.kind) {
-            let names: Vec<&str> = accepted.iter().map(|k| k.name()).collect();
-            let allowed = if names.is_empty() { "no inputs".to_string() } else { names.join(", ") };
-            errors.push(ConfigError::at(sources, src, span, format!("a `{}` stage cannot take `{input}` (a `{}` stage) as input; it accepts: {allowed}", stage.kind, up.kind), None));
-        }
-        kinds_seen.push(up.kind);
-    }
-    for need in required {
-        if !kinds_seen.contains(need) {
-            let (src, span) = span_of(usize::MAX);
-            errors.push(ConfigError::at(sources, src, span, format!("stage `{}` ({}) needs an input of kind `{need}`", stage.id, stage.kind), None));
+        (n.origin.clone(), items)
+    });
+    let origin = SpecOrigin {
+        table: node.origin.clone(),
+        inputs: inputs_origin,
+    };
+    Some(StageSpec {
+        id: id.to_string(),
+        kind,
+        inputs,
+        params,
+        base_dir,
+        origin,
+    })
+}
+
+fn check_inputs(
+    stage: &StageSpec,
+    ids: &[String],
+    origin: &SpecOrigin,
+    sources: &Sources,
+    errors: &mut Vec<ConfigError>,
+) {
+    for (i, input) in stage.inputs.iter().enumerate() {
+        let (src, span) = match &origin.inputs {
+            Some((o, items)) if i < items.len() => (o.source, items[i].clone()),
+            Some((o, _)) => (o.source, o.value.clone()),
+            None => (origin.table.source, origin.table.key.clone()),
+        };
+        if stage.inputs[..i].contains(input) {
+            errors.push(ConfigError::at(
+                sources,
+                src,
+                span,
+                format!("stage `{}` lists input `{input}` twice", stage.id),
+                None,
+            ));
+        } else if input == &stage.id {
+            errors.push(ConfigError::at(
+                sources,
+                src,
+                span,
+                format!("the stages form a cycle: {0} → {0}", stage.id),
+                None,
+            ));
+        } else if !ids.contains(input) {
+            let others: Vec<String> = ids.iter().filter(|i| **i != stage.id).cloned().collect();
+            errors.push(
+                ConfigError::unknown_name(sources, src, span, "input stage", input, &others)
+                    .with_message(format!(
+                        "stage `{}`: unknown input stage `{input}`",
+                        stage.id
+                    )),
+            );
         }
     }
 }
 
-fn unknown(sources: &Sources, origin: &Origin, what: &str, name: &str, known: &[&str]) -> ConfigError {
+fn unknown(
+    sources: &Sources,
+    origin: &Origin,
+    what: &str,
+    name: &str,
+    known: &[&str],
+) -> ConfigError {
     let known: Vec<String> = known.iter().map(|s| s.to_string()).collect();
-    ConfigError::unknown_name(sources, origin.source, origin.key.clone(), what, name, &known)
+    ConfigError::unknown_name(
+        sources,
+        origin.source,
+        origin.key.clone(),
+        what,
+        name,
+        &known,
+    )
 }
 
 fn type_error(sources: &Sources, node: &Node, message: &str) -> ConfigError {
-    ConfigError::at(sources, node.origin.source, node.origin.value.clone(), format!("{message} (found {})", node.type_name()), None)
+    ConfigError::at(
+        sources,
+        node.origin.source,
+        node.origin.value.clone(),
+        format!("{message} (found {})", node.type_name()),
+        None,
+    )
 }

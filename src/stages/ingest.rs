@@ -21,20 +21,33 @@ impl Stage for Ingest {
     }
 
     fn file_inputs(&self, spec: &StageSpec) -> Vec<FileInput> {
-        let StageParams::Ingest(p) = &spec.params else { return Vec::new() };
+        let StageParams::Ingest(p) = &spec.params else {
+            return Vec::new();
+        };
         let root = spec.resolve(&p.data_dir);
         let mut inputs = vec![
-            FileInput { group: "images".into(), path: root.join(&p.images) },
-            FileInput { group: "labels".into(), path: root.join(&p.labels) },
+            FileInput {
+                group: "images".into(),
+                path: root.join(&p.images),
+            },
+            FileInput {
+                group: "labels".into(),
+                path: root.join(&p.labels),
+            },
         ];
         if !p.test_images.is_empty() {
-            inputs.push(FileInput { group: "test_images".into(), path: root.join(&p.test_images) });
+            inputs.push(FileInput {
+                group: "test_images".into(),
+                path: root.join(&p.test_images),
+            });
         }
         inputs
     }
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let StageParams::Ingest(p) = &ctx.spec.params else { unreachable!("registry maps ingest to Ingest") };
+        let StageParams::Ingest(p) = &ctx.spec.params else {
+            unreachable!("registry maps ingest to Ingest")
+        };
         let root = ctx.spec.resolve(&p.data_dir);
         let images_dir = root.join(&p.images);
         let labels_path = root.join(&p.labels);
@@ -45,7 +58,12 @@ impl Stage for Ingest {
 
         let (images, ignored) = image_index(&ctx.files["images"]);
         if !ignored.is_empty() {
-            notes.push(format!("ignored {} file(s) in {} not named <GalaxyID>.jpg: {}", ignored.len(), images_dir.display(), preview(&ignored)));
+            notes.push(format!(
+                "ignored {} file(s) in {} not named <GalaxyID>.jpg: {}",
+                ignored.len(),
+                images_dir.display(),
+                preview(&ignored)
+            ));
         }
 
         let mut rows = Vec::with_capacity(labels.len());
@@ -76,32 +94,68 @@ impl Stage for Ingest {
                     )));
                 }
                 OnProblem::Skip => {
-                    notes.push(format!("skipped {} label row(s) without an image (listed in skipped.parquet): {}", missing.len(), preview(&ids)));
+                    notes.push(format!(
+                        "skipped {} label row(s) without an image (listed in skipped.parquet): {}",
+                        missing.len(),
+                        preview(&ids)
+                    ));
                     skipped.extend(missing.iter().map(|id| (*id, "no image".to_string())));
                 }
             }
         }
-        let unlabelled: Vec<String> = images.keys().filter(|id| !labels.contains_key(id)).map(u64::to_string).collect();
+        let unlabelled: Vec<String> = images
+            .keys()
+            .filter(|id| !labels.contains_key(id))
+            .map(u64::to_string)
+            .collect();
         if !unlabelled.is_empty() {
-            notes.push(format!("{} image(s) in {} have no label row and are left out: {}", unlabelled.len(), images_dir.display(), preview(&unlabelled)));
+            notes.push(format!(
+                "{} image(s) in {} have no label row and are left out: {}",
+                unlabelled.len(),
+                images_dir.display(),
+                preview(&unlabelled)
+            ));
         }
 
-        let violations = rows.iter().filter(|r| r.labels.is_some_and(|l| tree_deviation(&l) > p.tree_tolerance as f32)).count();
+        let violations = rows
+            .iter()
+            .filter(|r| {
+                r.labels
+                    .is_some_and(|l| tree_deviation(&l) > p.tree_tolerance as f32)
+            })
+            .count();
         if violations > 0 {
-            notes.push(format!("{violations} label row(s) break a decision-tree sum by more than {}", p.tree_tolerance));
+            notes.push(format!(
+                "{violations} label row(s) break a decision-tree sum by more than {}",
+                p.tree_tolerance
+            ));
         }
 
         if !p.test_images.is_empty() {
             let test_dir = root.join(&p.test_images);
             let (test, ignored) = image_index(&ctx.files["test_images"]);
             if !ignored.is_empty() {
-                notes.push(format!("ignored {} file(s) in {} not named <GalaxyID>.jpg: {}", ignored.len(), test_dir.display(), preview(&ignored)));
+                notes.push(format!(
+                    "ignored {} file(s) in {} not named <GalaxyID>.jpg: {}",
+                    ignored.len(),
+                    test_dir.display(),
+                    preview(&ignored)
+                ));
             }
             for (id, (name, digest)) in test {
                 if labels.contains_key(&id) {
-                    return Err(StageError::msg(format!("galaxy {id} is both labelled and in the test folder {}", test_dir.display())));
+                    return Err(StageError::msg(format!(
+                        "galaxy {id} is both labelled and in the test folder {}",
+                        test_dir.display()
+                    )));
                 }
-                rows.push(CatalogRow { id, split: Split::Test, image_path: test_dir.join(name).to_string_lossy().into_owned(), image_digest: digest, labels: None });
+                rows.push(CatalogRow {
+                    id,
+                    split: Split::Test,
+                    image_path: test_dir.join(name).to_string_lossy().into_owned(),
+                    image_digest: digest,
+                    labels: None,
+                });
             }
         }
         rows.sort_by_key(|r| r.id);
@@ -115,7 +169,8 @@ impl Stage for Ingest {
 
         ctx.progress.message("writing catalog.parquet");
         let out = ctx.out_dir.join("catalog.parquet");
-        artifacts::write_parquet(&out, &artifacts::catalog_batch(&rows)).map_err(|e| StageError::Other(Box::new(e)))?;
+        artifacts::write_parquet(&out, &artifacts::catalog_batch(&rows))
+            .map_err(|e| StageError::Other(Box::new(e)))?;
         if !skipped.is_empty() {
             write_skipped(&ctx.out_dir.join("skipped.parquet"), &skipped)?;
         }
@@ -128,7 +183,11 @@ fn image_index(manifest: &Manifest) -> (BTreeMap<u64, (String, String)>, Vec<Str
     let mut images = BTreeMap::new();
     let mut ignored = Vec::new();
     for e in &manifest.entries {
-        let id = e.path.strip_suffix(".jpg").filter(|s| !s.contains('/')).and_then(|s| s.parse::<u64>().ok());
+        let id = e
+            .path
+            .strip_suffix(".jpg")
+            .filter(|s| !s.contains('/'))
+            .and_then(|s| s.parse::<u64>().ok());
         match id {
             Some(id) => {
                 images.insert(id, (e.path.clone(), e.digest.clone()));
@@ -146,26 +205,46 @@ pub fn split_of(seed: u64, id: u64, valid_fraction: f64) -> Split {
     h.update(&id.to_le_bytes());
     let bytes: [u8; 8] = h.finalize().as_bytes()[..8].try_into().expect("8 bytes");
     let u = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
-    if u < valid_fraction { Split::Valid } else { Split::Train }
+    if u < valid_fraction {
+        Split::Valid
+    } else {
+        Split::Train
+    }
 }
 
 /// Parse and validate the label CSV; every problem names the file and line.
 pub fn read_labels(path: &Path) -> Result<BTreeMap<u64, [f32; 37]>, StageError> {
-    let file = std::fs::File::open(path).map_err(|e| StageError::io("cannot open label CSV", path, e))?;
-    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(std::io::BufReader::new(file));
+    let file =
+        std::fs::File::open(path).map_err(|e| StageError::io("cannot open label CSV", path, e))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(std::io::BufReader::new(file));
     let name = path.display();
     let mut records = reader.records();
     let header = match records.next() {
-        None => return Err(StageError::msg(format!("{name}: the label CSV is empty (expected a header `GalaxyID,Class1.1,…,Class11.6`)"))),
+        None => {
+            return Err(StageError::msg(format!(
+                "{name}: the label CSV is empty (expected a header `GalaxyID,Class1.1,…,Class11.6`)"
+            )));
+        }
         Some(Err(e)) => return Err(StageError::msg(format!("{name}:1: {e}"))),
         Some(Ok(h)) => h,
     };
-    let got: Vec<&str> = header.iter().map(|h| h.trim_start_matches('\u{feff}').trim()).collect();
+    let got: Vec<&str> = header
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').trim())
+        .collect();
     let mut expected = vec!["GalaxyID"];
     expected.extend(CLASS_NAMES);
     if got != expected {
         let detail = match got.iter().zip(&expected).position(|(g, e)| g != e) {
-            Some(i) => format!("column {} is `{}`, expected `{}`", i + 1, got[i], expected[i]),
+            Some(i) => format!(
+                "column {} is `{}`, expected `{}`",
+                i + 1,
+                got[i],
+                expected[i]
+            ),
             None => format!("{} columns, expected {}", got.len(), expected.len()),
         };
         return Err(StageError::msg(format!("{name}:1: wrong header: {detail}")));
@@ -195,33 +274,44 @@ pub fn read_labels(path: &Path) -> Result<BTreeMap<u64, [f32; 37]>, StageError> 
             continue; // a blank line
         }
         if record.len() != 38 {
-            problem(format!("{name}:{line}: {} columns, expected 38", record.len()));
+            problem(format!(
+                "{name}:{line}: {} columns, expected 38",
+                record.len()
+            ));
             continue;
         }
         let id = match record[0].trim().parse::<u64>() {
             Ok(id) => id,
             Err(_) => {
-                problem(format!("{name}:{line}: GalaxyID `{}` is not a non-negative integer", &record[0]));
+                problem(format!(
+                    "{name}:{line}: GalaxyID `{}` is not a non-negative integer",
+                    &record[0]
+                ));
                 continue;
             }
         };
         let mut values = [0f32; 37];
-        let mut ok = true;
+        let mut bad = Vec::new();
         for (c, field) in record.iter().skip(1).enumerate() {
             match field.trim().parse::<f64>() {
                 Ok(v) if v.is_finite() && (0.0..=1.0).contains(&v) => values[c] = v as f32,
-                Ok(v) => {
-                    problem(format!("{name}:{line}: {} = {v} is outside [0, 1]", CLASS_NAMES[c]));
-                    ok = false;
-                }
-                Err(_) => {
-                    problem(format!("{name}:{line}: {} = `{field}` is not a number", CLASS_NAMES[c]));
-                    ok = false;
-                }
+                Ok(v) => bad.push(format!("{} = {v} is outside [0, 1]", CLASS_NAMES[c])),
+                Err(_) => bad.push(format!("{} = `{field}` is not a number", CLASS_NAMES[c])),
             }
         }
+        let ok = bad.is_empty();
+        if let Some(first) = bad.first() {
+            let more = if bad.len() > 1 {
+                format!(" (and {} more on this line)", bad.len() - 1)
+            } else {
+                String::new()
+            };
+            problem(format!("{name}:{line}: {first}{more}"));
+        }
         if let Some(first) = first_line.get(&id) {
-            problem(format!("{name}:{line}: GalaxyID {id} already appeared on line {first}"));
+            problem(format!(
+                "{name}:{line}: GalaxyID {id} already appeared on line {first}"
+            ));
             continue;
         }
         first_line.insert(id, line);
@@ -230,11 +320,20 @@ pub fn read_labels(path: &Path) -> Result<BTreeMap<u64, [f32; 37]>, StageError> 
         }
     }
     if total_problems > 0 {
-        let more = if total_problems > problems.len() { format!("\n  … and {} more", total_problems - problems.len()) } else { String::new() };
-        return Err(StageError::msg(format!("{total_problems} problem(s) in the label CSV:\n  {}{more}", problems.join("\n  "))));
+        let more = if total_problems > problems.len() {
+            format!("\n  … and {} more", total_problems - problems.len())
+        } else {
+            String::new()
+        };
+        return Err(StageError::msg(format!(
+            "{total_problems} problem(s) in the label CSV:\n  {}{more}",
+            problems.join("\n  ")
+        )));
     }
     if labels.is_empty() {
-        return Err(StageError::msg(format!("{name}: no label rows after the header")));
+        return Err(StageError::msg(format!(
+            "{name}: no label rows after the header"
+        )));
     }
     Ok(labels)
 }
@@ -245,7 +344,9 @@ fn write_skipped(path: &Path, skipped: &[(u64, String)]) -> Result<(), StageErro
         std::sync::Arc::new(artifacts::skipped_schema()),
         vec![
             std::sync::Arc::new(UInt64Array::from_iter_values(skipped.iter().map(|s| s.0))),
-            std::sync::Arc::new(StringArray::from_iter_values(skipped.iter().map(|s| s.1.as_str()))),
+            std::sync::Arc::new(StringArray::from_iter_values(
+                skipped.iter().map(|s| s.1.as_str()),
+            )),
         ],
     )
     .expect("columns match");
@@ -254,7 +355,11 @@ fn write_skipped(path: &Path, skipped: &[(u64, String)]) -> Result<(), StageErro
 
 fn preview(items: &[String]) -> String {
     let shown: Vec<&str> = items.iter().take(5).map(String::as_str).collect();
-    if items.len() > 5 { format!("{}, …", shown.join(", ")) } else { shown.join(", ") }
+    if items.len() > 5 {
+        format!("{}, …", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
 }
 
 #[cfg(test)]
@@ -263,10 +368,14 @@ mod tests {
 
     #[test]
     fn split_is_deterministic_and_close_to_the_fraction() {
-        let valid = (0..20_000u64).filter(|id| split_of(7, *id, 0.1) == Split::Valid).count();
+        let valid = (0..20_000u64)
+            .filter(|id| split_of(7, *id, 0.1) == Split::Valid)
+            .count();
         assert!((1_700..2_300).contains(&valid), "{valid} of 20000 in valid");
         assert_eq!(split_of(7, 123, 0.1), split_of(7, 123, 0.1));
-        let moved = (0..2_000u64).filter(|id| split_of(7, *id, 0.5) != split_of(8, *id, 0.5)).count();
+        let moved = (0..2_000u64)
+            .filter(|id| split_of(7, *id, 0.5) != split_of(8, *id, 0.5))
+            .count();
         assert!(moved > 500, "changing the seed reshuffles the split");
     }
 
@@ -290,13 +399,20 @@ mod tests {
     fn bad_values_are_reported_with_their_line() {
         let f = csv_file(&(header() + &row("1", "0.5") + &row("2", "1.5") + &row("x", "0.1")));
         let err = read_labels(f.path()).unwrap_err().to_string();
-        assert!(err.contains(":3: Class1.1 = 1.5 is outside [0, 1]"), "{err}");
+        assert!(
+            err.contains(":3: Class1.1 = 1.5 is outside [0, 1]"),
+            "{err}"
+        );
         assert!(err.contains(":4: GalaxyID `x`"), "{err}");
     }
 
     #[test]
     fn bom_and_crlf_are_accepted() {
-        let text = format!("\u{feff}{}{}", header().replace('\n', "\r\n"), row("5", "0.25").replace('\n', "\r\n"));
+        let text = format!(
+            "\u{feff}{}{}",
+            header().replace('\n', "\r\n"),
+            row("5", "0.25").replace('\n', "\r\n")
+        );
         let f = csv_file(&text);
         let labels = read_labels(f.path()).unwrap();
         assert_eq!(labels[&5][0], 0.25);
@@ -306,15 +422,28 @@ mod tests {
     fn duplicate_ids_and_short_rows_are_errors() {
         let f = csv_file(&(header() + &row("1", "0.5") + &row("1", "0.5") + "3,0.1,0.2\n"));
         let err = read_labels(f.path()).unwrap_err().to_string();
-        assert!(err.contains(":3: GalaxyID 1 already appeared on line 2"), "{err}");
+        assert!(
+            err.contains(":3: GalaxyID 1 already appeared on line 2"),
+            "{err}"
+        );
         assert!(err.contains(":4: 3 columns, expected 38"), "{err}");
     }
 
     #[test]
     fn wrong_header_and_empty_file_are_errors() {
         let f = csv_file(&header().replace("Class1.2", "Class1.9"));
-        assert!(read_labels(f.path()).unwrap_err().to_string().contains("column 3 is `Class1.9`, expected `Class1.2`"));
+        assert!(
+            read_labels(f.path())
+                .unwrap_err()
+                .to_string()
+                .contains("column 3 is `Class1.9`, expected `Class1.2`")
+        );
         let f = csv_file("");
-        assert!(read_labels(f.path()).unwrap_err().to_string().contains("empty"));
+        assert!(
+            read_labels(f.path())
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
     }
 }

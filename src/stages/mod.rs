@@ -48,7 +48,9 @@ impl StageContext<'_> {
         self.inputs
             .values()
             .find(|i| i.kind == kind)
-            .ok_or_else(|| StageError::msg(format!("stage `{}` has no `{kind}` input", self.spec.id)))
+            .ok_or_else(|| {
+                StageError::msg(format!("stage `{}` has no `{kind}` input", self.spec.id))
+            })
     }
 }
 
@@ -79,7 +81,11 @@ impl StageError {
         StageError::Message(m.into())
     }
     pub fn io(what: impl Into<String>, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StageError::Io { what: what.into(), path: path.into(), source }
+        StageError::Io {
+            what: what.into(),
+            path: path.into(),
+            source,
+        }
     }
 }
 
@@ -108,7 +114,9 @@ pub struct StandardStages {
 
 impl Default for StandardStages {
     fn default() -> Self {
-        StandardStages { ingest: ingest::Ingest }
+        StandardStages {
+            ingest: ingest::Ingest,
+        }
     }
 }
 

@@ -1,0 +1,339 @@
+//! Test scaffolding: a stage registry whose non-ingest stages are small, deterministic fakes
+//! (allowed by the runner issue), a tiny fake Kaggle layout, and a way to run the CLI with that
+//! registry in a separate process (this test binary re-executes itself).
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use galaxy_pipe::config::{StageKind, StageParams, StageSpec};
+use galaxy_pipe::labels::CLASS_NAMES;
+use galaxy_pipe::stages::{
+    FileInput, Registry, Stage, StageContext, StageError, StageOutcome, ingest::Ingest,
+};
+
+/// Env var carrying the CLI arguments to the re-executed child.
+pub const CHILD_ARGS: &str = "GP_CHILD_ARGS";
+
+/// Fake stages. Each appends `<stage id> <pid>` to `$GP_EXEC_LOG` when it starts, sleeps
+/// `$GP_SLEEP_MS` (per epoch for train), and fails if `$GP_FAIL` names it.
+pub struct TestStages {
+    ingest: Ingest,
+    fake: Fake,
+}
+
+impl Default for TestStages {
+    fn default() -> Self {
+        TestStages {
+            ingest: Ingest,
+            fake: Fake,
+        }
+    }
+}
+
+impl Registry for TestStages {
+    fn stage(&self, kind: StageKind) -> Option<&dyn Stage> {
+        match kind {
+            StageKind::Ingest => Some(&self.ingest),
+            StageKind::Submit => None,
+            _ => Some(&self.fake),
+        }
+    }
+}
+
+struct Fake;
+
+fn log_exec(id: &str, what: &str) {
+    if let Ok(path) = std::env::var("GP_EXEC_LOG") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        writeln!(f, "{id} {what} {}", std::process::id()).unwrap();
+    }
+}
+
+fn sleep() {
+    let ms: u64 = std::env::var("GP_SLEEP_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+impl Stage for Fake {
+    fn code_version(&self) -> u32 {
+        1
+    }
+
+    fn file_inputs(&self, _spec: &StageSpec) -> Vec<FileInput> {
+        Vec::new()
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
+        let id = &ctx.spec.id;
+        log_exec(id, "start");
+        if std::env::var("GP_FAIL").is_ok_and(|f| &f == id) {
+            return Err(StageError::msg(format!("injected failure in {id}")));
+        }
+        // Output = digest of every input file + the parameters that matter for this kind.
+        let mut h = blake3::Hasher::new();
+        for (name, input) in &ctx.inputs {
+            h.update(name.as_bytes());
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&input.dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            for f in files {
+                h.update(&std::fs::read(f).unwrap());
+            }
+        }
+        let mut metrics = std::collections::BTreeMap::new();
+        match &ctx.spec.params {
+            // `threshold` changes the fingerprint but not these bytes: the early-cutoff case.
+            StageParams::Crop(p) => {
+                h.update(&p.size.to_le_bytes());
+                sleep();
+            }
+            StageParams::Train(p) => {
+                // One checkpoint per epoch in the work area; a killed run resumes after the last.
+                let done = (0..p.epochs)
+                    .take_while(|e| ctx.work_dir.join(format!("epoch-{e}")).exists())
+                    .count() as u32;
+                if done > 0 {
+                    log_exec(id, &format!("resume-from-{done}"));
+                }
+                for e in done..p.epochs {
+                    sleep();
+                    let tmp = ctx.work_dir.join(format!("epoch-{e}.tmp"));
+                    std::fs::write(&tmp, format!("{e}")).unwrap();
+                    std::fs::rename(&tmp, ctx.work_dir.join(format!("epoch-{e}"))).unwrap();
+                    log_exec(id, &format!("epoch-{e}"));
+                }
+                h.update(&p.epochs.to_le_bytes());
+                h.update(&p.learning_rate.to_le_bytes());
+            }
+            _ => sleep(),
+        }
+        let digest = h.finalize();
+        std::fs::write(ctx.out_dir.join("out.bin"), digest.as_bytes()).unwrap();
+        metrics.insert("fake_metric".into(), digest.as_bytes()[0] as f64);
+        Ok(StageOutcome {
+            metrics,
+            notes: Vec::new(),
+        })
+    }
+}
+
+/// A project folder with a fake Kaggle layout (`data/`) and a pipeline file.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+pub const PIPELINE: &str = r#"# a test pipeline
+[pipeline]
+name = "test"
+seed = 7
+
+[stages.ingest]
+kind = "ingest"
+data_dir = "data"
+
+[stages.crop]
+kind = "crop"
+inputs = ["ingest"]
+size = 32
+
+[stages.baseline]
+kind = "baseline"
+inputs = ["ingest", "crop"]
+
+[stages.train]
+kind = "train"
+inputs = ["crop"]
+epochs = 3
+
+[stages.evaluate]
+kind = "evaluate"
+inputs = ["train", "crop", "baseline"]
+"#;
+
+/// A label row that satisfies the decision tree.
+pub fn label_row(id: u64) -> String {
+    let mut v = [0f32; 37];
+    v[0] = 0.5; // Class1.1 smooth
+    v[1] = 0.5; // Class1.2 features/disk
+    v[3] = 0.25; // Class2.1 edge-on yes
+    v[4] = 0.25; // Class2.2 edge-on no
+    v[5] = 0.25; // Class3.1
+    v[7] = 0.25; // Class4.1
+    v[28] = 0.25; // Class10.1
+    v[31] = 0.25; // Class11.1
+    v[9] = 0.25; // Class5.1
+    v[13] = 1.0; // Class6.1
+    v[15] = 0.5; // Class7.1
+    v[18] = 1.0; // Class8.1
+    v[25] = 0.25; // Class9.1
+    let fields: Vec<String> = std::iter::once(id.to_string())
+        .chain(v.iter().map(|x| x.to_string()))
+        .collect();
+    fields.join(",")
+}
+
+impl Project {
+    pub fn new(n_train: u64, n_test: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("images_training_rev1")).unwrap();
+        std::fs::create_dir_all(data.join("images_test_rev1")).unwrap();
+        let mut csv = format!("GalaxyID,{}\n", CLASS_NAMES.join(","));
+        for i in 0..n_train {
+            let id = 100_000 + i;
+            std::fs::write(
+                data.join("images_training_rev1").join(format!("{id}.jpg")),
+                format!("fake image {id}"),
+            )
+            .unwrap();
+            csv.push_str(&label_row(id));
+            csv.push('\n');
+        }
+        for i in 0..n_test {
+            let id = 900_000 + i;
+            std::fs::write(
+                data.join("images_test_rev1").join(format!("{id}.jpg")),
+                format!("fake test image {id}"),
+            )
+            .unwrap();
+        }
+        std::fs::write(data.join("training_solutions_rev1.csv"), csv).unwrap();
+        std::fs::create_dir_all(dir.path().join("cache")).unwrap();
+        std::fs::write(dir.path().join("p.toml"), PIPELINE).unwrap();
+        Project { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.path().join(name), text).unwrap();
+    }
+
+    pub fn exec_log(&self) -> PathBuf {
+        self.path().join("exec.log")
+    }
+
+    /// Lines `<stage> start <pid>` logged so far, as stage ids.
+    pub fn starts(&self) -> Vec<String> {
+        std::fs::read_to_string(self.exec_log())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.split(' ').nth(1) == Some("start"))
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.exec_log())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn clear_log(&self) {
+        let _ = std::fs::remove_file(self.exec_log());
+    }
+
+    /// A command running the CLI with the fake registry, in the project folder.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut full = vec!["galaxy-pipe".to_string()];
+        full.extend(args.iter().map(|s| s.to_string()));
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([
+            "child_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(CHILD_ARGS, serde_json::to_string(&full).unwrap())
+        .env("GP_EXEC_LOG", self.exec_log())
+        .env_remove("GALAXY_PIPE_CACHE_DIR")
+        .current_dir(self.path());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Run with `--json` and parse the JSON document printed on stdout.
+    pub fn run_json(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.run(&all);
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .map(str::to_string);
+        let value = line
+            .map(|l| serde_json::from_str(&l).unwrap())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no JSON on stdout; stderr:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            });
+        (out.status.code().unwrap_or(-1), value)
+    }
+}
+
+/// `(stage id, outcome)` pairs of a `run --json` result.
+pub fn outcomes(v: &serde_json::Value) -> Vec<(String, String)> {
+    v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_string(),
+                s["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+pub fn ids_with(v: &serde_json::Value, outcome: &str) -> Vec<String> {
+    outcomes(v)
+        .into_iter()
+        .filter(|(_, o)| o == outcome)
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// Every file under `dir` with its bytes (for comparing final outputs of two runs).
+pub fn tree_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((
+                    p.strip_prefix(dir).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
