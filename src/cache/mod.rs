@@ -301,9 +301,16 @@ impl Store {
         })
     }
 
-    /// Remove temp folders no live run is writing (their key lock is free).
+    /// Remove temp folders no live run is writing (their key lock is free), and lock files a
+    /// killed run left behind.
     pub fn sweep(&self) -> usize {
         let mut removed = 0;
+        if let Ok(locks) = std::fs::read_dir(self.root.join("locks")) {
+            for entry in locks.flatten() {
+                // Taking a free lock and dropping it removes its file; held locks are untouched.
+                let _ = KeyLock::try_acquire(&entry.path());
+            }
+        }
         let Ok(entries) = std::fs::read_dir(self.root.join("tmp")) else {
             return 0;
         };
