@@ -20,20 +20,27 @@ pub fn catalog_schema() -> Schema {
         Field::new("image_path", DataType::Utf8, false),
         Field::new("image_digest", DataType::Utf8, false),
     ];
-    fields.extend(
-        CLASS_NAMES
-            .iter()
-            .map(|c| Field::new(*c, DataType::Float32, true)),
-    );
+    fields.extend(CLASS_NAMES.iter().map(|c| Field::new(*c, DataType::Float32, true)));
     Schema::new(fields)
 }
 
 /// `skipped.parquet` of ingest: rows left out and why.
 pub fn skipped_schema() -> Schema {
-    Schema::new(vec![
-        Field::new("GalaxyID", DataType::UInt64, false),
-        Field::new("reason", DataType::Utf8, false),
-    ])
+    Schema::new(vec![Field::new("GalaxyID", DataType::UInt64, false), Field::new("reason", DataType::Utf8, false)])
+}
+
+/// Write `skipped.parquet`: the galaxies a stage left out, with the reason.
+pub fn write_skipped(path: &Path, skipped: &[(u64, String)]) -> Result<(), ArtifactError> {
+    use arrow::array::{StringArray, UInt64Array};
+    let batch = RecordBatch::try_new(
+        Arc::new(skipped_schema()),
+        vec![
+            Arc::new(UInt64Array::from_iter_values(skipped.iter().map(|s| s.0))),
+            Arc::new(StringArray::from_iter_values(skipped.iter().map(|s| s.1.as_str()))),
+        ],
+    )
+    .expect("columns match");
+    write_parquet(path, &batch)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -67,9 +74,7 @@ pub fn catalog_batch(rows: &[CatalogRow]) -> RecordBatch {
     let mut split = StringBuilder::new();
     let mut path = StringBuilder::new();
     let mut digest = StringBuilder::new();
-    let mut labels: Vec<Float32Builder> = (0..37)
-        .map(|_| Float32Builder::with_capacity(rows.len()))
-        .collect();
+    let mut labels: Vec<Float32Builder> = (0..37).map(|_| Float32Builder::with_capacity(rows.len())).collect();
     for r in rows {
         id.append_value(r.id);
         split.append_value(r.split.name());
@@ -79,60 +84,32 @@ pub fn catalog_batch(rows: &[CatalogRow]) -> RecordBatch {
             b.append_option(r.labels.map(|l| l[c]));
         }
     }
-    let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(id.finish()),
-        Arc::new(split.finish()),
-        Arc::new(path.finish()),
-        Arc::new(digest.finish()),
-    ];
+    let mut columns: Vec<ArrayRef> =
+        vec![Arc::new(id.finish()), Arc::new(split.finish()), Arc::new(path.finish()), Arc::new(digest.finish())];
     columns.extend(labels.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     RecordBatch::try_new(Arc::new(catalog_schema()), columns).expect("columns match the schema")
 }
 
 /// Write one record batch as a Parquet file (zstd-free: snappy, widely readable).
 pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), ArtifactError> {
-    let file = File::create(path).map_err(|e| ArtifactError::Io {
-        path: path.display().to_string(),
-        source: e,
-    })?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| {
-        ArtifactError::Parquet {
-            path: path.display().to_string(),
-            source: e,
-        }
-    })?;
-    writer.write(batch).map_err(|e| ArtifactError::Parquet {
-        path: path.display().to_string(),
-        source: e,
-    })?;
-    writer.close().map_err(|e| ArtifactError::Parquet {
-        path: path.display().to_string(),
-        source: e,
-    })?;
+    let file = File::create(path).map_err(|e| ArtifactError::Io { path: path.display().to_string(), source: e })?;
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))
+        .map_err(|e| ArtifactError::Parquet { path: path.display().to_string(), source: e })?;
+    writer.write(batch).map_err(|e| ArtifactError::Parquet { path: path.display().to_string(), source: e })?;
+    writer.close().map_err(|e| ArtifactError::Parquet { path: path.display().to_string(), source: e })?;
     Ok(())
 }
 
 /// Read a whole Parquet file into record batches.
 pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, ArtifactError> {
-    let file = File::open(path).map_err(|e| ArtifactError::Io {
-        path: path.display().to_string(),
-        source: e,
-    })?;
+    let file = File::open(path).map_err(|e| ArtifactError::Io { path: path.display().to_string(), source: e })?;
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.build())
-        .map_err(|e| ArtifactError::Parquet {
-            path: path.display().to_string(),
-            source: e,
-        })?;
+        .map_err(|e| ArtifactError::Parquet { path: path.display().to_string(), source: e })?;
     reader
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ArtifactError::Arrow {
-            path: path.display().to_string(),
-            source: e,
-        })
+        .map_err(|e| ArtifactError::Arrow { path: path.display().to_string(), source: e })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,10 +126,211 @@ pub enum ArtifactError {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    #[error("{path}: unexpected layout: {what}")]
+    Schema { path: String, what: String },
     #[error("{path}: {source}")]
     Arrow {
         path: String,
         #[source]
         source: arrow::error::ArrowError,
     },
+}
+
+/// Read `catalog.parquet` back into rows.
+pub fn read_catalog(path: &Path) -> Result<Vec<CatalogRow>, ArtifactError> {
+    use arrow::array::{Array, Float32Array, StringArray, UInt64Array};
+    let bad = |what: &str| ArtifactError::Schema { path: path.display().to_string(), what: what.to_string() };
+    let mut rows = Vec::new();
+    for batch in read_parquet(path)? {
+        let col = |name: &str| batch.column_by_name(name).ok_or_else(|| bad(&format!("missing column {name}")));
+        let ids =
+            col("GalaxyID")?.as_any().downcast_ref::<UInt64Array>().ok_or_else(|| bad("GalaxyID is not u64"))?.clone();
+        let splits =
+            col("split")?.as_any().downcast_ref::<StringArray>().ok_or_else(|| bad("split is not a string"))?.clone();
+        let paths = col("image_path")?
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| bad("image_path is not a string"))?
+            .clone();
+        let digests = col("image_digest")?
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| bad("image_digest is not a string"))?
+            .clone();
+        let labels: Vec<Float32Array> = CLASS_NAMES
+            .iter()
+            .map(|c| {
+                col(c).and_then(|a| {
+                    a.as_any().downcast_ref::<Float32Array>().cloned().ok_or_else(|| bad(&format!("{c} is not f32")))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        for r in 0..batch.num_rows() {
+            let split = match splits.value(r) {
+                "train" => Split::Train,
+                "valid" => Split::Valid,
+                "test" => Split::Test,
+                other => return Err(bad(&format!("unknown split `{other}`"))),
+            };
+            let row_labels = if labels[0].is_null(r) {
+                None
+            } else {
+                let mut l = [0f32; 37];
+                for (c, a) in labels.iter().enumerate() {
+                    l[c] = a.value(r);
+                }
+                Some(l)
+            };
+            rows.push(CatalogRow {
+                id: ids.value(r),
+                split,
+                image_path: paths.value(r).to_string(),
+                image_digest: digests.value(r).to_string(),
+                labels: row_labels,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// `crops.parquet`: one row per cropped galaxy; `pixels` is size×size×3 uint8 RGB, row-major.
+pub fn crops_schema(size: usize) -> Schema {
+    Schema::new(vec![
+        Field::new("GalaxyID", DataType::UInt64, false),
+        Field::new("split", DataType::Utf8, false),
+        Field::new("roi_x", DataType::UInt16, false),
+        Field::new("roi_y", DataType::UInt16, false),
+        Field::new("roi_side", DataType::UInt16, false),
+        Field::new("placement", DataType::Utf8, false),
+        Field::new("pixels", DataType::FixedSizeBinary((size * size * 3) as i32), false),
+    ])
+}
+
+/// One crop as stored.
+#[derive(Debug, Clone)]
+pub struct CropRow {
+    pub id: u64,
+    pub split: Split,
+    pub roi: (u16, u16, u16),
+    pub placement: &'static str,
+    pub pixels: Vec<u8>,
+}
+
+pub fn crops_batch(size: usize, rows: &[CropRow]) -> RecordBatch {
+    use arrow::array::{FixedSizeBinaryBuilder, UInt16Builder};
+    let n = rows.len();
+    let mut id = UInt64Builder::with_capacity(n);
+    let mut split = StringBuilder::new();
+    let (mut x, mut y, mut s) =
+        (UInt16Builder::with_capacity(n), UInt16Builder::with_capacity(n), UInt16Builder::with_capacity(n));
+    let mut placement = StringBuilder::new();
+    let mut pixels = FixedSizeBinaryBuilder::with_capacity(n, (size * size * 3) as i32);
+    for r in rows {
+        id.append_value(r.id);
+        split.append_value(r.split.name());
+        x.append_value(r.roi.0);
+        y.append_value(r.roi.1);
+        s.append_value(r.roi.2);
+        placement.append_value(r.placement);
+        pixels.append_value(&r.pixels).expect("pixel buffers have the schema's size");
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(id.finish()),
+        Arc::new(split.finish()),
+        Arc::new(x.finish()),
+        Arc::new(y.finish()),
+        Arc::new(s.finish()),
+        Arc::new(placement.finish()),
+        Arc::new(pixels.finish()),
+    ];
+    RecordBatch::try_new(Arc::new(crops_schema(size)), columns).expect("columns match the schema")
+}
+
+/// Streams record batches into one Parquet file (one row group per batch).
+pub struct ParquetStream {
+    writer: ArrowWriter<File>,
+    path: String,
+}
+
+impl ParquetStream {
+    pub fn create(path: &Path, schema: Arc<Schema>) -> Result<Self, ArtifactError> {
+        let p = path.display().to_string();
+        let file = File::create(path).map_err(|e| ArtifactError::Io { path: p.clone(), source: e })?;
+        // Pixels barely compress; leaving them plain keeps reads at disk speed.
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_column_compression("pixels".into(), Compression::UNCOMPRESSED)
+            .set_column_dictionary_enabled("pixels".into(), false)
+            .build();
+        let writer = ArrowWriter::try_new(file, schema, Some(props))
+            .map_err(|e| ArtifactError::Parquet { path: p.clone(), source: e })?;
+        Ok(ParquetStream { writer, path: p })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ArtifactError> {
+        self.writer.write(batch).map_err(|e| ArtifactError::Parquet { path: self.path.clone(), source: e })?;
+        self.writer.flush().map_err(|e| ArtifactError::Parquet { path: self.path.clone(), source: e })
+    }
+
+    pub fn finish(self) -> Result<(), ArtifactError> {
+        self.writer.close().map_err(|e| ArtifactError::Parquet { path: self.path.clone(), source: e })?;
+        Ok(())
+    }
+}
+
+/// Crops loaded into memory: contiguous u8 pixels, one `size*size*3` block per galaxy.
+#[derive(Debug, Clone)]
+pub struct Crops {
+    pub size: usize,
+    pub ids: Vec<u64>,
+    pub splits: Vec<Split>,
+    pub pixels: Vec<u8>,
+}
+
+impl Crops {
+    pub fn pixels_of(&self, i: usize) -> &[u8] {
+        let n = self.size * self.size * 3;
+        &self.pixels[i * n..(i + 1) * n]
+    }
+}
+
+/// Read `crops.parquet` into one contiguous pixel buffer.
+pub fn read_crops(path: &Path) -> Result<Crops, ArtifactError> {
+    use arrow::array::{Array, FixedSizeBinaryArray, StringArray, UInt64Array};
+    let bad = |what: &str| ArtifactError::Schema { path: path.display().to_string(), what: what.to_string() };
+    let mut crops = Crops { size: 0, ids: Vec::new(), splits: Vec::new(), pixels: Vec::new() };
+    for batch in read_parquet(path)? {
+        let ids = batch
+            .column_by_name("GalaxyID")
+            .and_then(|a| a.as_any().downcast_ref::<UInt64Array>())
+            .ok_or_else(|| bad("GalaxyID"))?;
+        let splits = batch
+            .column_by_name("split")
+            .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| bad("split"))?;
+        let px = batch
+            .column_by_name("pixels")
+            .and_then(|a| a.as_any().downcast_ref::<FixedSizeBinaryArray>())
+            .ok_or_else(|| bad("pixels"))?;
+        let width = px.value_length() as usize;
+        let size = ((width / 3) as f64).sqrt().round() as usize;
+        if size * size * 3 != width || (crops.size != 0 && crops.size != size) {
+            return Err(bad("pixels are not size×size×3"));
+        }
+        crops.size = size;
+        crops.ids.extend(ids.values().iter().copied());
+        for s in splits.iter() {
+            crops.splits.push(match s {
+                Some("train") => Split::Train,
+                Some("valid") => Split::Valid,
+                Some("test") => Split::Test,
+                _ => return Err(bad("split")),
+            });
+        }
+        crops.pixels.reserve(px.len() * width);
+        for i in 0..px.len() {
+            crops.pixels.extend_from_slice(px.value(i));
+        }
+    }
+    Ok(crops)
 }

@@ -27,12 +27,7 @@ pub mod exit {
 }
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "galaxy-pipe",
-    version,
-    about = "Reproducible, cached Galaxy Zoo pipelines",
-    max_term_width = 100
-)]
+#[command(name = "galaxy-pipe", version, about = "Reproducible, cached Galaxy Zoo pipelines", max_term_width = 100)]
 struct Cli {
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
@@ -116,6 +111,20 @@ enum Command {
     },
     /// Print the JSON Schema of pipeline files.
     Schema,
+    /// Write a synthetic data set in the Kaggle layout (JPEGs + label CSV + test folder).
+    Synth {
+        /// Output folder (created).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Labelled training galaxies.
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
+        /// Unlabelled test galaxies.
+        #[arg(long, default_value_t = 200)]
+        test_count: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -152,11 +161,7 @@ pub fn main_with(args: Vec<OsString>, registry: &dyn Registry) -> i32 {
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
             let _ = e.print();
             return code;
         }
@@ -188,11 +193,7 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GALAXY_PIPE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .without_time()
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().try_init();
 }
 
 fn render_diagnostic(e: ConfigError) -> String {
@@ -228,9 +229,7 @@ fn cache_root(flag: Option<&Path>, pipeline: Option<&Pipeline>) -> PathBuf {
         return dir;
     }
     let start = match pipeline {
-        Some(p) => std::path::absolute(&p.path)
-            .ok()
-            .and_then(|a| a.parent().map(Path::to_path_buf)),
+        Some(p) => std::path::absolute(&p.path).ok().and_then(|a| a.parent().map(Path::to_path_buf)),
         None => std::env::current_dir().ok(),
     }
     .unwrap_or_else(|| PathBuf::from("."));
@@ -238,11 +237,7 @@ fn cache_root(flag: Option<&Path>, pipeline: Option<&Pipeline>) -> PathBuf {
 }
 
 pub fn project_root(start: &Path) -> PathBuf {
-    start
-        .ancestors()
-        .find(|d| d.join("cache").is_dir() || d.join(".git").exists())
-        .unwrap_or(start)
-        .to_path_buf()
+    start.ancestors().find(|d| d.join("cache").is_dir() || d.join(".git").exists()).unwrap_or(start).to_path_buf()
 }
 
 fn open_store(flag: Option<&Path>, pipeline: Option<&Pipeline>) -> Result<Store, Failure> {
@@ -260,22 +255,11 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
         }
         Command::Validate(args) => {
             let (pipeline, graph) = load(&args)?;
-            let order: Vec<&str> = graph
-                .order()
-                .map(|i| pipeline.stages[i].id.as_str())
-                .collect();
+            let order: Vec<&str> = graph.order().map(|i| pipeline.stages[i].id.as_str()).collect();
             if json {
-                println!(
-                    "{}",
-                    json!({ "ok": true, "pipeline": pipeline.name, "stages": order })
-                );
+                println!("{}", json!({ "ok": true, "pipeline": pipeline.name, "stages": order }));
             } else {
-                println!(
-                    "ok: pipeline `{}`, {} stages ({})",
-                    pipeline.name,
-                    order.len(),
-                    order.join(" → ")
-                );
+                println!("ok: pipeline `{}`, {} stages ({})", pipeline.name, order.len(), order.join(" → "));
             }
             Ok(exit::OK)
         }
@@ -298,50 +282,21 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
             }
             Ok(exit::OK)
         }
-        Command::Run {
-            args,
-            until,
-            only,
-            force,
-            force_all,
-            jobs,
-            dry_run,
-            verify_inputs,
-            verify,
-        } => {
+        Command::Run { args, until, only, force, force_all, jobs, dry_run, verify_inputs, verify } => {
             let (pipeline, graph) = load(&args)?;
             for id in force.iter().chain(&only) {
                 crate::graph::index_of(&pipeline, id)?;
             }
             let selected = graph.select(&pipeline, until.as_deref(), &only)?;
             let store = open_store(cache_flag, Some(&pipeline))?;
-            let jobs = jobs.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
-            let opts = RunOptions {
-                until,
-                only,
-                force,
-                force_all,
-                jobs,
-                dry_run,
-                verify_inputs,
-                verify,
-            };
+            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            let opts = RunOptions { until, only, force, force_all, jobs, dry_run, verify_inputs, verify };
             run(&pipeline, &graph, &store, registry, &selected, &opts, json)
         }
         Command::Status(args) => {
             let (pipeline, graph) = load(&args)?;
             let store = open_store(cache_flag, Some(&pipeline))?;
-            let runner = Runner {
-                pipeline: &pipeline,
-                graph: &graph,
-                store: &store,
-                registry,
-                bars: Bars::new(false),
-            };
+            let runner = Runner { pipeline: &pipeline, graph: &graph, store: &store, registry, bars: Bars::new(false) };
             let all: BTreeSet<usize> = (0..pipeline.stages.len()).collect();
             let plan = runner.plan(&all, &RunOptions::default());
             let mut rows = Vec::new();
@@ -366,35 +321,21 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
             let (pipeline, graph) = load(&args)?;
             let index = crate::graph::index_of(&pipeline, &stage)?;
             let store = open_store(cache_flag, Some(&pipeline))?;
-            let runner = Runner {
-                pipeline: &pipeline,
-                graph: &graph,
-                store: &store,
-                registry,
-                bars: Bars::new(false),
-            };
+            let runner = Runner { pipeline: &pipeline, graph: &graph, store: &store, registry, bars: Bars::new(false) };
             let selected: BTreeSet<usize> = [index].into();
             let plan = runner.plan(&selected, &RunOptions::default());
-            let entry = plan
-                .into_iter()
-                .find(|e| e.index == index)
-                .expect("selected stage is planned");
+            let entry = plan.into_iter().find(|e| e.index == index).expect("selected stage is planned");
             let (state, key, reasons) = describe(&entry.state);
             if json {
-                println!(
-                    "{}",
-                    json!({ "stage": stage, "state": state, "key": key, "reasons": reasons })
-                );
+                println!("{}", json!({ "stage": stage, "state": state, "key": key, "reasons": reasons }));
             } else {
                 let headline = match &entry.state {
-                    PlanState::Fresh { .. } => format!(
-                        "`{stage}` is fresh: nothing it depends on changed since it last ran"
-                    ),
-                    PlanState::Stale {
-                        first_run: true, ..
-                    } => format!(
-                        "`{stage}` is stale: it has not run in this pipeline (on this cache) yet"
-                    ),
+                    PlanState::Fresh { .. } => {
+                        format!("`{stage}` is fresh: nothing it depends on changed since it last ran")
+                    }
+                    PlanState::Stale { first_run: true, .. } => {
+                        format!("`{stage}` is stale: it has not run in this pipeline (on this cache) yet")
+                    }
                     PlanState::Stale { .. } => format!("`{stage}` is stale because:"),
                     PlanState::Pending { upstream } => format!(
                         "`{stage}` will run after its stale input(s) {}; whether it then changes depends on their new outputs",
@@ -413,9 +354,28 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
             }
             Ok(exit::OK)
         }
+        Command::Synth { out, count, test_count, seed } => {
+            let bars = Bars::new(bars_enabled(json));
+            let progress = bars.stage("synth");
+            progress.start((count + test_count) as u64, "rendering");
+            let start = Instant::now();
+            let opts = crate::synth::SynthOptions { out: out.clone(), count, test_count, seed };
+            crate::synth::generate(&opts, &|| progress.inc(1))
+                .map_err(|e| Failure::Runtime(crate::runner::chain(&e)))?;
+            drop(progress);
+            let seconds = start.elapsed().as_secs_f64();
+            if json {
+                println!(
+                    "{}",
+                    json!({ "out": out, "count": count, "test_count": test_count, "seed": seed, "seconds": seconds })
+                );
+            } else {
+                eprintln!("wrote {count} labelled + {test_count} test galaxies to {} in {seconds:.1}s", out.display());
+            }
+            Ok(exit::OK)
+        }
         Command::Gc { keep_runs, dry_run } => {
-            crate::gc::gc(&open_store(cache_flag, None)?, keep_runs, dry_run, json)
-                .map_err(Failure::Runtime)
+            crate::gc::gc(&open_store(cache_flag, None)?, keep_runs, dry_run, json).map_err(Failure::Runtime)
         }
     }
 }
@@ -423,23 +383,13 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
 fn describe(state: &PlanState) -> (&'static str, Option<String>, Vec<String>) {
     match state {
         PlanState::Fresh { key } => ("fresh", Some(key.clone()), Vec::new()),
-        PlanState::Stale {
-            key,
-            changes,
-            first_run,
-        } => {
-            let reasons = if *first_run {
-                vec!["never ran in this pipeline".to_string()]
-            } else {
-                changes.clone()
-            };
+        PlanState::Stale { key, changes, first_run } => {
+            let reasons = if *first_run { vec!["never ran in this pipeline".to_string()] } else { changes.clone() };
             ("stale", Some(key.clone()), reasons)
         }
-        PlanState::Pending { upstream } => (
-            "pending",
-            None,
-            vec![format!("after stale input(s): {}", upstream.join(", "))],
-        ),
+        PlanState::Pending { upstream } => {
+            ("pending", None, vec![format!("after stale input(s): {}", upstream.join(", "))])
+        }
         PlanState::Unavailable { reason } => ("unavailable", None, vec![reason.clone()]),
     }
 }
@@ -456,17 +406,9 @@ fn run(
     let start = Instant::now();
     let (run_id, started) = records::new_run_id();
     let bars = Bars::new(bars_enabled(json));
-    let runner = Runner {
-        pipeline,
-        graph,
-        store,
-        registry,
-        bars,
-    };
+    let runner = Runner { pipeline, graph, store, registry, bars };
     let stages = runner.run(selected, opts);
-    let failed = stages
-        .iter()
-        .any(|s| matches!(s.outcome, Outcome::Failed | Outcome::Skipped));
+    let failed = stages.iter().any(|s| matches!(s.outcome, Outcome::Failed | Outcome::Skipped));
     let seconds = start.elapsed().as_secs_f64();
     let mut record_path = None;
     if !opts.dry_run {
@@ -498,11 +440,7 @@ fn run(
         let count = |o: Outcome| stages.iter().filter(|s| s.outcome == o).count();
         let verdict = if failed { "FAILED" } else { "ok" };
         if opts.dry_run {
-            eprintln!(
-                "dry run: {} hit, {} miss",
-                count(Outcome::Hit),
-                count(Outcome::Miss)
-            );
+            eprintln!("dry run: {} hit, {} miss", count(Outcome::Hit), count(Outcome::Miss));
         } else {
             eprintln!(
                 "{verdict}: {} ran, {} cached, {} failed, {} skipped in {seconds:.2}s",

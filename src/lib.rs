@@ -15,3 +15,5 @@ pub mod records;
 pub mod runner;
 pub mod schema;
 pub mod stages;
+pub mod synth;
+pub mod vision;

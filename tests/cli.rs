@@ -17,10 +17,7 @@ fn child_entry() {
         return;
     };
     let args: Vec<String> = serde_json::from_str(&args).unwrap();
-    let code = galaxy_pipe::cli::main_with(
-        args.into_iter().map(Into::into).collect(),
-        &TestStages::default(),
-    );
+    let code = galaxy_pipe::cli::main_with(args.into_iter().map(Into::into).collect(), &TestStages::default());
     std::process::exit(code);
 }
 
@@ -39,18 +36,13 @@ fn repo_root() -> std::path::PathBuf {
 #[test]
 fn shipped_pipelines_validate() {
     for name in ["full.toml", "sample.toml"] {
-        bin()
-            .current_dir(repo_root())
-            .args(["validate", &format!("pipelines/{name}")])
-            .assert()
-            .success();
+        bin().current_dir(repo_root()).args(["validate", &format!("pipelines/{name}")]).assert().success();
     }
 }
 
 #[test]
 fn committed_schema_matches_the_types() {
-    let committed =
-        std::fs::read_to_string(repo_root().join("schemas/pipeline.schema.json")).unwrap();
+    let committed = std::fs::read_to_string(repo_root().join("schemas/pipeline.schema.json")).unwrap();
     assert!(
         committed == galaxy_pipe::schema::pipeline_schema_text(),
         "schemas/pipeline.schema.json is stale: run `cargo run -- schema > schemas/pipeline.schema.json`"
@@ -60,19 +52,9 @@ fn committed_schema_matches_the_types() {
 #[test]
 fn schema_describes_every_stage_kind() {
     let schema = galaxy_pipe::schema::pipeline_schema();
-    let variants = schema["properties"]["stages"]["additionalProperties"]["oneOf"]
-        .as_array()
-        .unwrap();
-    let kinds: Vec<&str> = variants
-        .iter()
-        .map(|v| v["properties"]["kind"]["const"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        kinds,
-        [
-            "ingest", "explore", "crop", "baseline", "train", "evaluate", "submit"
-        ]
-    );
+    let variants = schema["properties"]["stages"]["additionalProperties"]["oneOf"].as_array().unwrap();
+    let kinds: Vec<&str> = variants.iter().map(|v| v["properties"]["kind"]["const"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ingest", "explore", "crop", "baseline", "train", "evaluate", "submit"]);
     assert!(variants.iter().all(|v| v["additionalProperties"] == false));
 }
 
@@ -90,8 +72,7 @@ fn config_error(files: &[(&str, &str)], extra: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
-const HEAD: &str =
-    "[pipeline]\nname = \"t\"\n\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"data\"\n";
+const HEAD: &str = "[pipeline]\nname = \"t\"\n\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"data\"\n";
 
 #[test]
 fn unknown_key_suggests_the_near_miss() {
@@ -102,12 +83,7 @@ fn unknown_key_suggests_the_near_miss() {
 #[test]
 fn wrong_type_points_at_the_value() {
     let err = config_error(
-        &[(
-            "p.toml",
-            &format!(
-                "{HEAD}\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingest\"]\nsize = \"big\"\n"
-            ),
-        )],
+        &[("p.toml", &format!("{HEAD}\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingest\"]\nsize = \"big\"\n"))],
         &[],
     );
     insta::assert_snapshot!(err);
@@ -115,35 +91,22 @@ fn wrong_type_points_at_the_value() {
 
 #[test]
 fn unknown_kind_suggests_the_near_miss() {
-    let err = config_error(
-        &[(
-            "p.toml",
-            &format!("{HEAD}\n[stages.crop]\nkind = \"crpo\"\ninputs = [\"ingest\"]\n"),
-        )],
-        &[],
-    );
+    let err =
+        config_error(&[("p.toml", &format!("{HEAD}\n[stages.crop]\nkind = \"crpo\"\ninputs = [\"ingest\"]\n"))], &[]);
     insta::assert_snapshot!(err);
 }
 
 #[test]
 fn unknown_input_is_rejected() {
-    let err = config_error(
-        &[(
-            "p.toml",
-            &format!("{HEAD}\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingset\"]\n"),
-        )],
-        &[],
-    );
+    let err =
+        config_error(&[("p.toml", &format!("{HEAD}\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingset\"]\n"))], &[]);
     insta::assert_snapshot!(err);
 }
 
 #[test]
 fn duplicate_stage_ids_are_rejected() {
     let err = config_error(
-        &[(
-            "p.toml",
-            &format!("{HEAD}\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"other\"\n"),
-        )],
+        &[("p.toml", &format!("{HEAD}\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"other\"\n"))],
         &[],
     );
     insta::assert_snapshot!(err);
@@ -172,13 +135,8 @@ fn toml_syntax_errors_have_a_location() {
 
 #[test]
 fn input_of_the_wrong_kind_is_rejected() {
-    let err = config_error(
-        &[(
-            "p.toml",
-            &format!("{HEAD}\n[stages.train]\nkind = \"train\"\ninputs = [\"ingest\"]\n"),
-        )],
-        &[],
-    );
+    let err =
+        config_error(&[("p.toml", &format!("{HEAD}\n[stages.train]\nkind = \"train\"\ninputs = [\"ingest\"]\n"))], &[]);
     insta::assert_snapshot!(err);
 }
 
@@ -186,23 +144,14 @@ fn input_of_the_wrong_kind_is_rejected() {
 fn bad_overrides_name_the_argument() {
     let err = config_error(&[("p.toml", HEAD)], &["--set", "ingset.valid_fraction=0.2"]);
     insta::assert_snapshot!(err);
-    let err = config_error(
-        &[("p.toml", HEAD)],
-        &["--set", "ingest.valid_fraction=lots"],
-    );
+    let err = config_error(&[("p.toml", HEAD)], &["--set", "ingest.valid_fraction=lots"]);
     assert!(err.contains("--set:1:"), "{err}");
 }
 
 #[test]
 fn errors_in_an_extended_file_name_that_file() {
     let child = "extends = \"base.toml\"\n[stages.ingest]\nvalid_fraction = 0.3\n";
-    let err = config_error(
-        &[
-            ("p.toml", child),
-            ("base.toml", &format!("{HEAD}tree_tolerence = 0.1\n")),
-        ],
-        &[],
-    );
+    let err = config_error(&[("p.toml", child), ("base.toml", &format!("{HEAD}tree_tolerence = 0.1\n"))], &[]);
     assert!(err.contains("base.toml:7:1"), "{err}");
     let err = config_error(&[("p.toml", "extends = \"missing.toml\"\n")], &[]);
     assert!(err.contains("cannot read extended pipeline"), "{err}");
@@ -212,11 +161,7 @@ fn errors_in_an_extended_file_name_that_file() {
 fn json_errors_carry_the_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("p.toml"), "[pipeline]\nname = 3\n").unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .args(["validate", "p.toml", "--json"])
-        .output()
-        .unwrap();
+    let out = bin().current_dir(dir.path()).args(["validate", "p.toml", "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["exit_code"], 2);
@@ -229,23 +174,14 @@ fn second_run_executes_nothing() {
     let p = Project::new(20, 4);
     let (code, first) = p.run_json(&["run", "p.toml"]);
     assert_eq!(code, 0, "{first}");
-    assert_eq!(
-        ids_with(&first, "ran"),
-        ["ingest", "crop", "baseline", "train", "evaluate"]
-    );
+    assert_eq!(ids_with(&first, "ran"), ["ingest", "crop", "baseline", "train", "evaluate"]);
     p.clear_log();
     let (code, second) = p.run_json(&["run", "p.toml"]);
     assert_eq!(code, 0);
     assert_eq!(ids_with(&second, "cached").len(), 5);
     assert!(p.starts().is_empty(), "no stage executed: {:?}", p.starts());
-    let keys = |v: &serde_json::Value| {
-        v["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["key"].clone())
-            .collect::<Vec<_>>()
-    };
+    let keys =
+        |v: &serde_json::Value| v["stages"].as_array().unwrap().iter().map(|s| s["key"].clone()).collect::<Vec<_>>();
     assert_eq!(keys(&first), keys(&second));
 }
 
@@ -307,17 +243,11 @@ fn set_reruns_exactly_the_affected_stages() {
     p.clear_log();
     let (_, v) = p.run_json(&["run", "p.toml", "--set", "crop.threshold=20"]);
     assert_eq!(ids_with(&v, "ran"), ["crop"], "{v}");
-    assert_eq!(
-        ids_with(&v, "cached"),
-        ["ingest", "baseline", "train", "evaluate"]
-    );
+    assert_eq!(ids_with(&v, "cached"), ["ingest", "baseline", "train", "evaluate"]);
     // crop's size changes its bytes: everything downstream of crop re-runs.
     p.clear_log();
     let (_, v) = p.run_json(&["run", "p.toml", "--set", "crop.size=48"]);
-    assert_eq!(
-        ids_with(&v, "ran"),
-        ["crop", "baseline", "train", "evaluate"]
-    );
+    assert_eq!(ids_with(&v, "ran"), ["crop", "baseline", "train", "evaluate"]);
 }
 
 #[test]
@@ -336,17 +266,10 @@ fn overrides_are_recorded_in_the_run_record() {
 fn changed_input_file_reruns_ingest_and_why_names_it() {
     let p = Project::new(10, 2);
     assert_eq!(p.run_json(&["run", "p.toml"]).0, 0);
-    std::fs::write(
-        p.path().join("data/images_training_rev1/100003.jpg"),
-        "different bytes",
-    )
-    .unwrap();
+    std::fs::write(p.path().join("data/images_training_rev1/100003.jpg"), "different bytes").unwrap();
     let out = p.run(&["why", "p.toml", "ingest"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("input files `images`: 1 changed (100003.jpg)"),
-        "{text}"
-    );
+    assert!(text.contains("input files `images`: 1 changed (100003.jpg)"), "{text}");
     let (_, v) = p.run_json(&["run", "p.toml"]);
     assert!(ids_with(&v, "ran").contains(&"ingest".to_string()), "{v}");
 }
@@ -355,38 +278,20 @@ fn changed_input_file_reruns_ingest_and_why_names_it() {
 fn why_and_status_explain_a_param_change() {
     let p = Project::new(5, 0);
     assert_eq!(p.run_json(&["run", "p.toml"]).0, 0);
-    let out = p.run(&[
-        "why",
-        "p.toml",
-        "train",
-        "--set",
-        "train.learning_rate=0.01",
-    ]);
+    let out = p.run(&["why", "p.toml", "train", "--set", "train.learning_rate=0.01"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("param `learning_rate`: 0.001 → 0.01"),
-        "{text}"
-    );
+    assert!(text.contains("param `learning_rate`: 0.001 → 0.01"), "{text}");
     let (_, v) = p.run_json(&["status", "p.toml", "--set", "train.learning_rate=0.01"]);
     let states: Vec<(String, String)> = v["stages"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| {
-            (
-                s["id"].as_str().unwrap().into(),
-                s["state"].as_str().unwrap().into(),
-            )
-        })
+        .map(|s| (s["id"].as_str().unwrap().into(), s["state"].as_str().unwrap().into()))
         .collect();
     assert_eq!(states[3], ("train".into(), "stale".into()));
     assert_eq!(states[4], ("evaluate".into(), "pending".into()));
     assert_eq!(states[0], ("ingest".into(), "fresh".into()));
-    assert_eq!(
-        p.starts().len(),
-        4,
-        "status runs nothing (the four fake stages ran once, in the first run)"
-    );
+    assert_eq!(p.starts().len(), 4, "status runs nothing (the four fake stages ran once, in the first run)");
 }
 
 #[test]
@@ -395,18 +300,9 @@ fn dry_run_plans_without_running() {
     let (code, v) = p.run_json(&["run", "p.toml", "--dry-run"]);
     assert_eq!(code, 0);
     assert_eq!(ids_with(&v, "miss").len(), 5, "everything would run: {v}");
-    assert!(
-        v["stages"][1]["key"].is_null(),
-        "crop's key depends on ingest's future output"
-    );
+    assert!(v["stages"][1]["key"].is_null(), "crop's key depends on ingest's future output");
     assert!(p.starts().is_empty());
-    assert_eq!(
-        std::fs::read_dir(p.path().join("cache/objects"))
-            .unwrap()
-            .count(),
-        0,
-        "nothing published"
-    );
+    assert_eq!(std::fs::read_dir(p.path().join("cache/objects")).unwrap().count(), 0, "nothing published");
     assert_eq!(p.run_json(&["run", "p.toml", "--until", "crop"]).0, 0);
     let (_, v) = p.run_json(&["run", "p.toml", "--dry-run"]);
     assert_eq!(ids_with(&v, "hit"), ["ingest", "crop"]);
@@ -445,18 +341,11 @@ fn a_failing_stage_exits_1_skips_downstream_and_publishes_nothing() {
     let out = cmd.env("GP_FAIL", "train").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value =
-        serde_json::from_str(stdout.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
     assert_eq!(ids_with(&v, "failed"), ["train"]);
     assert_eq!(ids_with(&v, "skipped"), ["evaluate"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("injected failure in train"));
-    assert_eq!(
-        std::fs::read_dir(p.path().join("cache/tmp"))
-            .unwrap()
-            .count(),
-        0,
-        "no temp left behind"
-    );
+    assert_eq!(std::fs::read_dir(p.path().join("cache/tmp")).unwrap().count(), 0, "no temp left behind");
     // The next run re-runs only what failed.
     p.clear_log();
     let (code, _) = p.run_json(&["run", "p.toml"]);
@@ -469,11 +358,7 @@ fn a_flipped_byte_in_a_cached_artifact_is_detected_and_recomputed() {
     let p = Project::new(5, 0);
     let (_, v) = p.run_json(&["run", "p.toml"]);
     let crop_key = v["stages"][1]["key"].as_str().unwrap().to_string();
-    let file = p
-        .path()
-        .join("cache/objects")
-        .join(&crop_key)
-        .join("out/out.bin");
+    let file = p.path().join("cache/objects").join(&crop_key).join("out/out.bin");
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[3] ^= 0x40;
     std::fs::write(&file, &bytes).unwrap();
@@ -481,28 +366,14 @@ fn a_flipped_byte_in_a_cached_artifact_is_detected_and_recomputed() {
     let out = p.run(&["run", "p.toml"]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("cached output of `crop` is damaged (out.bin does not match its digest)"),
-        "{err}"
-    );
-    assert_eq!(
-        p.starts(),
-        ["crop"],
-        "recomputed, and downstream still cached (same bytes)"
-    );
+    assert!(err.contains("cached output of `crop` is damaged (out.bin does not match its digest)"), "{err}");
+    assert_eq!(p.starts(), ["crop"], "recomputed, and downstream still cached (same bytes)");
     // Truncation and a garbled fingerprint are caught too.
     std::fs::write(&file, b"").unwrap();
     p.clear_log();
     assert!(p.run(&["run", "p.toml"]).status.success());
     assert_eq!(p.starts(), ["crop"]);
-    std::fs::write(
-        p.path()
-            .join("cache/objects")
-            .join(&crop_key)
-            .join("fingerprint.json"),
-        "{not json",
-    )
-    .unwrap();
+    std::fs::write(p.path().join("cache/objects").join(&crop_key).join("fingerprint.json"), "{not json").unwrap();
     p.clear_log();
     assert!(p.run(&["run", "p.toml"]).status.success());
     assert_eq!(p.starts(), ["crop"]);
@@ -522,62 +393,26 @@ fn kill_mid_stage_then_rerun_resumes_from_the_last_published_stage() {
     // Wait until train has finished one epoch, then SIGKILL the run.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !p.log_lines().iter().any(|l| l.starts_with("train epoch-0")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "train never started: {:?}",
-            p.log_lines()
-        );
+        assert!(std::time::Instant::now() < deadline, "train never started: {:?}", p.log_lines());
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(
-        std::fs::read_dir(p.path().join("cache/tmp"))
-            .unwrap()
-            .count()
-            > 0,
-        "the killed run left its temp folder"
-    );
+    assert!(std::fs::read_dir(p.path().join("cache/tmp")).unwrap().count() > 0, "the killed run left its temp folder");
     assert_eq!(
-        std::fs::read_dir(p.path().join("cache/objects"))
-            .unwrap()
-            .count(),
+        std::fs::read_dir(p.path().join("cache/objects")).unwrap().count(),
         3,
         "ingest, crop, baseline published"
     );
     p.clear_log();
     let (code, v) = p.run_json(&["run", "p.toml"]);
     assert_eq!(code, 0, "{v}");
+    assert_eq!(ids_with(&v, "ran"), ["train", "evaluate"], "published stages were reused");
+    assert!(p.log_lines().iter().any(|l| l.starts_with("train resume-from-1")), "train resumed: {:?}", p.log_lines());
+    assert_eq!(std::fs::read_dir(p.path().join("cache/tmp")).unwrap().count(), 0, "orphaned temp folders were swept");
+    assert_eq!(std::fs::read_dir(p.path().join("cache/locks")).unwrap().count(), 0, "no locks left");
     assert_eq!(
-        ids_with(&v, "ran"),
-        ["train", "evaluate"],
-        "published stages were reused"
-    );
-    assert!(
-        p.log_lines()
-            .iter()
-            .any(|l| l.starts_with("train resume-from-1")),
-        "train resumed: {:?}",
-        p.log_lines()
-    );
-    assert_eq!(
-        std::fs::read_dir(p.path().join("cache/tmp"))
-            .unwrap()
-            .count(),
-        0,
-        "orphaned temp folders were swept"
-    );
-    assert_eq!(
-        std::fs::read_dir(p.path().join("cache/locks"))
-            .unwrap()
-            .count(),
-        0,
-        "no locks left"
-    );
-    assert_eq!(
-        std::fs::read_dir(p.path().join("cache/work"))
-            .unwrap()
-            .count(),
+        std::fs::read_dir(p.path().join("cache/work")).unwrap().count(),
         0,
         "work area removed after publishing"
     );
@@ -606,20 +441,12 @@ fn kill_then_rerun_in_place_gives_the_same_bytes_as_an_uninterrupted_run() {
     std::fs::remove_dir_all(p.path().join("cache")).unwrap();
     std::fs::create_dir(p.path().join("cache")).unwrap();
     let (_, clean) = p.run_json(&["run", "p.toml"]);
-    let keys = |v: &serde_json::Value| {
-        v["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["key"].clone())
-            .collect::<Vec<_>>()
-    };
+    let keys =
+        |v: &serde_json::Value| v["stages"].as_array().unwrap().iter().map(|s| s["key"].clone()).collect::<Vec<_>>();
     assert_eq!(keys(&resumed), keys(&clean));
     let clean_objects = tree_bytes(&p.path().join("cache/objects"));
     let strip = |t: Vec<(String, Vec<u8>)>| {
-        t.into_iter()
-            .filter(|(n, _)| !n.ends_with("result.json") && !n.ends_with("manifest.json"))
-            .collect::<Vec<_>>()
+        t.into_iter().filter(|(n, _)| !n.ends_with("result.json") && !n.ends_with("manifest.json")).collect::<Vec<_>>()
     };
     assert_eq!(strip(resumed_objects), strip(clean_objects));
 }
@@ -637,56 +464,35 @@ fn concurrent_runs_compute_each_key_once() {
                 .unwrap()
         })
         .collect();
-    let outputs: Vec<_> = children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
-        .collect();
+    let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
     for o in &outputs {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let mut starts = p.starts();
     starts.sort();
-    assert_eq!(
-        starts,
-        ["baseline", "crop", "evaluate", "train"],
-        "one execution per key"
-    );
+    assert_eq!(starts, ["baseline", "crop", "evaluate", "train"], "one execution per key");
     // Across the three runs every stage (ingest included) ran exactly once; the rest reused it.
     let mut ran = Vec::new();
     for o in &outputs {
         let stdout = String::from_utf8_lossy(&o.stdout);
-        let v: serde_json::Value =
-            serde_json::from_str(stdout.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(stdout.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
         assert_eq!(ids_with(&v, "ran").len() + ids_with(&v, "cached").len(), 5);
         ran.extend(ids_with(&v, "ran"));
     }
     ran.sort();
     assert_eq!(ran, ["baseline", "crop", "evaluate", "ingest", "train"]);
-    let waited = outputs
-        .iter()
-        .any(|o| String::from_utf8_lossy(&o.stderr).contains("waiting: another run is computing"));
+    let waited =
+        outputs.iter().any(|o| String::from_utf8_lossy(&o.stderr).contains("waiting: another run is computing"));
     assert!(waited, "a second run says it is waiting");
-    assert_eq!(
-        std::fs::read_dir(p.path().join("cache/locks"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(std::fs::read_dir(p.path().join("cache/locks")).unwrap().count(), 0);
 }
 
 #[test]
 fn gc_deletes_only_unreferenced_artifacts() {
     let p = Project::new(5, 0);
-    assert_eq!(
-        p.run_json(&["run", "p.toml", "--set", "train.epochs=1"]).0,
-        0
-    );
+    assert_eq!(p.run_json(&["run", "p.toml", "--set", "train.epochs=1"]).0, 0);
     assert_eq!(p.run_json(&["run", "p.toml"]).0, 0);
-    let objects = || {
-        std::fs::read_dir(p.path().join("cache/objects"))
-            .unwrap()
-            .count()
-    };
+    let objects = || std::fs::read_dir(p.path().join("cache/objects")).unwrap().count();
     assert_eq!(objects(), 7, "two train and two evaluate variants");
     let (_, dry) = p.run_json(&["gc", "--keep-runs", "1", "--dry-run"]);
     assert_eq!(dry["removed"].as_array().unwrap().len(), 2);
@@ -729,10 +535,7 @@ fn stat_cache_avoids_rehashing_and_verify_inputs_rehashes() {
 fn dag_renders_text_dot_and_mermaid() {
     let p = Project::new(1, 0);
     let out = p.run(&["dag", "p.toml"]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains("evaluate (evaluate) ← train, crop, baseline")
-    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("evaluate (evaluate) ← train, crop, baseline"));
     let out = p.run(&["dag", "p.toml", "--format", "dot"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"crop\" -> \"train\";"));
     let out = p.run(&["dag", "p.toml", "--format", "mermaid"]);
@@ -744,22 +547,10 @@ fn cache_dir_flag_and_env_are_honoured() {
     let p = Project::new(3, 0);
     let elsewhere = tempfile::tempdir().unwrap();
     let dir = elsewhere.path().join("c");
-    let (code, _) = p.run_json(&[
-        "run",
-        "p.toml",
-        "--until",
-        "ingest",
-        "--cache-dir",
-        dir.to_str().unwrap(),
-    ]);
+    let (code, _) = p.run_json(&["run", "p.toml", "--until", "ingest", "--cache-dir", dir.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert_eq!(std::fs::read_dir(dir.join("objects")).unwrap().count(), 1);
-    assert_eq!(
-        std::fs::read_dir(p.path().join("cache/objects"))
-            .map(|d| d.count())
-            .unwrap_or(0),
-        0
-    );
+    assert_eq!(std::fs::read_dir(p.path().join("cache/objects")).map(|d| d.count()).unwrap_or(0), 0);
     let out = p
         .command(&["run", "p.toml", "--until", "ingest", "--json"])
         .env("GALAXY_PIPE_CACHE_DIR", &dir)

@@ -1,6 +1,8 @@
 //! Stage kinds. Each implements [`Stage`]: it reads its input artifacts' folders and writes
 //! its outputs into the folder it is given. Stages never see the cache.
 
+pub mod baseline;
+pub mod crop;
 pub mod ingest;
 
 use std::collections::BTreeMap;
@@ -48,9 +50,7 @@ impl StageContext<'_> {
         self.inputs
             .values()
             .find(|i| i.kind == kind)
-            .ok_or_else(|| {
-                StageError::msg(format!("stage `{}` has no `{kind}` input", self.spec.id))
-            })
+            .ok_or_else(|| StageError::msg(format!("stage `{}` has no `{kind}` input", self.spec.id)))
     }
 }
 
@@ -81,11 +81,7 @@ impl StageError {
         StageError::Message(m.into())
     }
     pub fn io(what: impl Into<String>, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StageError::Io {
-            what: what.into(),
-            path: path.into(),
-            source,
-        }
+        StageError::Io { what: what.into(), path: path.into(), source }
     }
 }
 
@@ -110,13 +106,13 @@ pub trait Registry: Sync {
 /// The stage kinds this build implements.
 pub struct StandardStages {
     ingest: ingest::Ingest,
+    crop: crop::Crop,
+    baseline: baseline::Baseline,
 }
 
 impl Default for StandardStages {
     fn default() -> Self {
-        StandardStages {
-            ingest: ingest::Ingest,
-        }
+        StandardStages { ingest: ingest::Ingest, crop: crop::Crop, baseline: baseline::Baseline }
     }
 }
 
@@ -124,6 +120,8 @@ impl Registry for StandardStages {
     fn stage(&self, kind: StageKind) -> Option<&dyn Stage> {
         match kind {
             StageKind::Ingest => Some(&self.ingest),
+            StageKind::Crop => Some(&self.crop),
+            StageKind::Baseline => Some(&self.baseline),
             _ => None,
         }
     }

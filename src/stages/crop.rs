@@ -1,0 +1,143 @@
+//! `crop`: every catalogued image → a fixed-size uint8 RGB crop in `crops.parquet`, streamed
+//! in chunks (bounded memory), decoded and cropped in parallel.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::artifacts::{self, CatalogRow, CropRow, ParquetStream};
+use crate::config::StageKind;
+use crate::config::StageParams;
+use crate::config::params::{CropFallback, CropMethod, CropParams, OnProblem};
+use crate::vision::{self, Placement};
+
+use super::{Stage, StageContext, StageError, StageOutcome};
+
+pub struct Crop;
+
+/// Images decoded at once; bounds memory to a few hundred MB whatever the data set size.
+const CHUNK: usize = 1024;
+/// The Kaggle images are 424×424.
+pub const IMAGE_SIZE: (usize, usize) = (424, 424);
+
+/// The crop of one image, or why it could not be made.
+pub fn crop_one(path: &Path, p: &CropParams) -> Result<((u16, u16, u16), Placement, Vec<u8>), String> {
+    let img = vision::decode_jpeg(path, Some(IMAGE_SIZE)).map_err(|e| e.to_string())?;
+    let (square, placement) = match p.method {
+        CropMethod::Center => (vision::centre_square(img.width, img.height, p.center_size as usize), Placement::Roi),
+        CropMethod::Roi => {
+            let roi = vision::roi_box(&img, p.threshold);
+            vision::square_around(roi, p.padding, img.width, img.height, p.fallback == CropFallback::Clamp)
+        }
+    };
+    let pixels = vision::crop_resize(&img, square, p.size as usize);
+    Ok(((square.x as u16, square.y as u16, square.w as u16), placement, pixels))
+}
+
+impl Stage for Crop {
+    fn code_version(&self) -> u32 {
+        1
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
+        let StageParams::Crop(p) = &ctx.spec.params else { unreachable!("registry maps crop to Crop") };
+        let catalog_path = ctx.input_of(StageKind::Ingest)?.dir.join("catalog.parquet");
+        let catalog = artifacts::read_catalog(&catalog_path).map_err(|e| StageError::Other(Box::new(e)))?;
+        let size = p.size as usize;
+        let out_path = ctx.out_dir.join("crops.parquet");
+        let mut stream = ParquetStream::create(&out_path, Arc::new(artifacts::crops_schema(size)))
+            .map_err(|e| StageError::Other(Box::new(e)))?;
+        ctx.progress.start(catalog.len() as u64, "cropping");
+
+        let mut skipped: Vec<(u64, String)> = Vec::new();
+        let mut placements: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let mut sheet: Vec<Vec<u8>> = Vec::new();
+        let mut written = 0usize;
+        for chunk in catalog.chunks(CHUNK) {
+            let results: Vec<(&CatalogRow, Result<((u16, u16, u16), Placement, Vec<u8>), String>)> = chunk
+                .par_iter()
+                .map(|row| {
+                    let r = crop_one(Path::new(&row.image_path), p);
+                    ctx.progress.inc(1);
+                    (row, r)
+                })
+                .collect();
+            let mut rows = Vec::with_capacity(results.len());
+            for (row, result) in results {
+                match result {
+                    Ok((roi, placement, pixels)) => {
+                        let name = match placement {
+                            Placement::Roi => "roi",
+                            Placement::Clamped => "clamped",
+                            Placement::Whole => "whole",
+                        };
+                        *placements.entry(name).or_default() += 1;
+                        if sheet.len() < 64 {
+                            sheet.push(pixels.clone());
+                        }
+                        rows.push(CropRow { id: row.id, split: row.split, roi, placement: name, pixels });
+                    }
+                    Err(reason) => match p.on_bad_image {
+                        OnProblem::Error => {
+                            return Err(StageError::msg(format!(
+                                "{}: {reason} (galaxy {}); set on_bad_image = \"skip\" to leave such images out",
+                                row.image_path, row.id
+                            )));
+                        }
+                        OnProblem::Skip => skipped.push((row.id, format!("{}: {reason}", row.image_path))),
+                    },
+                }
+            }
+            written += rows.len();
+            if !rows.is_empty() {
+                stream.write(&artifacts::crops_batch(size, &rows)).map_err(|e| StageError::Other(Box::new(e)))?;
+            }
+        }
+        stream.finish().map_err(|e| StageError::Other(Box::new(e)))?;
+        if written == 0 {
+            return Err(StageError::msg("no image could be cropped"));
+        }
+        write_contact_sheet(&ctx.out_dir.join("contact_sheet.png"), size, &sheet)?;
+
+        let mut notes = Vec::new();
+        let mut metrics = BTreeMap::new();
+        metrics.insert("images".into(), written as f64);
+        for (name, n) in &placements {
+            metrics.insert(format!("placement_{name}"), *n as f64 / written as f64);
+        }
+        if !skipped.is_empty() {
+            metrics.insert("skipped".into(), skipped.len() as f64);
+            notes.push(format!(
+                "skipped {} bad image(s) (listed in skipped.parquet), first: {}",
+                skipped.len(),
+                skipped[0].1
+            ));
+            artifacts::write_skipped(&ctx.out_dir.join("skipped.parquet"), &skipped)
+                .map_err(|e| StageError::Other(Box::new(e)))?;
+        }
+        if let Some(whole) = placements.get("whole") {
+            notes.push(format!("{:.1}% of crops fell back to the whole image", 100.0 * *whole as f64 / written as f64));
+        }
+        Ok(StageOutcome { metrics, notes })
+    }
+}
+
+/// An 8×8 grid of the first crops, for eyeballing.
+fn write_contact_sheet(path: &Path, size: usize, crops: &[Vec<u8>]) -> Result<(), StageError> {
+    let cols = 8;
+    let rows = crops.len().div_ceil(cols).max(1);
+    let (w, h) = (cols * (size + 2), rows * (size + 2));
+    let mut img = image::RgbImage::new(w as u32, h as u32);
+    for (i, c) in crops.iter().enumerate() {
+        let (ox, oy) = ((i % cols) * (size + 2) + 1, (i / cols) * (size + 2) + 1);
+        for y in 0..size {
+            for x in 0..size {
+                let p = &c[(y * size + x) * 3..(y * size + x) * 3 + 3];
+                img.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb([p[0], p[1], p[2]]));
+            }
+        }
+    }
+    img.save(path).map_err(|e| StageError::msg(format!("writing {}: {e}", path.display())))
+}

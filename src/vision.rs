@@ -1,0 +1,299 @@
+//! Image kernels: decode, region of interest, crop, area-averaging resize. Pure functions.
+
+use std::path::Path;
+
+/// An 8-bit RGB image, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rgb {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a decodable JPEG: {0}")]
+    Decode(String),
+    #[error("is {0}×{1}, expected {2}×{3}")]
+    WrongSize(usize, usize, usize, usize),
+}
+
+/// Decode a JPEG (grayscale and CMYK are converted to RGB) and check its size.
+pub fn decode_jpeg(path: &Path, expect: Option<(usize, usize)>) -> Result<Rgb, DecodeError> {
+    let bytes = std::fs::read(path)?;
+    decode_jpeg_bytes(&bytes, expect)
+}
+
+pub fn decode_jpeg_bytes(bytes: &[u8], expect: Option<(usize, usize)>) -> Result<Rgb, DecodeError> {
+    use image::ImageDecoder;
+    let decoder = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(bytes))
+        .map_err(|e| DecodeError::Decode(e.to_string()))?;
+    let (w, h) = decoder.dimensions();
+    let (w, h) = (w as usize, h as usize);
+    if let Some((ew, eh)) = expect
+        && (w, h) != (ew, eh)
+    {
+        return Err(DecodeError::WrongSize(w, h, ew, eh));
+    }
+    let img = image::DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::Decode(e.to_string()))?;
+    let data = match img {
+        image::DynamicImage::ImageRgb8(buf) => buf.into_raw(),
+        other => other.to_rgb8().into_raw(),
+    };
+    Ok(Rgb { width: w, height: h, data })
+}
+
+/// An axis-aligned box: top-left corner and size, in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoxPx {
+    pub x: usize,
+    pub y: usize,
+    pub w: usize,
+    pub h: usize,
+}
+
+/// The bounding box of the 8-connected component of `gray > threshold` whose bounding box is
+/// largest (the seed's "external contours, largest bounding rectangle"); None if nothing is
+/// above the threshold.
+pub fn roi_box(img: &Rgb, threshold: u8) -> Option<BoxPx> {
+    let (w, h) = (img.width, img.height);
+    // Luma as OpenCV's RGB→gray: 0.299 R + 0.587 G + 0.114 B (fixed point).
+    let mask: Vec<bool> = img
+        .data
+        .chunks_exact(3)
+        .map(|p| ((p[0] as u32 * 4899 + p[1] as u32 * 9617 + p[2] as u32 * 1868 + 8192) >> 14) as u8 > threshold)
+        .collect();
+    let mut seen = vec![false; w * h];
+    let mut stack = Vec::new();
+    let mut best: Option<(usize, BoxPx)> = None;
+    for start in 0..w * h {
+        if !mask[start] || seen[start] {
+            continue;
+        }
+        seen[start] = true;
+        stack.push(start);
+        let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+        while let Some(i) = stack.pop() {
+            let (x, y) = (i % w, i / w);
+            x0 = x0.min(x);
+            y0 = y0.min(y);
+            x1 = x1.max(x);
+            y1 = y1.max(y);
+            for dy in -1i64..=1 {
+                for dx in -1i64..=1 {
+                    let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                    if nx < 0 || ny < 0 || nx >= w as i64 || ny >= h as i64 {
+                        continue;
+                    }
+                    let j = ny as usize * w + nx as usize;
+                    if mask[j] && !seen[j] {
+                        seen[j] = true;
+                        stack.push(j);
+                    }
+                }
+            }
+        }
+        let b = BoxPx { x: x0, y: y0, w: x1 - x0 + 1, h: y1 - y0 + 1 };
+        let area = b.w * b.h;
+        if best.as_ref().is_none_or(|(a, _)| area > *a) {
+            best = Some((area, b));
+        }
+    }
+    best.map(|(_, b)| b)
+}
+
+/// How a crop square was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The padded square fits in the image.
+    Roi,
+    /// It did not fit and was shifted into the frame.
+    Clamped,
+    /// It did not fit (or nothing was found): the whole image is used.
+    Whole,
+}
+
+/// The square to crop around `roi`: side = longer side × (1 + 2·padding), centred on the box.
+/// If it leaves the image, `clamp` shifts it inside (when it can), else the whole image is used.
+pub fn square_around(roi: Option<BoxPx>, padding: f64, width: usize, height: usize, clamp: bool) -> (BoxPx, Placement) {
+    let whole = (BoxPx { x: 0, y: 0, w: width, h: height }, Placement::Whole);
+    let Some(b) = roi else { return whole };
+    let long = b.w.max(b.h) as f64;
+    let side = (long + 2.0 * (padding * long).round()).round() as i64;
+    let cx2 = 2 * b.x as i64 + b.w as i64; // twice the centre, to stay in integers
+    let cy2 = 2 * b.y as i64 + b.h as i64;
+    let x = (cx2 - side) / 2;
+    let y = (cy2 - side) / 2;
+    let fits = |x: i64, y: i64| x >= 0 && y >= 0 && x + side <= width as i64 && y + side <= height as i64;
+    if fits(x, y) {
+        return (BoxPx { x: x as usize, y: y as usize, w: side as usize, h: side as usize }, Placement::Roi);
+    }
+    if clamp && side <= width.min(height) as i64 {
+        let x = x.clamp(0, width as i64 - side);
+        let y = y.clamp(0, height as i64 - side);
+        return (BoxPx { x: x as usize, y: y as usize, w: side as usize, h: side as usize }, Placement::Clamped);
+    }
+    whole
+}
+
+/// A centred square of `side` pixels (clipped to the image).
+pub fn centre_square(width: usize, height: usize, side: usize) -> BoxPx {
+    let side = side.min(width).min(height);
+    BoxPx { x: (width - side) / 2, y: (height - side) / 2, w: side, h: side }
+}
+
+/// Crop `b` out of `img` and resize it to `size`×`size` by area averaging (each output pixel is
+/// the mean of the input area it covers, with fractional edge weights, like OpenCV INTER_AREA
+/// when shrinking).
+pub fn crop_resize(img: &Rgb, b: BoxPx, size: usize) -> Vec<u8> {
+    let xs = area_weights(b.x, b.w, size);
+    let ys = area_weights(b.y, b.h, size);
+    // Horizontal pass into a float buffer of b.h rows × size columns.
+    let mut rows = vec![0f32; b.h * size * 3];
+    for r in 0..b.h {
+        let src = &img.data[(b.y + r) * img.width * 3..(b.y + r + 1) * img.width * 3];
+        for (ox, taps) in xs.iter().enumerate() {
+            let mut acc = [0f32; 3];
+            for &(ix, wgt) in taps {
+                let p = &src[ix * 3..ix * 3 + 3];
+                acc[0] += p[0] as f32 * wgt;
+                acc[1] += p[1] as f32 * wgt;
+                acc[2] += p[2] as f32 * wgt;
+            }
+            rows[(r * size + ox) * 3..(r * size + ox) * 3 + 3].copy_from_slice(&acc);
+        }
+    }
+    let mut out = vec![0u8; size * size * 3];
+    for (oy, taps) in ys.iter().enumerate() {
+        for ox in 0..size {
+            let mut acc = [0f32; 3];
+            for &(iy, wgt) in taps {
+                let r = iy - b.y;
+                let p = &rows[(r * size + ox) * 3..(r * size + ox) * 3 + 3];
+                acc[0] += p[0] * wgt;
+                acc[1] += p[1] * wgt;
+                acc[2] += p[2] * wgt;
+            }
+            for c in 0..3 {
+                out[(oy * size + ox) * 3 + c] = acc[c].round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// For each of `n` output cells over input span [start, start+len): (input index, weight) pairs
+/// with weights summing to 1.
+fn area_weights(start: usize, len: usize, n: usize) -> Vec<Vec<(usize, f32)>> {
+    let scale = len as f64 / n as f64;
+    (0..n)
+        .map(|o| {
+            let a = o as f64 * scale;
+            let b = (o + 1) as f64 * scale;
+            if scale <= 1.0 {
+                // Enlarging: nearest sample (no area to average).
+                let i = (((a + b) / 2.0).floor() as usize).min(len - 1);
+                return vec![(start + i, 1.0)];
+            }
+            let mut taps = Vec::new();
+            let mut i = a.floor() as usize;
+            while (i as f64) < b && i < len {
+                let lo = (i as f64).max(a);
+                let hi = ((i + 1) as f64).min(b);
+                if hi > lo {
+                    taps.push((start + i, ((hi - lo) / scale) as f32));
+                }
+                i += 1;
+            }
+            taps
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A black image with a bright filled ellipse centred at (cx, cy) with semi-axes (a, b).
+    fn ellipse(w: usize, h: usize, cx: f64, cy: f64, a: f64, b: f64) -> Rgb {
+        let mut data = vec![0u8; w * h * 3];
+        for y in 0..h {
+            for x in 0..w {
+                let (dx, dy) = ((x as f64 - cx) / a, (y as f64 - cy) / b);
+                if dx * dx + dy * dy <= 1.0 {
+                    data[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&[200, 180, 160]);
+                }
+            }
+        }
+        Rgb { width: w, height: h, data }
+    }
+
+    #[test]
+    fn roi_finds_the_ellipse_box() {
+        let img = ellipse(424, 424, 200.0, 220.0, 40.0, 20.0);
+        let b = roi_box(&img, 10).unwrap();
+        assert_eq!((b.x, b.y, b.w, b.h), (160, 200, 81, 41));
+    }
+
+    #[test]
+    fn roi_prefers_the_largest_box_over_small_stars() {
+        let mut img = ellipse(424, 424, 212.0, 212.0, 30.0, 30.0);
+        for (x, y) in [(10usize, 10usize), (400, 30)] {
+            img.data[(y * 424 + x) * 3] = 255;
+        }
+        let b = roi_box(&img, 10).unwrap();
+        assert_eq!((b.x, b.y, b.w, b.h), (182, 182, 61, 61));
+    }
+
+    #[test]
+    fn padded_square_is_centred_on_the_box() {
+        let b = BoxPx { x: 160, y: 200, w: 81, h: 41 };
+        let (sq, how) = square_around(Some(b), 0.2, 424, 424, false);
+        assert_eq!(how, Placement::Roi);
+        assert_eq!(sq.w, 81 + 2 * 16);
+        assert_eq!((2 * sq.x + sq.w, 2 * sq.y + sq.h), (2 * 160 + 81, 2 * 200 + 41), "same centre");
+    }
+
+    #[test]
+    fn square_leaving_the_frame_falls_back_or_clamps() {
+        let b = BoxPx { x: 0, y: 100, w: 100, h: 100 };
+        assert_eq!(square_around(Some(b), 0.2, 424, 424, false).1, Placement::Whole);
+        let (sq, how) = square_around(Some(b), 0.2, 424, 424, true);
+        assert_eq!(how, Placement::Clamped);
+        assert_eq!((sq.x, sq.w), (0, 140));
+        assert_eq!(square_around(None, 0.2, 424, 424, true).1, Placement::Whole);
+    }
+
+    #[test]
+    fn area_resize_averages_blocks() {
+        // 4×4 → 2×2: each output pixel is the mean of a 2×2 block.
+        let data: Vec<u8> = (0..16u8).flat_map(|v| [v * 10, 0, 255]).collect();
+        let img = Rgb { width: 4, height: 4, data };
+        let out = crop_resize(&img, BoxPx { x: 0, y: 0, w: 4, h: 4 }, 2);
+        // block (0,0): values 0,10,40,50 → 25
+        assert_eq!(out[0], 25);
+        assert_eq!(out[2], 255);
+        // block (1,1): 100,110,140,150 → 125
+        assert_eq!(out[(3) * 3], 125);
+    }
+
+    #[test]
+    fn area_resize_handles_fractional_ratios() {
+        let img = Rgb { width: 3, height: 3, data: vec![90; 27] };
+        let out = crop_resize(&img, BoxPx { x: 0, y: 0, w: 3, h: 3 }, 2);
+        assert!(out.iter().all(|&v| v == 90), "a flat image stays flat: {out:?}");
+    }
+
+    #[test]
+    fn ellipse_crop_keeps_the_galaxy_centred() {
+        let img = ellipse(424, 424, 150.0, 260.0, 30.0, 30.0);
+        let b = roi_box(&img, 10).unwrap();
+        let (sq, _) = square_around(Some(b), 0.2, 424, 424, false);
+        let crop = crop_resize(&img, sq, 64);
+        let at = |x: usize, y: usize| crop[(y * 64 + x) * 3];
+        assert!(at(32, 32) > 150, "centre of the crop is the galaxy");
+        assert_eq!(at(0, 0), 0, "corner is background");
+    }
+}
