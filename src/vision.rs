@@ -28,6 +28,12 @@ pub fn decode_jpeg(path: &Path, expect: Option<(usize, usize)>) -> Result<Rgb, D
 
 pub fn decode_jpeg_bytes(bytes: &[u8], expect: Option<(usize, usize)>) -> Result<Rgb, DecodeError> {
     use image::ImageDecoder;
+    // The decoder pads a truncated scan with grey instead of failing; a complete JPEG ends with
+    // the end-of-image marker (allowing a little trailing padding).
+    let tail = &bytes[bytes.len().saturating_sub(64)..];
+    if bytes.len() >= 4 && bytes[..2] == [0xFF, 0xD8] && !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
+        return Err(DecodeError::Decode("truncated JPEG (no end-of-image marker)".into()));
+    }
     let decoder = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(bytes))
         .map_err(|e| DecodeError::Decode(e.to_string()))?;
     let (w, h) = decoder.dimensions();
@@ -228,6 +234,21 @@ mod tests {
             }
         }
         Rgb { width: w, height: h, data }
+    }
+
+    #[test]
+    fn truncated_and_non_jpeg_bytes_are_rejected() {
+        let img = ellipse(424, 424, 200.0, 200.0, 30.0, 30.0);
+        let mut jpeg = Vec::new();
+        image::RgbImage::from_raw(424, 424, img.data.clone())
+            .unwrap()
+            .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .unwrap();
+        assert!(decode_jpeg_bytes(&jpeg, Some((424, 424))).is_ok());
+        let cut = &jpeg[..jpeg.len() / 2];
+        assert!(decode_jpeg_bytes(cut, Some((424, 424))).unwrap_err().to_string().contains("truncated"));
+        assert!(decode_jpeg_bytes(b"hello", None).is_err());
+        assert!(decode_jpeg_bytes(&jpeg, Some((100, 100))).unwrap_err().to_string().contains("expected 100"));
     }
 
     #[test]

@@ -35,7 +35,7 @@ fn repo_root() -> std::path::PathBuf {
 
 #[test]
 fn shipped_pipelines_validate() {
-    for name in ["full.toml", "sample.toml"] {
+    for name in ["full.toml", "sample.toml", "demo.toml"] {
         bin().current_dir(repo_root()).args(["validate", &format!("pipelines/{name}")]).assert().success();
     }
 }
@@ -557,4 +557,164 @@ fn cache_dir_flag_and_env_are_honoured() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"cached\""));
+}
+
+// ---------------------------------------------------------------- data stages on real JPEGs
+
+fn object_of(v: &serde_json::Value, cache: &std::path::Path, id: &str) -> std::path::PathBuf {
+    let key =
+        v["stages"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap()["key"].as_str().unwrap().to_string();
+    cache.join("objects").join(key).join("out")
+}
+
+fn run_real(dir: &std::path::Path, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = bin().current_dir(dir).args(args).arg("--json").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let v = stdout.lines().find(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).unwrap_or_default();
+    (out.status.code().unwrap_or(-1), v, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+const DATA_PIPELINE: &str = "[pipeline]\nname = \"t\"\n\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"data\"\n\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingest\"]\n\n[stages.baseline]\nkind = \"baseline\"\ninputs = [\"ingest\", \"crop\"]\n";
+
+#[test]
+fn synthetic_data_runs_through_ingest_crop_and_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("cache")).unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["synth", "--out", "data", "--count", "240", "--test-count", "16", "--seed", "5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The labels obey the decision tree.
+    let labels =
+        galaxy_pipe::stages::ingest::read_labels(&dir.path().join("data/training_solutions_rev1.csv")).unwrap();
+    assert_eq!(labels.len(), 240);
+    assert!(labels.values().all(|l| galaxy_pipe::labels::tree_deviation(l) < 1e-5));
+
+    std::fs::write(dir.path().join("p.toml"), DATA_PIPELINE).unwrap();
+    let (code, v, err) = run_real(dir.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let crops =
+        galaxy_pipe::artifacts::read_crops(&object_of(&v, &dir.path().join("cache"), "crop").join("crops.parquet"))
+            .unwrap();
+    assert_eq!((crops.ids.len(), crops.size), (256, 64));
+    assert_eq!(crops.pixels.len(), 256 * 64 * 64 * 3);
+    let m = &v["stages"][2]["metrics"];
+    let (mean, colour) = (m["rmse_mean"].as_f64().unwrap(), m["rmse_average_colour"].as_f64().unwrap());
+    assert!(colour < mean, "a regression on the synthetic images beats the mean predictor: {m}");
+}
+
+fn sample_dir() -> Option<std::path::PathBuf> {
+    let dir = repo_root().join("../shared/data/galaxy-zoo-sample");
+    if dir.join("training_solutions_rev1.csv").exists() {
+        return Some(dir);
+    }
+    if std::env::var_os("GALAXY_PIPE_REQUIRE_SAMPLE").is_some() {
+        panic!("the real Kaggle sample is required (GALAXY_PIPE_REQUIRE_SAMPLE) but {} is missing", dir.display());
+    }
+    eprintln!("\n!!! SKIPPED: the real Kaggle sample is not at {} !!!\n", dir.display());
+    None
+}
+
+#[test]
+fn real_sample_runs_through_ingest_crop_and_baseline() {
+    let Some(_) = sample_dir() else { return };
+    let cache = tempfile::tempdir().unwrap();
+    let args = ["run", "pipelines/sample.toml", "--until", "baseline", "--cache-dir", cache.path().to_str().unwrap()];
+    let (code, v, err) = run_real(&repo_root(), &args);
+    assert_eq!(code, 0, "{err}");
+    let catalog =
+        galaxy_pipe::artifacts::read_catalog(&object_of(&v, cache.path(), "ingest").join("catalog.parquet")).unwrap();
+    assert_eq!(catalog.len(), 7_866 + 1_197);
+    assert_eq!(catalog.iter().filter(|r| r.labels.is_none()).count(), 1_197);
+    let valid = catalog.iter().filter(|r| r.split == galaxy_pipe::artifacts::Split::Valid).count();
+    assert!((600..1000).contains(&valid), "about 10% validation: {valid}");
+    let crops = galaxy_pipe::artifacts::read_crops(&object_of(&v, cache.path(), "crop").join("crops.parquet")).unwrap();
+    assert_eq!(crops.ids.len(), 9_063);
+    let m = &v["stages"][2]["metrics"];
+    let mean = m["rmse_mean"].as_f64().unwrap();
+    assert!((0.15..0.2).contains(&mean), "{m}");
+    assert!(
+        m["rmse_central_pixel"].as_f64().unwrap() < mean && m["rmse_average_colour"].as_f64().unwrap() < mean,
+        "{m}"
+    );
+}
+
+/// A small real-JPEG data set with one bad image of the given bytes.
+fn data_with_bad_image(bad: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("cache")).unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["synth", "--out", "data", "--count", "12", "--test-count", "0", "--seed", "9"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(dir.path().join("data/images_training_rev1/100004.jpg"), bad).unwrap();
+    std::fs::write(dir.path().join("p.toml"), DATA_PIPELINE).unwrap();
+    dir
+}
+
+#[test]
+fn bad_images_fail_the_crop_naming_the_file_or_are_skipped() {
+    let truncated = {
+        let dir = data_with_bad_image(b"");
+        let good = std::fs::read(dir.path().join("data/images_training_rev1/100003.jpg")).unwrap();
+        good[..good.len() / 3].to_vec()
+    };
+    let mut small = Vec::new();
+    image::RgbImage::new(100, 80).write_to(&mut std::io::Cursor::new(&mut small), image::ImageFormat::Jpeg).unwrap();
+    for (bytes, expect) in [
+        (b"".to_vec(), "not a decodable JPEG"),
+        (b"just some text".to_vec(), "not a decodable JPEG"),
+        (truncated, "truncated JPEG"),
+        (small, "is 100×80, expected 424×424"),
+    ] {
+        let dir = data_with_bad_image(&bytes);
+        let (code, v, err) = run_real(dir.path(), &["run", "p.toml", "--until", "crop"]);
+        assert_eq!(code, 1, "{err}");
+        assert_eq!(ids_with(&v, "failed"), ["crop"]);
+        assert!(err.contains("100004.jpg") && err.contains(expect), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path().join("cache/objects")).unwrap().count(), 1, "only ingest published");
+        // Skipping instead: the run succeeds and the bad image is listed.
+        let (code, v, err) =
+            run_real(dir.path(), &["run", "p.toml", "--until", "crop", "--set", "crop.on_bad_image=skip"]);
+        assert_eq!(code, 0, "{err}");
+        let out = object_of(&v, &dir.path().join("cache"), "crop");
+        assert!(out.join("skipped.parquet").exists());
+        assert_eq!(galaxy_pipe::artifacts::read_crops(&out.join("crops.parquet")).unwrap().ids.len(), 11);
+    }
+}
+
+#[test]
+fn label_rows_without_images_fail_ingest_or_are_skipped() {
+    let dir = data_with_bad_image(b"x");
+    std::fs::remove_file(dir.path().join("data/images_training_rev1/100004.jpg")).unwrap();
+    let (code, _, err) = run_real(dir.path(), &["run", "p.toml", "--until", "ingest"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("1 label row(s)") && err.contains("first: 100004"), "{err}");
+    let (code, v, err) =
+        run_real(dir.path(), &["run", "p.toml", "--until", "ingest", "--set", "ingest.on_missing_image=skip"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        v["stages"][0]["metrics"]["train_rows"].as_f64().unwrap()
+            + v["stages"][0]["metrics"]["valid_rows"].as_f64().unwrap(),
+        11.0
+    );
+}
+
+#[test]
+fn malformed_label_csv_fails_ingest_with_file_and_line() {
+    let dir = data_with_bad_image(b"x");
+    let csv = dir.path().join("data/training_solutions_rev1.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut fields: Vec<&str> = lines[1].split(',').collect();
+    fields[1] = "NaN";
+    lines[1] = fields.join(",");
+    std::fs::write(&csv, lines.join("\n") + "\n").unwrap();
+    let (code, _, err) = run_real(dir.path(), &["run", "p.toml", "--until", "ingest"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("training_solutions_rev1.csv:2: Class1.1 = NaN is outside [0, 1]"), "{err}");
 }
