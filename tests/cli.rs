@@ -574,7 +574,7 @@ fn run_real(dir: &std::path::Path, args: &[&str]) -> (i32, serde_json::Value, St
     (out.status.code().unwrap_or(-1), v, String::from_utf8_lossy(&out.stderr).to_string())
 }
 
-const DATA_PIPELINE: &str = "[pipeline]\nname = \"t\"\n\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"data\"\n\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingest\"]\n\n[stages.baseline]\nkind = \"baseline\"\ninputs = [\"ingest\", \"crop\"]\n";
+const DATA_PIPELINE: &str = "[pipeline]\nname = \"t\"\n\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"data\"\n\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingest\"]\n\n[stages.baseline]\nkind = \"baseline\"\ninputs = [\"ingest\", \"crop\"]\n\n[stages.explore]\nkind = \"explore\"\ninputs = [\"ingest\", \"crop\"]\n";
 
 #[test]
 fn synthetic_data_runs_through_ingest_crop_and_baseline() {
@@ -603,6 +603,20 @@ fn synthetic_data_runs_through_ingest_crop_and_baseline() {
     let m = &v["stages"][2]["metrics"];
     let (mean, colour) = (m["rmse_mean"].as_f64().unwrap(), m["rmse_average_colour"].as_f64().unwrap());
     assert!(colour < mean, "a regression on the synthetic images beats the mean predictor: {m}");
+    // explore's figures are real PNGs of the promised sizes.
+    let figures = object_of(&v, &dir.path().join("cache"), "explore");
+    for (name, w) in [
+        ("class_counts.png", 1400),
+        ("terminal_classes.png", 1400),
+        ("correlation_q08.png", 560),
+        ("mean_image.png", 424),
+    ] {
+        let img = image::open(figures.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(img.width(), w, "{name}");
+    }
+    assert!(image::open(figures.join("gallery.png")).unwrap().width() > 1000);
+    let summary = galaxy_pipe::artifacts::read_parquet(&figures.join("summary.parquet")).unwrap();
+    assert_eq!(summary[0].num_rows(), 37);
 }
 
 fn sample_dir() -> Option<std::path::PathBuf> {
@@ -674,6 +688,7 @@ fn bad_images_fail_the_crop_naming_the_file_or_are_skipped() {
         let dir = data_with_bad_image(&bytes);
         let (code, v, err) = run_real(dir.path(), &["run", "p.toml", "--until", "crop"]);
         assert_eq!(code, 1, "{err}");
+        let _ = &v;
         assert_eq!(ids_with(&v, "failed"), ["crop"]);
         assert!(err.contains("100004.jpg") && err.contains(expect), "{err}");
         assert_eq!(std::fs::read_dir(dir.path().join("cache/objects")).unwrap().count(), 1, "only ingest published");

@@ -3,6 +3,7 @@
 
 pub mod baseline;
 pub mod crop;
+pub mod explore;
 pub mod ingest;
 
 use std::collections::BTreeMap;
@@ -108,11 +109,17 @@ pub struct StandardStages {
     ingest: ingest::Ingest,
     crop: crop::Crop,
     baseline: baseline::Baseline,
+    explore: explore::Explore,
 }
 
 impl Default for StandardStages {
     fn default() -> Self {
-        StandardStages { ingest: ingest::Ingest, crop: crop::Crop, baseline: baseline::Baseline }
+        StandardStages {
+            ingest: ingest::Ingest,
+            crop: crop::Crop,
+            baseline: baseline::Baseline,
+            explore: explore::Explore,
+        }
     }
 }
 
@@ -122,6 +129,7 @@ impl Registry for StandardStages {
             StageKind::Ingest => Some(&self.ingest),
             StageKind::Crop => Some(&self.crop),
             StageKind::Baseline => Some(&self.baseline),
+            StageKind::Explore => Some(&self.explore),
             _ => None,
         }
     }
