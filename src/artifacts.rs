@@ -193,9 +193,10 @@ pub fn read_catalog(path: &Path) -> Result<Vec<CatalogRow>, ArtifactError> {
     Ok(rows)
 }
 
-/// `crops.parquet`: one row per cropped galaxy; `pixels` is size×size×3 uint8 RGB, row-major.
+/// `crops.parquet`: one row per cropped galaxy; `pixels` is size×size×3 uint8 RGB, row-major;
+/// the 37 labels are carried along (null for test galaxies) so training needs no other input.
 pub fn crops_schema(size: usize) -> Schema {
-    Schema::new(vec![
+    let mut fields = vec![
         Field::new("GalaxyID", DataType::UInt64, false),
         Field::new("split", DataType::Utf8, false),
         Field::new("roi_x", DataType::UInt16, false),
@@ -203,7 +204,9 @@ pub fn crops_schema(size: usize) -> Schema {
         Field::new("roi_side", DataType::UInt16, false),
         Field::new("placement", DataType::Utf8, false),
         Field::new("pixels", DataType::FixedSizeBinary((size * size * 3) as i32), false),
-    ])
+    ];
+    fields.extend(CLASS_NAMES.iter().map(|c| Field::new(*c, DataType::Float32, true)));
+    Schema::new(fields)
 }
 
 /// One crop as stored.
@@ -214,6 +217,7 @@ pub struct CropRow {
     pub roi: (u16, u16, u16),
     pub placement: &'static str,
     pub pixels: Vec<u8>,
+    pub labels: Option<[f32; 37]>,
 }
 
 pub fn crops_batch(size: usize, rows: &[CropRow]) -> RecordBatch {
@@ -225,7 +229,11 @@ pub fn crops_batch(size: usize, rows: &[CropRow]) -> RecordBatch {
         (UInt16Builder::with_capacity(n), UInt16Builder::with_capacity(n), UInt16Builder::with_capacity(n));
     let mut placement = StringBuilder::new();
     let mut pixels = FixedSizeBinaryBuilder::with_capacity(n, (size * size * 3) as i32);
+    let mut labels: Vec<Float32Builder> = (0..37).map(|_| Float32Builder::with_capacity(n)).collect();
     for r in rows {
+        for (c, b) in labels.iter_mut().enumerate() {
+            b.append_option(r.labels.map(|l| l[c]));
+        }
         id.append_value(r.id);
         split.append_value(r.split.name());
         x.append_value(r.roi.0);
@@ -234,7 +242,7 @@ pub fn crops_batch(size: usize, rows: &[CropRow]) -> RecordBatch {
         placement.append_value(r.placement);
         pixels.append_value(&r.pixels).expect("pixel buffers have the schema's size");
     }
-    let columns: Vec<ArrayRef> = vec![
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(id.finish()),
         Arc::new(split.finish()),
         Arc::new(x.finish()),
@@ -243,6 +251,7 @@ pub fn crops_batch(size: usize, rows: &[CropRow]) -> RecordBatch {
         Arc::new(placement.finish()),
         Arc::new(pixels.finish()),
     ];
+    columns.extend(labels.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     RecordBatch::try_new(Arc::new(crops_schema(size)), columns).expect("columns match the schema")
 }
 
@@ -285,6 +294,7 @@ pub struct Crops {
     pub ids: Vec<u64>,
     pub splits: Vec<Split>,
     pub pixels: Vec<u8>,
+    pub labels: Vec<Option<[f32; 37]>>,
 }
 
 impl Crops {
@@ -298,7 +308,7 @@ impl Crops {
 pub fn read_crops(path: &Path) -> Result<Crops, ArtifactError> {
     use arrow::array::{Array, FixedSizeBinaryArray, StringArray, UInt64Array};
     let bad = |what: &str| ArtifactError::Schema { path: path.display().to_string(), what: what.to_string() };
-    let mut crops = Crops { size: 0, ids: Vec::new(), splits: Vec::new(), pixels: Vec::new() };
+    let mut crops = Crops { size: 0, ids: Vec::new(), splits: Vec::new(), pixels: Vec::new(), labels: Vec::new() };
     for batch in read_parquet(path)? {
         let ids = batch
             .column_by_name("GalaxyID")
@@ -325,6 +335,26 @@ pub fn read_crops(path: &Path) -> Result<Crops, ArtifactError> {
                 Some("valid") => Split::Valid,
                 Some("test") => Split::Test,
                 _ => return Err(bad("split")),
+            });
+        }
+        let label_cols: Vec<&arrow::array::Float32Array> = CLASS_NAMES
+            .iter()
+            .map(|c| {
+                batch
+                    .column_by_name(c)
+                    .and_then(|a| a.as_any().downcast_ref::<arrow::array::Float32Array>())
+                    .ok_or_else(|| bad(c))
+            })
+            .collect::<Result<_, _>>()?;
+        for r in 0..batch.num_rows() {
+            crops.labels.push(if label_cols[0].is_null(r) {
+                None
+            } else {
+                let mut l = [0f32; 37];
+                for (c, a) in label_cols.iter().enumerate() {
+                    l[c] = a.value(r);
+                }
+                Some(l)
             });
         }
         crops.pixels.reserve(px.len() * width);

@@ -10,6 +10,7 @@ pub mod config;
 pub mod gc;
 pub mod graph;
 pub mod labels;
+pub mod model;
 pub mod progress;
 pub mod records;
 pub mod runner;

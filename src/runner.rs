@@ -261,6 +261,7 @@ impl<'a> Runner<'a> {
                     running.insert(i);
                     scope.spawn(move || {
                         let (rec, art) = self.execute(i, inputs, opts, reuse_only);
+                        let (rec, art) = if opts.dry_run || reuse_only { (rec, art) } else { self.export(i, rec, art) };
                         let _ = tx.send((i, rec, art));
                     });
                 }
@@ -425,6 +426,33 @@ impl<'a> Runner<'a> {
         rec.metrics = outcome.metrics;
         rec.notes = outcome.notes;
         (rec, Some(artifact))
+    }
+
+    /// Copy a stage's exported files (e.g. the submission CSV) to their destinations, atomically,
+    /// after it ran or was reused; a destination already holding the same bytes is left alone.
+    fn export(&self, i: usize, mut rec: StageRecord, art: Option<Artifact>) -> (StageRecord, Option<Artifact>) {
+        let Some(a) = &art else { return (rec, art) };
+        let spec = &self.pipeline.stages[i];
+        let Some(stage) = self.registry.stage(spec.kind) else { return (rec, art) };
+        for (file, dest) in stage.exports(spec) {
+            let src = a.out_dir.join(&file);
+            let result = std::fs::read(&src).and_then(|bytes| {
+                if std::fs::read(&dest).is_ok_and(|old| old == bytes) {
+                    return Ok(false);
+                }
+                crate::cache::write_atomic(&dest, &bytes).map(|_| true)
+            });
+            match result {
+                Ok(true) => rec.notes.push(format!("exported {}", dest.display())),
+                Ok(false) => {}
+                Err(e) => {
+                    rec.outcome = Outcome::Failed;
+                    rec.error = Some(format!("stage `{}`: exporting {} to {}: {e}", spec.id, file, dest.display()));
+                    return (rec, None);
+                }
+            }
+        }
+        (rec, art)
     }
 
     /// A published artifact for `key`, or None; damage is reported and the artifact discarded.

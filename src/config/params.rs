@@ -312,13 +312,23 @@ pub struct TrainParams {
     pub augment: Augment,
 }
 
+impl TrainParams {
+    /// The seed's conv stack (the default of `conv`).
+    pub fn default_conv() -> Vec<ConvBlock> {
+        d::conv()
+    }
+}
+
 /// `evaluate`: RMSE on the validation split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateParams {
-    /// Average predictions over rotations/flips (test-time augmentation).
+    /// Average predictions over the 8 rotations/flips of each crop (test-time augmentation).
     #[serde(default)]
     pub tta: bool,
+    /// Where to run inference (as for `train`).
+    #[serde(default = "d::device")]
+    pub device: Device,
 }
 
 /// `submit`: the Kaggle submission CSV.
@@ -328,8 +338,12 @@ pub struct SubmitParams {
     /// Where the CSV is exported (atomically), relative to the pipeline file that sets it.
     #[serde(default = "d::output_csv")]
     pub output: String,
+    /// Average predictions over the 8 rotations/flips of each crop (test-time augmentation).
     #[serde(default)]
     pub tta: bool,
+    /// Where to run inference (as for `train`).
+    #[serde(default = "d::device")]
+    pub device: Device,
 }
 
 /// Defaults, one function each (serde needs functions).

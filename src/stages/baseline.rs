@@ -103,7 +103,7 @@ impl Stage for Baseline {
             None if needs_pixels => {
                 return Err(StageError::msg("central_pixel and average_colour need a `crop` input"));
             }
-            None => Crops { size: 0, ids: Vec::new(), splits: Vec::new(), pixels: Vec::new() },
+            None => Crops { size: 0, ids: Vec::new(), splits: Vec::new(), pixels: Vec::new(), labels: Vec::new() },
         };
         // Rows used: crops when present (the pixels the regressions see), else the catalog.
         let rows: Vec<(usize, u64, Split)> = if crop_input.is_some() {

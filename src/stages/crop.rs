@@ -38,7 +38,7 @@ pub fn crop_one(path: &Path, p: &CropParams) -> Result<((u16, u16, u16), Placeme
 
 impl Stage for Crop {
     fn code_version(&self) -> u32 {
-        1
+        2
     }
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
@@ -77,7 +77,14 @@ impl Stage for Crop {
                         if sheet.len() < 64 {
                             sheet.push(pixels.clone());
                         }
-                        rows.push(CropRow { id: row.id, split: row.split, roi, placement: name, pixels });
+                        rows.push(CropRow {
+                            id: row.id,
+                            split: row.split,
+                            roi,
+                            placement: name,
+                            pixels,
+                            labels: row.labels,
+                        });
                     }
                     Err(reason) => match p.on_bad_image {
                         OnProblem::Error => {

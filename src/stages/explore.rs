@@ -30,7 +30,7 @@ pub struct Explore;
 static FONT: Once = Once::new();
 
 /// Plotters draws text with an embedded DejaVu Sans, so figures look the same everywhere.
-fn register_font() {
+pub fn register_font() {
     FONT.call_once(|| {
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
     });

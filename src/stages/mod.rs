@@ -3,8 +3,11 @@
 
 pub mod baseline;
 pub mod crop;
+pub mod evaluate;
 pub mod explore;
 pub mod ingest;
+pub mod submit;
+pub mod train;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -96,6 +99,12 @@ pub trait Stage: Send + Sync {
         Vec::new()
     }
 
+    /// Output files the runner copies (atomically) to paths outside the cache after the stage
+    /// runs or is reused: (file in the output folder, destination).
+    fn exports(&self, _spec: &StageSpec) -> Vec<(String, PathBuf)> {
+        Vec::new()
+    }
+
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError>;
 }
 
@@ -110,6 +119,9 @@ pub struct StandardStages {
     crop: crop::Crop,
     baseline: baseline::Baseline,
     explore: explore::Explore,
+    train: train::Train,
+    evaluate: evaluate::Evaluate,
+    submit: submit::Submit,
 }
 
 impl Default for StandardStages {
@@ -119,6 +131,9 @@ impl Default for StandardStages {
             crop: crop::Crop,
             baseline: baseline::Baseline,
             explore: explore::Explore,
+            train: train::Train,
+            evaluate: evaluate::Evaluate,
+            submit: submit::Submit,
         }
     }
 }
@@ -130,7 +145,9 @@ impl Registry for StandardStages {
             StageKind::Crop => Some(&self.crop),
             StageKind::Baseline => Some(&self.baseline),
             StageKind::Explore => Some(&self.explore),
-            _ => None,
+            StageKind::Train => Some(&self.train),
+            StageKind::Evaluate => Some(&self.evaluate),
+            StageKind::Submit => Some(&self.submit),
         }
     }
 }

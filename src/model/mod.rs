@@ -1,0 +1,11 @@
+//! The neural network: Burn modules generic over the backend, the decision-tree output layer,
+//! batches and augmentation, the training loop, inference, and device selection.
+
+pub mod data;
+pub mod device;
+pub mod inference;
+pub mod net;
+pub mod training;
+
+pub use device::Resolved;
+pub use net::{Architecture, Net};

@@ -1,0 +1,195 @@
+//! The CNN, built from the architecture declared in the pipeline (generic over Burn backends).
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation;
+use burn::tensor::{Tensor, backend::Backend};
+use serde::{Deserialize, Serialize};
+
+use crate::config::params::{Activation, ConvBlock, DenseLayer, OutputHead};
+use crate::labels::{N_CLASSES, QUESTIONS};
+
+/// Everything needed to rebuild the network (stored beside the weights as `model.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Architecture {
+    pub input_size: usize,
+    pub conv: Vec<ConvBlock>,
+    pub dense: Vec<DenseLayer>,
+    pub activation: Activation,
+    pub output: OutputHead,
+}
+
+#[derive(Module, Debug)]
+pub struct ConvLayer<B: Backend> {
+    conv: Conv2d<B>,
+    norm: Option<BatchNorm<B>>,
+    pool: Option<MaxPool2d>,
+}
+
+#[derive(Module, Debug)]
+pub struct DenseBlock<B: Backend> {
+    linear: Linear<B>,
+    dropout: Dropout,
+}
+
+#[derive(Module, Debug)]
+pub struct Net<B: Backend> {
+    convs: Vec<ConvLayer<B>>,
+    dense: Vec<DenseBlock<B>>,
+    head: Linear<B>,
+    activation: Activation,
+    output: OutputHead,
+}
+
+impl Architecture {
+    /// Spatial side and channels after the conv stack, or an error if it shrinks to nothing.
+    pub fn conv_output(&self) -> Result<(usize, usize), String> {
+        let mut side = self.input_size as i64;
+        let mut channels = 3usize;
+        for (i, c) in self.conv.iter().enumerate() {
+            side = side + 2 * c.padding as i64 - c.kernel as i64 + 1;
+            if side < 1 {
+                return Err(format!(
+                    "conv block {} (kernel {}) leaves no pixels of a {}-pixel input",
+                    i + 1,
+                    c.kernel,
+                    self.input_size
+                ));
+            }
+            side /= c.pool as i64;
+            if side < 1 {
+                return Err(format!("pooling after conv block {} leaves no pixels", i + 1));
+            }
+            channels = c.filters as usize;
+        }
+        Ok((side as usize, channels))
+    }
+
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Net<B>, String> {
+        let (side, channels) = self.conv_output()?;
+        let mut in_ch = 3;
+        let convs = self
+            .conv
+            .iter()
+            .map(|c| {
+                let p = c.padding as usize;
+                let conv = Conv2dConfig::new([in_ch, c.filters as usize], [c.kernel as usize, c.kernel as usize])
+                    .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                    .init(device);
+                in_ch = c.filters as usize;
+                ConvLayer {
+                    conv,
+                    norm: c.batch_norm.then(|| BatchNormConfig::new(c.filters as usize).init(device)),
+                    pool: (c.pool > 1).then(|| MaxPool2dConfig::new([c.pool as usize, c.pool as usize]).init()),
+                }
+            })
+            .collect();
+        let mut width = side * side * channels;
+        let dense = self
+            .dense
+            .iter()
+            .map(|d| {
+                let block = DenseBlock {
+                    linear: LinearConfig::new(width, d.units as usize).init(device),
+                    dropout: DropoutConfig::new(d.dropout).init(),
+                };
+                width = d.units as usize;
+                block
+            })
+            .collect();
+        let head = LinearConfig::new(width, N_CLASSES).init(device);
+        Ok(Net { convs, dense, head, activation: self.activation, output: self.output })
+    }
+}
+
+impl<B: Backend> Net<B> {
+    fn act<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self.activation {
+            Activation::Relu => activation::relu(x),
+            Activation::LeakyRelu => activation::leaky_relu(x, 0.01),
+            Activation::Gelu => activation::gelu(x),
+        }
+    }
+
+    /// `[batch, 3, size, size]` in [0, 1] → `[batch, 37]` vote fractions.
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let mut x = images;
+        for layer in &self.convs {
+            x = layer.conv.forward(x);
+            if let Some(norm) = &layer.norm {
+                x = norm.forward(x);
+            }
+            x = self.act(x);
+            if let Some(pool) = &layer.pool {
+                x = pool.forward(x);
+            }
+        }
+        let [n, c, h, w] = x.dims();
+        let mut x: Tensor<B, 2> = x.reshape([n, c * h * w]);
+        for block in &self.dense {
+            x = block.dropout.forward(self.act(block.linear.forward(x)));
+        }
+        let logits = self.head.forward(x);
+        match self.output {
+            OutputHead::Sigmoid => activation::sigmoid(logits),
+            OutputHead::Clip => logits.clamp(0.0, 1.0),
+            OutputHead::Tree => tree_head(logits),
+        }
+    }
+}
+
+/// The decision-tree output layer: softmax within each question, times the parent answer.
+/// Every output row then satisfies all the tree's sums exactly (up to rounding).
+pub fn tree_head<B: Backend>(logits: Tensor<B, 2>) -> Tensor<B, 2> {
+    let mut columns: Vec<Option<Tensor<B, 2>>> = vec![None; N_CLASSES];
+    for q in QUESTIONS.iter() {
+        let probs = activation::softmax(logits.clone().narrow(1, q.columns.start, q.columns.len()), 1);
+        let scaled = match q.parent {
+            None => probs,
+            Some(p) => probs * columns[p].clone().expect("parents come first"),
+        };
+        for (k, c) in q.columns.clone().enumerate() {
+            columns[c] = Some(scaled.clone().narrow(1, k, 1));
+        }
+    }
+    Tensor::cat(columns.into_iter().map(|c| c.expect("every column set")).collect(), 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::tree_deviation;
+    use burn::backend::Flex;
+    use burn::backend::flex::FlexDevice;
+    use burn::tensor::TensorData;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn tree_head_outputs_are_consistent_answer_sets(logits in proptest::collection::vec(-20f32..20f32, N_CLASSES * 3)) {
+            let t = Tensor::<Flex, 2>::from_data(TensorData::new(logits, [3, N_CLASSES]), &FlexDevice);
+            let out: Vec<f32> = tree_head(t).into_data().to_vec().unwrap();
+            for row in out.chunks_exact(N_CLASSES) {
+                prop_assert!(row.iter().all(|v| (0.0..=1.0 + 1e-6).contains(v)));
+                prop_assert!(tree_deviation(row) < 1e-5, "deviation {}", tree_deviation(row));
+            }
+        }
+    }
+
+    #[test]
+    fn conv_output_size_and_too_small_inputs() {
+        let arch = Architecture {
+            input_size: 64,
+            conv: crate::config::params::TrainParams::default_conv(),
+            dense: vec![],
+            activation: Activation::Relu,
+            output: OutputHead::Sigmoid,
+        };
+        assert_eq!(arch.conv_output().unwrap(), (12, 96), "the seed's stack: 64 → 56 → 28 → 24 → 12");
+        let tiny = Architecture { input_size: 8, ..arch };
+        assert!(tiny.conv_output().unwrap_err().contains("leaves no pixels"));
+    }
+}

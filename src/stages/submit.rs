@@ -1,0 +1,54 @@
+//! `submit`: the Kaggle submission CSV for the test images (a cached artifact, also exported to
+//! the `output` path of the pipeline).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use crate::artifacts::{self, Split};
+use crate::config::{StageKind, StageParams, StageSpec};
+use crate::labels::CLASS_NAMES;
+
+use super::{Stage, StageContext, StageError, StageOutcome};
+
+pub struct Submit;
+
+pub const FILE: &str = "submission.csv";
+
+impl Stage for Submit {
+    fn code_version(&self) -> u32 {
+        1
+    }
+
+    fn exports(&self, spec: &StageSpec) -> Vec<(String, PathBuf)> {
+        let StageParams::Submit(p) = &spec.params else { return Vec::new() };
+        vec![(FILE.to_string(), spec.resolve(&p.output))]
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
+        let StageParams::Submit(p) = &ctx.spec.params else { unreachable!("registry maps submit to Submit") };
+        let model_dir = &ctx.input_of(StageKind::Train)?.dir;
+        let crops = artifacts::read_crops(&ctx.input_of(StageKind::Crop)?.dir.join("crops.parquet"))
+            .map_err(|e| StageError::Other(Box::new(e)))?;
+        let mut test: Vec<usize> = (0..crops.ids.len()).filter(|&i| crops.splits[i] == Split::Test).collect();
+        if test.is_empty() {
+            return Err(StageError::msg("no test images in the crops (is ingest.test_images set?)"));
+        }
+        test.sort_by_key(|&i| crops.ids[i]);
+        ctx.progress.start(test.len() as u64, "predicting");
+        let preds = super::evaluate::predict(model_dir, p.device, &crops, &test, p.tta).map_err(StageError::msg)?;
+        let mut csv = format!("GalaxyID,{}\n", CLASS_NAMES.join(","));
+        for (&i, pred) in test.iter().zip(&preds) {
+            write!(csv, "{}", crops.ids[i]).expect("string write");
+            for v in pred {
+                write!(csv, ",{:.6}", v.clamp(0.0, 1.0)).expect("string write");
+            }
+            csv.push('\n');
+        }
+        let path = ctx.out_dir.join(FILE);
+        std::fs::write(&path, csv).map_err(|e| StageError::io("writing", &path, e))?;
+        let mut metrics = BTreeMap::new();
+        metrics.insert("test_images".into(), test.len() as f64);
+        Ok(StageOutcome { metrics, notes: vec![format!("{} test predictions", test.len())] })
+    }
+}
