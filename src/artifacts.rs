@@ -136,6 +136,91 @@ pub enum ArtifactError {
     },
 }
 
+/// `metrics.parquet` of `baseline`: validation RMSE per method.
+pub fn metrics_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("method", DataType::Utf8, false),
+        Field::new("rmse", DataType::Float64, false),
+        Field::new("n_valid", DataType::UInt64, false),
+    ])
+}
+
+/// `metrics.parquet` of `evaluate`: RMSE of the model and each baseline, overall (`scope` = `overall`), per question (`Q1`…) and per class (`Class1.1`…).
+pub fn evaluation_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("method", DataType::Utf8, false),
+        Field::new("scope", DataType::Utf8, false),
+        Field::new("rmse", DataType::Float64, false),
+    ])
+}
+
+/// `summary.parquet` of `explore`: the numbers behind its figures, one row per class.
+pub fn summary_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("class", DataType::Utf8, false),
+        Field::new("confident_count", DataType::UInt64, false),
+        Field::new("terminal_count", DataType::UInt64, false),
+        Field::new("mean_vote", DataType::Float64, false),
+        Field::new("max_vote", DataType::Float64, false),
+        Field::new("max_vote_galaxy", DataType::UInt64, false),
+    ])
+}
+
+/// `correlations.parquet` of `explore`: Pearson correlation of each pair of answers of a question.
+pub fn correlations_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("question", DataType::UInt64, false),
+        Field::new("a", DataType::Utf8, false),
+        Field::new("b", DataType::Utf8, false),
+        Field::new("r", DataType::Float64, false),
+    ])
+}
+
+/// `history.parquet` of `train`: one row per batch (loss), and per epoch (batch null; mean loss, validation RMSE, images/s).
+pub fn history_schema() -> Schema {
+    Schema::new(vec![
+        Field::new("epoch", DataType::UInt32, false),
+        Field::new("batch", DataType::UInt32, true),
+        Field::new("loss", DataType::Float64, false),
+        Field::new("valid_rmse", DataType::Float64, true),
+        Field::new("images_per_sec", DataType::Float64, true),
+    ])
+}
+
+/// `predictions.parquet` of `baseline` and `evaluate`: GalaxyID, method, the 37 predictions.
+pub fn predictions_schema() -> Schema {
+    let mut fields = vec![Field::new("GalaxyID", DataType::UInt64, false), Field::new("method", DataType::Utf8, false)];
+    fields.extend(CLASS_NAMES.iter().map(|c| Field::new(*c, DataType::Float32, false)));
+    Schema::new(fields)
+}
+
+/// Every artifact's Arrow schema, as committed in `schemas/artifacts.json` (crops at size 64).
+pub fn documented_schemas() -> serde_json::Value {
+    let describe = |s: Schema| -> serde_json::Value {
+        s.fields()
+            .iter()
+            .map(|f| serde_json::json!({ "name": f.name(), "type": f.data_type().to_string(), "nullable": f.is_nullable() }))
+            .collect()
+    };
+    serde_json::json!({
+        "ingest/catalog.parquet": describe(catalog_schema()),
+        "ingest/skipped.parquet": describe(skipped_schema()),
+        "crop/crops.parquet (size = 64)": describe(crops_schema(64)),
+        "crop/skipped.parquet": describe(skipped_schema()),
+        "baseline/metrics.parquet": describe(metrics_schema()),
+        "baseline/predictions.parquet": describe(predictions_schema()),
+        "explore/summary.parquet": describe(summary_schema()),
+        "explore/correlations.parquet": describe(correlations_schema()),
+        "train/history.parquet": describe(history_schema()),
+        "evaluate/metrics.parquet": describe(evaluation_schema()),
+        "evaluate/predictions.parquet": describe(predictions_schema()),
+    })
+}
+
+/// The artifact schemas as committed: pretty JSON with a trailing newline.
+pub fn documented_schemas_text() -> String {
+    serde_json::to_string_pretty(&documented_schemas()).expect("serialise") + "\n"
+}
 /// Read `catalog.parquet` back into rows.
 pub fn read_catalog(path: &Path) -> Result<Vec<CatalogRow>, ArtifactError> {
     use arrow::array::{Array, Float32Array, StringArray, UInt64Array};

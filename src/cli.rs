@@ -109,8 +109,26 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Print the JSON Schema of pipeline files.
-    Schema,
+    /// Print the JSON Schema of pipeline files (or, with --artifacts, the Parquet artifact schemas).
+    Schema {
+        #[arg(long)]
+        artifacts: bool,
+    },
+    /// Measure the performance figures of BENCHMARKS.md (each against a baseline in the same run).
+    Bench {
+        /// The real Kaggle sample.
+        #[arg(long, default_value = "../shared/data/galaxy-zoo-sample", value_name = "DIR")]
+        sample: PathBuf,
+        /// Scratch folder for the large data set and caches (reused between runs).
+        #[arg(long, default_value = "target/bench", value_name = "DIR")]
+        work: PathBuf,
+        /// Images in the large data set.
+        #[arg(long, default_value_t = 61_578)]
+        count: usize,
+        /// Training batches to time.
+        #[arg(long, default_value_t = 40)]
+        train_batches: usize,
+    },
     /// Write a synthetic data set in the Kaggle layout (JPEGs + label CSV + test folder).
     Synth {
         /// Output folder (created).
@@ -249,8 +267,12 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
     let json = cli.json;
     let cache_flag = cli.cache_dir.as_deref();
     match cli.command {
-        Command::Schema => {
-            print!("{}", crate::schema::pipeline_schema_text());
+        Command::Schema { artifacts } => {
+            if artifacts {
+                print!("{}", crate::artifacts::documented_schemas_text());
+            } else {
+                print!("{}", crate::schema::pipeline_schema_text());
+            }
             Ok(exit::OK)
         }
         Command::Validate(args) => {
@@ -371,6 +393,16 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
                 );
             } else {
                 eprintln!("wrote {count} labelled + {test_count} test galaxies to {} in {seconds:.1}s", out.display());
+            }
+            Ok(exit::OK)
+        }
+        Command::Bench { sample, work, count, train_batches } => {
+            let opts = crate::bench::BenchOptions { sample, work, count, train_batches };
+            let v = crate::bench::run(&opts).map_err(Failure::Runtime)?;
+            if json {
+                println!("{v}");
+            } else {
+                crate::bench::print_table(&v);
             }
             Ok(exit::OK)
         }

@@ -4,6 +4,7 @@
 //! [`runner`] (plans through the [`cache`], runs [`stages`]) → [`records`] of each run.
 
 pub mod artifacts;
+pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;

@@ -50,6 +50,15 @@ fn committed_schema_matches_the_types() {
 }
 
 #[test]
+fn committed_artifact_schemas_match_the_code() {
+    let committed = std::fs::read_to_string(repo_root().join("schemas/artifacts.json")).unwrap();
+    assert!(
+        committed == galaxy_pipe::artifacts::documented_schemas_text(),
+        "schemas/artifacts.json is stale: run `cargo run -- schema --artifacts > schemas/artifacts.json`"
+    );
+}
+
+#[test]
 fn schema_describes_every_stage_kind() {
     let schema = galaxy_pipe::schema::pipeline_schema();
     let variants = schema["properties"]["stages"]["additionalProperties"]["oneOf"].as_array().unwrap();
@@ -732,4 +741,157 @@ fn malformed_label_csv_fails_ingest_with_file_and_line() {
     let (code, _, err) = run_real(dir.path(), &["run", "p.toml", "--until", "ingest"]);
     assert_eq!(code, 1);
     assert!(err.contains("training_solutions_rev1.csv:2: Class1.1 = NaN is outside [0, 1]"), "{err}");
+}
+
+// ---------------------------------------------------------------- train, evaluate, submit
+
+/// A small, fast network for tests (32-pixel crops).
+const SMALL_NET: [&str; 6] = [
+    "--set",
+    "crop.size=32",
+    "--set",
+    "train.conv=[{filters = 16, kernel = 5, pool = 2}, {filters = 32, kernel = 3, pool = 2}]",
+    "--set",
+    "train.dense=[{units = 32}]",
+];
+
+const NN_PIPELINE: &str = "[pipeline]\nname = \"nn\"\nseed = 3\n\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"data\"\n\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingest\"]\n\n[stages.baseline]\nkind = \"baseline\"\ninputs = [\"ingest\", \"crop\"]\n\n[stages.train]\nkind = \"train\"\ninputs = [\"crop\"]\nbatch_size = 16\n\n[stages.evaluate]\nkind = \"evaluate\"\ninputs = [\"train\", \"crop\", \"baseline\"]\n\n[stages.submit]\nkind = \"submit\"\ninputs = [\"train\", \"crop\"]\noutput = \"out/submission.csv\"\n";
+
+fn history_losses(dir: &std::path::Path) -> Vec<(u32, Option<u32>, f64)> {
+    use arrow::array::{Array, Float64Array, UInt32Array};
+    let mut out = Vec::new();
+    for b in galaxy_pipe::artifacts::read_parquet(&dir.join("history.parquet")).unwrap() {
+        let e = b.column_by_name("epoch").unwrap().as_any().downcast_ref::<UInt32Array>().unwrap().clone();
+        let n = b.column_by_name("batch").unwrap().as_any().downcast_ref::<UInt32Array>().unwrap().clone();
+        let l = b.column_by_name("loss").unwrap().as_any().downcast_ref::<Float64Array>().unwrap().clone();
+        for r in 0..b.num_rows() {
+            out.push((e.value(r), (!n.is_null(r)).then(|| n.value(r)), l.value(r)));
+        }
+    }
+    out
+}
+
+#[test]
+fn training_killed_mid_run_resumes_to_the_same_result_as_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["synth", "--out", "data", "--count", "400", "--test-count", "20", "--seed", "4"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(dir.path().join("p.toml"), NN_PIPELINE).unwrap();
+    let mut args: Vec<&str> = vec!["run", "p.toml", "--until", "evaluate", "--set", "train.epochs=6"];
+    args.extend(SMALL_NET);
+
+    // Uninterrupted, in its own cache.
+    let clean_cache = dir.path().join("clean-cache");
+    let mut clean_args = args.clone();
+    clean_args.extend(["--cache-dir", clean_cache.to_str().unwrap()]);
+    let (code, clean, err) = run_real(dir.path(), &clean_args);
+    assert_eq!(code, 0, "{err}");
+
+    // Killed once the first epoch's checkpoint exists, then resumed.
+    let cache = dir.path().join("cache");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("galaxy-pipe"))
+        .current_dir(dir.path())
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let checkpoint = || {
+        std::fs::read_dir(cache.join("work"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join("checkpoint/state.json").exists())
+    };
+    while !checkpoint() {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint appeared");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before its first checkpoint");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (code, resumed, err) = run_real(dir.path(), &args);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ids_with(&resumed, "ran"), ["train", "evaluate"], "{resumed}");
+    let train = resumed["stages"].as_array().unwrap().iter().find(|s| s["id"] == "train").unwrap();
+    assert!(train["notes"].to_string().contains("resumed from the checkpoint after epoch"), "{train}");
+    assert_eq!(
+        history_losses(&object_of(&resumed, &cache, "train")),
+        history_losses(&object_of(&clean, &clean_cache, "train"))
+    );
+    let rmse = |v: &serde_json::Value| {
+        v["stages"].as_array().unwrap().iter().find(|s| s["id"] == "evaluate").unwrap()["metrics"]["rmse"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(rmse(&resumed), rmse(&clean), "the resumed model predicts exactly as the uninterrupted one");
+    assert!(std::fs::read_dir(cache.join("work")).unwrap().next().is_none(), "checkpoints removed after publishing");
+}
+
+#[test]
+fn a_trained_model_beats_the_mean_on_synthetic_galaxies_and_submits() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("cache")).unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["synth", "--out", "data", "--count", "600", "--test-count", "30", "--seed", "8"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(dir.path().join("p.toml"), NN_PIPELINE).unwrap();
+    let mut args: Vec<&str> = vec![
+        "run",
+        "p.toml",
+        "--set",
+        "train.epochs=8",
+        "--set",
+        "train.output=\"tree\"",
+        "--set",
+        "evaluate.tta=true",
+    ];
+    args.extend(SMALL_NET);
+    let (code, v, err) = run_real(dir.path(), &args);
+    assert_eq!(code, 0, "{err}");
+    let m = &v["stages"].as_array().unwrap().iter().find(|s| s["id"] == "evaluate").unwrap()["metrics"];
+    assert!(m["rmse"].as_f64().unwrap() < m["rmse_baseline_mean"].as_f64().unwrap(), "{m}");
+    assert_eq!(m["tree_consistent"].as_f64().unwrap(), 1.0, "the tree head only gives consistent answers: {m}");
+    let csv = std::fs::read_to_string(dir.path().join("out/submission.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 31);
+}
+
+#[test]
+fn submission_for_the_real_sample_has_the_kaggle_format() {
+    let Some(sample) = sample_dir() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let out_csv = work.path().join("submission.csv");
+    let set_output = format!("submit.output={}", out_csv.display());
+    let mut args: Vec<&str> =
+        vec!["run", "pipelines/sample.toml", "--until", "submit", "--cache-dir", work.path().to_str().unwrap()];
+    args.extend(["--set", "train.epochs=1", "--set", &set_output]);
+    args.extend(SMALL_NET);
+    let (code, _, err) = run_real(&repo_root(), &args);
+    assert_eq!(code, 0, "{err}");
+    let csv = std::fs::read_to_string(&out_csv).unwrap();
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    assert_eq!(header, format!("GalaxyID,{}", galaxy_pipe::labels::CLASS_NAMES.join(",")));
+    let ids: Vec<u64> = lines
+        .map(|l| {
+            let fields: Vec<&str> = l.split(',').collect();
+            assert_eq!(fields.len(), 38, "{l}");
+            assert!(fields[1..].iter().all(|v| (0.0..=1.0).contains(&v.parse::<f64>().unwrap())), "{l}");
+            fields[0].parse().unwrap()
+        })
+        .collect();
+    let mut expected: Vec<u64> = std::fs::read_dir(sample.join("images_test_rev1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".jpg").parse().unwrap())
+        .collect();
+    expected.sort();
+    assert_eq!(ids, expected, "one row per test image, sorted by id");
 }

@@ -5,13 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float32Builder, Float64Array, RecordBatch, StringArray, StringBuilder, UInt64Builder};
-use arrow::datatypes::{DataType, Field, Schema};
 use nalgebra::DMatrix;
 
 use crate::artifacts::{self, Crops, Split};
 use crate::config::params::BaselineMethod;
 use crate::config::{StageKind, StageParams};
-use crate::labels::{CLASS_NAMES, N_CLASSES};
+use crate::labels::N_CLASSES;
 
 use super::{Stage, StageContext, StageError, StageOutcome};
 
@@ -152,11 +151,7 @@ impl Stage for Baseline {
 }
 
 fn write_metrics(path: &std::path::Path, rows: &[(String, f64)], n_valid: usize) -> Result<(), StageError> {
-    let schema = Schema::new(vec![
-        Field::new("method", DataType::Utf8, false),
-        Field::new("rmse", DataType::Float64, false),
-        Field::new("n_valid", DataType::UInt64, false),
-    ]);
+    let schema = artifacts::metrics_schema();
     let batch = RecordBatch::try_new(
         Arc::new(schema),
         vec![
@@ -171,8 +166,6 @@ fn write_metrics(path: &std::path::Path, rows: &[(String, f64)], n_valid: usize)
 
 /// `predictions.parquet`: GalaxyID, method, and the 37 predicted outputs.
 pub fn write_predictions(path: &std::path::Path, rows: &[(u64, &str, [f32; N_CLASSES])]) -> Result<(), StageError> {
-    let mut fields = vec![Field::new("GalaxyID", DataType::UInt64, false), Field::new("method", DataType::Utf8, false)];
-    fields.extend(CLASS_NAMES.iter().map(|c| Field::new(*c, DataType::Float32, false)));
     let mut id = UInt64Builder::new();
     let mut method = StringBuilder::new();
     let mut cols: Vec<Float32Builder> = (0..N_CLASSES).map(|_| Float32Builder::new()).collect();
@@ -185,7 +178,7 @@ pub fn write_predictions(path: &std::path::Path, rows: &[(u64, &str, [f32; N_CLA
     }
     let mut columns: Vec<ArrayRef> = vec![Arc::new(id.finish()), Arc::new(method.finish())];
     columns.extend(cols.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("columns match");
+    let batch = RecordBatch::try_new(Arc::new(artifacts::predictions_schema()), columns).expect("columns match");
     artifacts::write_parquet(path, &batch).map_err(|e| StageError::Other(Box::new(e)))
 }
 

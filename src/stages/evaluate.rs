@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Float32Array, Float64Array, RecordBatch, StringArray, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema};
 use plotters::prelude::*;
 
 use crate::artifacts::{self, Split};
@@ -177,11 +176,7 @@ fn write_metrics(path: &Path, table: &[(String, Scores)]) -> Result<(), StageErr
             value.push(*v);
         }
     }
-    let schema = Schema::new(vec![
-        Field::new("method", DataType::Utf8, false),
-        Field::new("scope", DataType::Utf8, false),
-        Field::new("rmse", DataType::Float64, false),
-    ]);
+    let schema = artifacts::evaluation_schema();
     let columns: Vec<ArrayRef> =
         vec![Arc::new(StringArray::from(who)), Arc::new(StringArray::from(scope)), Arc::new(Float64Array::from(value))];
     let batch = RecordBatch::try_new(Arc::new(schema), columns).expect("columns match");

@@ -14,7 +14,6 @@ use std::path::Path;
 use std::sync::{Arc, Once};
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema};
 use plotters::prelude::*;
 use rayon::prelude::*;
 
@@ -350,14 +349,7 @@ fn write_summary(
 ) -> Result<(), StageError> {
     let n = train.len() as f64;
     let mean: Vec<f64> = (0..N_CLASSES).map(|c| train.iter().map(|(_, l)| l[c] as f64).sum::<f64>() / n).collect();
-    let schema = Schema::new(vec![
-        Field::new("class", DataType::Utf8, false),
-        Field::new("confident_count", DataType::UInt64, false),
-        Field::new("terminal_count", DataType::UInt64, false),
-        Field::new("mean_vote", DataType::Float64, false),
-        Field::new("max_vote", DataType::Float64, false),
-        Field::new("max_vote_galaxy", DataType::UInt64, false),
-    ]);
+    let schema = artifacts::summary_schema();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(CLASS_NAMES)),
         Arc::new(UInt64Array::from(confident.to_vec())),
@@ -371,12 +363,7 @@ fn write_summary(
 }
 
 fn write_correlations(path: &Path, rows: &[(u8, &str, &str, f64)]) -> Result<(), StageError> {
-    let schema = Schema::new(vec![
-        Field::new("question", DataType::UInt64, false),
-        Field::new("a", DataType::Utf8, false),
-        Field::new("b", DataType::Utf8, false),
-        Field::new("r", DataType::Float64, false),
-    ]);
+    let schema = artifacts::correlations_schema();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0 as u64))),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),

@@ -5,7 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, UInt32Array};
-use arrow::datatypes::{DataType, Field, Schema};
 use plotters::prelude::*;
 
 use crate::artifacts;
@@ -83,13 +82,7 @@ impl Stage for Train {
 }
 
 fn write_history(path: &Path, rows: &[HistoryRow]) -> Result<(), StageError> {
-    let schema = Schema::new(vec![
-        Field::new("epoch", DataType::UInt32, false),
-        Field::new("batch", DataType::UInt32, true),
-        Field::new("loss", DataType::Float64, false),
-        Field::new("valid_rmse", DataType::Float64, true),
-        Field::new("images_per_sec", DataType::Float64, true),
-    ]);
+    let schema = artifacts::history_schema();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.epoch))),
         Arc::new(UInt32Array::from(rows.iter().map(|r| r.batch).collect::<Vec<_>>())),

@@ -1,0 +1,345 @@
+//! `galaxy-pipe bench`: the performance figures of BENCHMARKS.md, each as a ratio against a
+//! baseline measured in the same run (these machines are noisy).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde_json::json;
+
+use crate::stages::StandardStages;
+
+pub struct BenchOptions {
+    /// The real Kaggle sample (for the crop and training figures).
+    pub sample: PathBuf,
+    /// Where the large data set and caches are built (kept between runs).
+    pub work: PathBuf,
+    /// Images in the large data set (61,578 = the Kaggle training set).
+    pub count: usize,
+    /// Training batches to time.
+    pub train_batches: usize,
+}
+
+/// One measured figure.
+struct Figure {
+    what: &'static str,
+    value: f64,
+    unit: &'static str,
+    baseline: f64,
+    baseline_what: &'static str,
+    target: &'static str,
+}
+
+fn jpegs(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Run the CLI in this process (same code path as a user's `run`), returning its JSON result.
+fn cli_json(args: &[&str]) -> Result<serde_json::Value, String> {
+    let mut full = vec!["galaxy-pipe".to_string()];
+    full.extend(args.iter().map(|s| s.to_string()));
+    full.push("--json".into());
+    // The CLI prints JSON on stdout; capture it through a pipe-less path: run as a child.
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe).args(&full[1..]).output().map_err(|e| e.to_string())?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| format!("no JSON from {args:?}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("{args:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(v)
+}
+
+fn stage_seconds(v: &serde_json::Value, id: &str) -> f64 {
+    v["stages"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == id))
+        .and_then(|s| s["seconds"].as_f64())
+        .unwrap_or(f64::NAN)
+}
+
+/// Build (once) a Kaggle-layout folder of `count` labelled images by replicating the real
+/// sample's JPEGs and labels under new ids (rendering 61,578 synthetic images takes ~13 minutes
+/// on 2 cores; replicated real JPEGs have the real size distribution, which is what hashing,
+/// stat walks and cropping cost depend on).
+fn large_set(opts: &BenchOptions) -> Result<PathBuf, String> {
+    let dir = opts.work.join(format!("kaggle-{}", opts.count));
+    let done = dir.join(".complete");
+    if done.exists() {
+        return Ok(dir);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let images = dir.join("images_training_rev1");
+    std::fs::create_dir_all(&images).map_err(|e| e.to_string())?;
+    let labels = crate::stages::ingest::read_labels(&opts.sample.join("training_solutions_rev1.csv"))
+        .map_err(|e| e.to_string())?;
+    let sources: Vec<(u64, [f32; 37])> = labels
+        .into_iter()
+        .filter(|(id, _)| opts.sample.join("images_training_rev1").join(format!("{id}.jpg")).exists())
+        .collect();
+    let mut csv = format!("GalaxyID,{}\n", crate::labels::CLASS_NAMES.join(","));
+    (0..opts.count).into_par_iter().try_for_each(|i| {
+        let (src, _) = &sources[i % sources.len()];
+        std::fs::copy(
+            opts.sample.join("images_training_rev1").join(format!("{src}.jpg")),
+            images.join(format!("{}.jpg", 100_000 + i)),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    })?;
+    for i in 0..opts.count {
+        let (_, l) = &sources[i % sources.len()];
+        csv.push_str(&(100_000 + i).to_string());
+        for v in l {
+            csv.push_str(&format!(",{v}"));
+        }
+        csv.push('\n');
+    }
+    std::fs::write(dir.join("training_solutions_rev1.csv"), csv).map_err(|e| e.to_string())?;
+    std::fs::write(&done, b"").map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+fn pipeline_file(dir: &Path, name: &str, data: &Path, extra: &str) -> Result<PathBuf, String> {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "[pipeline]\nname = \"{name}\"\n\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"{}\"\ntest_images = \"\"\n\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingest\"]\n{extra}",
+        data.display()
+    );
+    std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// Peak resident memory of finished child processes, in bytes.
+fn children_max_rss() -> u64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    usage.ru_maxrss as u64 * 1024
+}
+
+pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
+    std::fs::create_dir_all(&opts.work).map_err(|e| e.to_string())?;
+    let work = std::path::absolute(&opts.work).map_err(|e| e.to_string())?;
+    let sample = std::path::absolute(&opts.sample).map_err(|e| e.to_string())?;
+    let mut figures = Vec::new();
+    let cores = rayon::current_num_threads();
+
+    // 1. Crop stage vs decode-only, on the real sample.
+    eprintln!("bench: crop on the real sample …");
+    let files = jpegs(&sample.join("images_training_rev1"))?;
+    let mut test_files = jpegs(&sample.join("images_test_rev1")).unwrap_or_default();
+    let mut all = files.clone();
+    all.append(&mut test_files);
+    let t = Instant::now();
+    let decoded: usize = all
+        .par_iter()
+        .map(|f| crate::vision::decode_jpeg(f, None).map(|i| i.width).unwrap_or(0))
+        .filter(|w| *w > 0)
+        .count();
+    let decode_rate = decoded as f64 / t.elapsed().as_secs_f64();
+    let sample_cache = work.join("cache-sample");
+    let p = pipeline_file(&work, "bench-sample", &sample, "")?;
+    let cache_arg = sample_cache.to_string_lossy().to_string();
+    cli_json(&["run", p.to_str().unwrap(), "--cache-dir", &cache_arg])?;
+    let v = cli_json(&["run", p.to_str().unwrap(), "--cache-dir", &cache_arg, "--force", "crop"])?;
+    let crop_rate = all.len() as f64 / stage_seconds(&v, "crop");
+    figures.push(Figure {
+        what: "crop stage on the real sample",
+        value: crop_rate,
+        unit: "images/s",
+        baseline: decode_rate,
+        baseline_what: "decode-only loop, all cores",
+        target: "≥ 0.6×",
+    });
+
+    // 2–4. The large set: ingest hashing, no-op run, crops loading, crop peak memory.
+    eprintln!("bench: building a {}-image data set …", opts.count);
+    let large = large_set(opts)?;
+    let large_files = jpegs(&large.join("images_training_rev1"))?;
+    let t = Instant::now();
+    let bytes: u64 = large_files
+        .par_iter()
+        .map(|f| {
+            let mut buf = Vec::new();
+            std::fs::File::open(f).and_then(|mut h| h.read_to_end(&mut buf)).map(|n| n as u64).unwrap_or(0)
+        })
+        .sum();
+    let read_s = t.elapsed().as_secs_f64();
+    let large_cache = work.join("cache-large");
+    let _ = std::fs::remove_dir_all(&large_cache);
+    let lp = pipeline_file(&work, "bench-large", &large, "")?;
+    let large_cache_arg = large_cache.to_string_lossy().to_string();
+    eprintln!("bench: first ingest (hashing {} files) …", large_files.len());
+    let first = cli_json(&["run", lp.to_str().unwrap(), "--cache-dir", &large_cache_arg, "--until", "ingest"])?;
+    let hash_s = stage_seconds(&first, "ingest");
+    figures.push(Figure {
+        what: "first ingest (hash + catalog) of the large set",
+        value: bytes as f64 / hash_s / 1e6,
+        unit: "MB/s",
+        baseline: bytes as f64 / read_s / 1e6,
+        baseline_what: "reading the same bytes, all cores",
+        target: "≥ 0.8×",
+    });
+    eprintln!("bench: crop of the large set …");
+    let rss_before = children_max_rss();
+    let cropped = cli_json(&["run", lp.to_str().unwrap(), "--cache-dir", &large_cache_arg])?;
+    let crop_rss = children_max_rss().max(rss_before);
+    let _ = cropped;
+    // No-op run of the whole (ingest → crop) pipeline, cache warm, vs a stat walk.
+    let t = Instant::now();
+    let mut stat_n = 0;
+    for f in std::fs::read_dir(large.join("images_training_rev1")).map_err(|e| e.to_string())?.flatten() {
+        if f.metadata().is_ok() {
+            stat_n += 1;
+        }
+    }
+    let stat_s = t.elapsed().as_secs_f64();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut noop = f64::INFINITY;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let out = std::process::Command::new(&exe)
+            .args(["run", lp.to_str().unwrap(), "--cache-dir", &large_cache_arg, "--json"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let s = t.elapsed().as_secs_f64();
+        if !String::from_utf8_lossy(&out.stdout).contains("\"cached\"")
+            || String::from_utf8_lossy(&out.stdout).contains("\"ran\"")
+        {
+            return Err("the no-op run was not a no-op".into());
+        }
+        noop = noop.min(s);
+    }
+    figures.push(Figure {
+        what: "no-op `run` (ingest → crop), whole process",
+        value: noop,
+        unit: "s",
+        baseline: stat_s,
+        baseline_what: "stat walk of the same files",
+        target: "≤ 0.5 s and ≤ 3×",
+    });
+    let crops_path = {
+        let key = cropped["stages"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == "crop"))
+            .and_then(|s| s["key"].as_str())
+            .ok_or("no crop key")?
+            .to_string();
+        large_cache.join("objects").join(key).join("out/crops.parquet")
+    };
+    let t = Instant::now();
+    let raw = std::fs::read(&crops_path).map_err(|e| e.to_string())?;
+    let raw_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let crops = crate::artifacts::read_crops(&crops_path).map_err(|e| e.to_string())?;
+    let load_s = t.elapsed().as_secs_f64();
+    figures.push(Figure {
+        what: "loading crops.parquet into memory (u8)",
+        value: raw.len() as f64 / load_s / 1e6,
+        unit: "MB/s",
+        baseline: raw.len() as f64 / raw_s / 1e6,
+        baseline_what: "reading the file's bytes",
+        target: "≥ 0.5×",
+    });
+    figures.push(Figure {
+        what: "peak memory of a run that crops the large set",
+        value: crop_rss as f64 / (1 << 20) as f64,
+        unit: "MiB",
+        baseline: (crops.pixels.len()) as f64 / (1 << 20) as f64,
+        baseline_what: "size of all crops' pixels",
+        target: "< 2048 MiB (streaming)",
+    });
+    drop(crops);
+    drop(raw);
+
+    // 5. CPU training of the seed network on the sample's crops.
+    eprintln!("bench: training {} batches of the seed network on the CPU …", opts.train_batches);
+    let sample_crops = {
+        let key = v["stages"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == "crop"))
+            .and_then(|s| s["key"].as_str())
+            .ok_or("no crop key")?
+            .to_string();
+        crate::artifacts::read_crops(&sample_cache.join("objects").join(key).join("out/crops.parquet"))
+            .map_err(|e| e.to_string())?
+    };
+    let mut params: crate::config::params::TrainParams = toml::from_str("epochs = 1").map_err(|e| e.to_string())?;
+    params.device = crate::config::params::Device::Cpu;
+    let n = (opts.train_batches * params.batch_size as usize).min(sample_crops.ids.len());
+    let subset = crate::artifacts::Crops {
+        size: sample_crops.size,
+        ids: sample_crops.ids[..n].to_vec(),
+        splits: vec![crate::artifacts::Split::Train; n],
+        pixels: sample_crops.pixels[..n * sample_crops.size * sample_crops.size * 3].to_vec(),
+        labels: sample_crops.labels[..n].iter().map(|l| l.or(Some([0.0; 37]))).collect(),
+    };
+    let arch = crate::model::Architecture {
+        input_size: subset.size,
+        conv: params.conv.clone(),
+        dense: params.dense.clone(),
+        activation: params.activation,
+        output: params.output,
+    };
+    let tmp = tempfile::tempdir_in(&work).map_err(|e| e.to_string())?;
+    let progress = crate::progress::Progress::hidden();
+    let inputs = crate::model::training::TrainInputs {
+        params: &params,
+        arch: &arch,
+        crops: &subset,
+        seed: 1,
+        work_dir: tmp.path(),
+        out_dir: tmp.path(),
+        progress: &progress,
+    };
+    let report = crate::model::training::train::<burn::backend::Autodiff<burn::backend::Flex>>(
+        burn::backend::flex::FlexDevice,
+        &inputs,
+    )?;
+    figures.push(Figure {
+        what: "CPU training, seed network, 64×64, batch 64 (Burn flex)",
+        value: report.images_per_sec,
+        unit: "images/s",
+        baseline: 100.0 * report.data_share,
+        baseline_what: "% of step time waiting for data",
+        target: "data < 10%",
+    });
+    let _ = StandardStages::default();
+
+    let rows: Vec<serde_json::Value> = figures
+        .iter()
+        .map(|f| json!({ "what": f.what, "value": f.value, "unit": f.unit, "baseline": f.baseline, "baseline_what": f.baseline_what, "ratio": f.value / f.baseline, "target": f.target }))
+        .collect();
+    Ok(json!({ "cores": cores, "large_set_images": stat_n, "figures": rows }))
+}
+
+/// Print the figures as a Markdown table.
+pub fn print_table(v: &serde_json::Value) {
+    println!("| figure | value | baseline (same run) | ratio | target |");
+    println!("|---|---|---|---|---|");
+    for f in v["figures"].as_array().into_iter().flatten() {
+        println!(
+            "| {} | {:.3} {} | {:.3} ({}) | {:.2}× | {} |",
+            f["what"].as_str().unwrap_or(""),
+            f["value"].as_f64().unwrap_or(f64::NAN),
+            f["unit"].as_str().unwrap_or(""),
+            f["baseline"].as_f64().unwrap_or(f64::NAN),
+            f["baseline_what"].as_str().unwrap_or(""),
+            f["ratio"].as_f64().unwrap_or(f64::NAN),
+            f["target"].as_str().unwrap_or("")
+        );
+    }
+}
