@@ -91,10 +91,17 @@ pub fn learning_rate(p: &TrainParams, epoch: u32) -> f64 {
 
 /// Burn's backend RNG (parameter initialisation, dropout) is process-wide: two trainings
 /// interleaving on it would not be reproducible, so one process trains one model at a time.
+/// Building a network for inference draws from the same RNG (its initial weights, then
+/// overwritten), so it takes the same lock.
 static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Hold Burn's process-wide RNG for the guard's lifetime.
+pub fn rng_guard() -> std::sync::MutexGuard<'static, ()> {
+    TRAINING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub fn train<B: AutodiffBackend>(device: B::Device, inp: &TrainInputs) -> Result<TrainReport, String> {
-    let _one_at_a_time = TRAINING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _one_at_a_time = rng_guard();
     let p = inp.params;
     let decay = (p.weight_decay > 0.0).then(|| WeightDecayConfig::new(p.weight_decay as f32));
     match p.optimizer {
