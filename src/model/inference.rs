@@ -20,10 +20,9 @@ pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Net<B>,
     let arch: Architecture = std::fs::read(dir.join("model.json"))
         .map_err(|e| format!("{}: {e}", dir.join("model.json").display()))
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("model.json: {e}")))?;
-    let net = {
-        let _rng = super::training::rng_guard();
-        arch.init::<B>(device)?
-    };
+    // Parameters are initialised lazily (possibly while loading), drawing from the RNG.
+    let _rng = super::training::rng_guard();
+    let net = arch.init::<B>(device)?;
     let net = net
         .load_file(dir.join("model"), &BinFileRecorder::<FullPrecisionSettings>::new(), device)
         .map_err(|e| format!("loading {}: {e}", dir.join("model.bin").display()))?;
