@@ -105,7 +105,7 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), ArtifactErr
 pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, ArtifactError> {
     let file = File::open(path).map_err(|e| ArtifactError::Io { path: path.display().to_string(), source: e })?;
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
+        .and_then(|b| b.with_batch_size(8192).build())
         .map_err(|e| ArtifactError::Parquet { path: path.display().to_string(), source: e })?;
     reader
         .collect::<Result<Vec<_>, _>>()

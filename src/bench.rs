@@ -74,8 +74,8 @@ fn stage_seconds(v: &serde_json::Value, id: &str) -> f64 {
 /// sample's JPEGs and labels under new ids (rendering 61,578 synthetic images takes ~13 minutes
 /// on 2 cores; replicated real JPEGs have the real size distribution, which is what hashing,
 /// stat walks and cropping cost depend on).
-fn large_set(opts: &BenchOptions) -> Result<PathBuf, String> {
-    let dir = opts.work.join(format!("kaggle-{}", opts.count));
+fn large_set(work: &Path, sample: &Path, opts: &BenchOptions) -> Result<PathBuf, String> {
+    let dir = work.join(format!("kaggle-{}", opts.count));
     let done = dir.join(".complete");
     if done.exists() {
         return Ok(dir);
@@ -83,17 +83,17 @@ fn large_set(opts: &BenchOptions) -> Result<PathBuf, String> {
     let _ = std::fs::remove_dir_all(&dir);
     let images = dir.join("images_training_rev1");
     std::fs::create_dir_all(&images).map_err(|e| e.to_string())?;
-    let labels = crate::stages::ingest::read_labels(&opts.sample.join("training_solutions_rev1.csv"))
+    let labels = crate::stages::ingest::read_labels(&sample.join("training_solutions_rev1.csv"))
         .map_err(|e| e.to_string())?;
     let sources: Vec<(u64, [f32; 37])> = labels
         .into_iter()
-        .filter(|(id, _)| opts.sample.join("images_training_rev1").join(format!("{id}.jpg")).exists())
+        .filter(|(id, _)| sample.join("images_training_rev1").join(format!("{id}.jpg")).exists())
         .collect();
     let mut csv = format!("GalaxyID,{}\n", crate::labels::CLASS_NAMES.join(","));
     (0..opts.count).into_par_iter().try_for_each(|i| {
         let (src, _) = &sources[i % sources.len()];
         std::fs::copy(
-            opts.sample.join("images_training_rev1").join(format!("{src}.jpg")),
+            sample.join("images_training_rev1").join(format!("{src}.jpg")),
             images.join(format!("{}.jpg", 100_000 + i)),
         )
         .map(|_| ())
@@ -167,7 +167,7 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
 
     // 2–4. The large set: ingest hashing, no-op run, crops loading, crop peak memory.
     eprintln!("bench: building a {}-image data set …", opts.count);
-    let large = large_set(opts)?;
+    let large = large_set(&work, &sample, opts)?;
     let large_files = jpegs(&large.join("images_training_rev1"))?;
     let t = Instant::now();
     let bytes: u64 = large_files
@@ -328,7 +328,7 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
 
 /// Print the figures as a Markdown table.
 pub fn print_table(v: &serde_json::Value) {
-    println!("| figure | value | baseline (same run) | ratio | target |");
+    println!("| figure | value | baseline (same run) | value / baseline | target |");
     println!("|---|---|---|---|---|");
     for f in v["figures"].as_array().into_iter().flatten() {
         println!(

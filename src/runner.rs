@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-use crate::cache::{Artifact, CACHE_FORMAT, CacheError, Change, Fingerprint, Lookup, Manifest, StageReport, Store};
+use crate::cache::{Artifact, CACHE_FORMAT, CacheError, Change, Fingerprint, Lookup, StageReport, Store};
 use crate::config::{Pipeline, StageKind};
 use crate::graph::Graph;
 use crate::progress::{Bars, Progress};
@@ -63,19 +63,17 @@ enum FingerprintError {
 }
 
 impl<'a> Runner<'a> {
-    /// The fingerprint of stage `i` given its upstream output digests, with the manifests of
-    /// its input file groups.
+    /// The fingerprint of stage `i` given its upstream output digests.
     fn fingerprint(
         &self,
         i: usize,
         upstream: &BTreeMap<String, String>,
         verify_inputs: bool,
         progress: &Progress,
-    ) -> Result<(Fingerprint, BTreeMap<String, Arc<Manifest>>), FingerprintError> {
+    ) -> Result<Fingerprint, FingerprintError> {
         let spec = &self.pipeline.stages[i];
         let stage = self.registry.stage(spec.kind).ok_or(FingerprintError::NotImplemented(spec.kind))?;
         let mut files = BTreeMap::new();
-        let mut manifests = BTreeMap::new();
         for input in stage.file_inputs(spec) {
             let label = format!("hashing {}", input.group);
             let on_hashed = |done: u64, total: u64| {
@@ -84,9 +82,8 @@ impl<'a> Runner<'a> {
                 }
                 progress.set_position(done);
             };
-            let (manifest, digest) = self.store.input_manifest(&input.path, verify_inputs, &on_hashed)?;
-            files.insert(input.group.clone(), digest);
-            manifests.insert(input.group, Arc::new(manifest));
+            let digest = self.store.input_manifest(&input.path, verify_inputs, &on_hashed)?;
+            files.insert(input.group, digest);
         }
         let fp = Fingerprint {
             cache_format: CACHE_FORMAT,
@@ -97,7 +94,7 @@ impl<'a> Runner<'a> {
             inputs: upstream.clone(),
             files,
         };
-        Ok((fp, manifests))
+        Ok(fp)
     }
 
     /// Explain a fingerprint change in words, expanding input-file changes into file names.
@@ -166,7 +163,7 @@ impl<'a> Runner<'a> {
         }
         let upstream = ups.iter().map(|u| (self.pipeline.stages[*u].id.clone(), digests[u].clone())).collect();
         let fp = match self.fingerprint(i, &upstream, opts.verify_inputs, progress) {
-            Ok((fp, _)) => fp,
+            Ok(fp) => fp,
             Err(e) => {
                 return (PlanState::Unavailable { reason: e.to_string() }, None);
             }
@@ -339,7 +336,7 @@ impl<'a> Runner<'a> {
         };
 
         let upstream: BTreeMap<String, String> = inputs.iter().map(|(id, a)| (id.clone(), a.digest.clone())).collect();
-        let (fp, files) = match self.fingerprint(i, &upstream, opts.verify_inputs, &progress) {
+        let fp = match self.fingerprint(i, &upstream, opts.verify_inputs, &progress) {
             Ok(x) => x,
             Err(e) => return fail(None, format!("stage `{}`: {}", spec.id, chain(&e))),
         };
@@ -386,6 +383,17 @@ impl<'a> Runner<'a> {
             Err(e) => return fail(Some(key), e.to_string()),
         };
         let stage = self.registry.stage(spec.kind).expect("fingerprint checked availability");
+        // The stage reads its input-file manifests (stored when they were built).
+        let mut manifests = BTreeMap::new();
+        for (group, digest) in &fp.files {
+            match self.store.stored_manifest(digest) {
+                Some(m) => {
+                    manifests.insert(group.clone(), Arc::new(m));
+                }
+                None => return fail(Some(key), format!("stage `{}`: the manifest of its input files `{group}` is missing from the cache; run again", spec.id)),
+            }
+        }
+        let files = manifests;
         let ctx = StageContext {
             spec,
             seed: self.pipeline.seed,

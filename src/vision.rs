@@ -64,43 +64,80 @@ pub struct BoxPx {
 /// largest (the seed's "external contours, largest bounding rectangle"); None if nothing is
 /// above the threshold.
 pub fn roi_box(img: &Rgb, threshold: u8) -> Option<BoxPx> {
+    // Run-length labelling: collect each row's runs of foreground pixels, union runs that touch
+    // a run of the previous row (8-connectivity: overlapping once widened by one pixel), and
+    // keep one bounding box per set. Much cheaper than a per-pixel flood fill.
+    struct Run {
+        y: usize,
+        x0: usize,
+        x1: usize,
+    }
     let (w, h) = (img.width, img.height);
-    // Luma as OpenCV's RGB→gray: 0.299 R + 0.587 G + 0.114 B (fixed point).
-    let mask: Vec<bool> = img
-        .data
-        .chunks_exact(3)
-        .map(|p| ((p[0] as u32 * 4899 + p[1] as u32 * 9617 + p[2] as u32 * 1868 + 8192) >> 14) as u8 > threshold)
-        .collect();
-    let mut seen = vec![false; w * h];
-    let mut stack = Vec::new();
-    let mut best: Option<(usize, BoxPx)> = None;
-    for start in 0..w * h {
-        if !mask[start] || seen[start] {
-            continue;
+    let mut runs: Vec<Run> = Vec::new();
+    let mut parent: Vec<usize> = Vec::new();
+    fn find(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
         }
-        seen[start] = true;
-        stack.push(start);
-        let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
-        while let Some(i) = stack.pop() {
-            let (x, y) = (i % w, i / w);
-            x0 = x0.min(x);
-            y0 = y0.min(y);
-            x1 = x1.max(x);
-            y1 = y1.max(y);
-            for dy in -1i64..=1 {
-                for dx in -1i64..=1 {
-                    let (nx, ny) = (x as i64 + dx, y as i64 + dy);
-                    if nx < 0 || ny < 0 || nx >= w as i64 || ny >= h as i64 {
-                        continue;
-                    }
-                    let j = ny as usize * w + nx as usize;
-                    if mask[j] && !seen[j] {
-                        seen[j] = true;
-                        stack.push(j);
-                    }
+        i
+    }
+    let mut prev = 0..0; // indices of the previous row's runs
+    // luma > t  ⇔  4899 R + 9617 G + 1868 B + 8192 ≥ (t + 1) · 2^14
+    let limit = ((threshold as u32 + 1) << 14).saturating_sub(8192);
+    let mut mask = vec![0u8; w];
+    for y in 0..h {
+        let row = &img.data[y * w * 3..(y + 1) * w * 3];
+        for (m, p) in mask.iter_mut().zip(row.chunks_exact(3)) {
+            *m = (p[0] as u32 * 4899 + p[1] as u32 * 9617 + p[2] as u32 * 1868 >= limit) as u8;
+        }
+        let start = runs.len();
+        let mut x = 0;
+        while x < w {
+            // SIMD byte searches find run starts and ends.
+            match memchr::memchr(1, &mask[x..]) {
+                None => break,
+                Some(off) => {
+                    let x0 = x + off;
+                    let len = memchr::memchr(0, &mask[x0..]).unwrap_or(w - x0);
+                    runs.push(Run { y, x0, x1: x0 + len - 1 });
+                    parent.push(runs.len() - 1);
+                    x = x0 + len;
                 }
             }
         }
+        // Union with touching runs of the previous row (both lists are sorted by x).
+        let mut j = prev.start;
+        for i in start..runs.len() {
+            while j < prev.end && runs[j].x1 + 1 < runs[i].x0 {
+                j += 1;
+            }
+            let mut k = j;
+            while k < prev.end && runs[k].x0 <= runs[i].x1 + 1 {
+                let (a, b) = (find(&mut parent, i), find(&mut parent, k));
+                if a != b {
+                    // The root is the run seen first in raster order (keeps ties stable).
+                    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+                    parent[hi] = lo;
+                }
+                k += 1;
+            }
+        }
+        prev = start..runs.len();
+    }
+    // Bounding box per set, then the largest box (ties: the set seen first).
+    let mut boxes: Vec<Option<(usize, usize, usize, usize)>> = vec![None; runs.len()];
+    for i in 0..runs.len() {
+        let r = find(&mut parent, i);
+        let run = &runs[i];
+        let b = boxes[r].get_or_insert((run.x0, run.y, run.x1, run.y));
+        b.0 = b.0.min(run.x0);
+        b.1 = b.1.min(run.y);
+        b.2 = b.2.max(run.x1);
+        b.3 = b.3.max(run.y);
+    }
+    let mut best: Option<(usize, BoxPx)> = None;
+    for (x0, y0, x1, y1) in boxes.into_iter().flatten() {
         let b = BoxPx { x: x0, y: y0, w: x1 - x0 + 1, h: y1 - y0 + 1 };
         let area = b.w * b.h;
         if best.as_ref().is_none_or(|(a, _)| area > *a) {
@@ -109,6 +146,7 @@ pub fn roi_box(img: &Rgb, threshold: u8) -> Option<BoxPx> {
     }
     best.map(|(_, b)| b)
 }
+
 
 /// How a crop square was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +294,60 @@ mod tests {
         let img = ellipse(424, 424, 200.0, 220.0, 40.0, 20.0);
         let b = roi_box(&img, 10).unwrap();
         assert_eq!((b.x, b.y, b.w, b.h), (160, 200, 81, 41));
+    }
+
+    /// Luma as OpenCV's RGB→gray: 0.299 R + 0.587 G + 0.114 B (fixed point, rounded).
+    #[inline]
+    fn luma(p: &[u8]) -> u8 {
+        ((p[0] as u32 * 4899 + p[1] as u32 * 9617 + p[2] as u32 * 1868 + 8192) >> 14) as u8
+    }
+
+    /// The straightforward flood fill the run-based labelling replaced, as a reference.
+    fn roi_reference(img: &Rgb, threshold: u8) -> Option<BoxPx> {
+        let (w, h) = (img.width, img.height);
+        let mask: Vec<bool> = img.data.chunks_exact(3).map(|p| luma(p) > threshold).collect();
+        let mut seen = vec![false; w * h];
+        let mut best: Option<(usize, BoxPx)> = None;
+        for start in 0..w * h {
+            if !mask[start] || seen[start] {
+                continue;
+            }
+            seen[start] = true;
+            let mut stack = vec![start];
+            let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+            while let Some(i) = stack.pop() {
+                let (x, y) = (i % w, i / w);
+                (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+                for (dx, dy) in [(-1i64, -1i64), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)] {
+                    let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                    if nx >= 0 && ny >= 0 && nx < w as i64 && ny < h as i64 {
+                        let j = ny as usize * w + nx as usize;
+                        if mask[j] && !seen[j] {
+                            seen[j] = true;
+                            stack.push(j);
+                        }
+                    }
+                }
+            }
+            let b = BoxPx { x: x0, y: y0, w: x1 - x0 + 1, h: y1 - y0 + 1 };
+            if best.as_ref().is_none_or(|(a, _)| b.w * b.h > *a) {
+                best = Some((b.w * b.h, b));
+            }
+        }
+        best.map(|(_, b)| b)
+    }
+
+    #[test]
+    fn run_labelling_matches_a_flood_fill_on_random_masks() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for case in 0..300 {
+            let (w, h) = (rng.random_range(1..40), rng.random_range(1..40));
+            let density = rng.random_range(0.05..0.7);
+            let data: Vec<u8> = (0..w * h).flat_map(|_| if rng.random_bool(density) { [200u8; 3] } else { [0u8; 3] }).collect();
+            let img = Rgb { width: w, height: h, data };
+            assert_eq!(roi_box(&img, 10), roi_reference(&img, 10), "case {case}: {w}×{h}");
+        }
     }
 
     #[test]

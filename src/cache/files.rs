@@ -56,7 +56,7 @@ impl Manifest {
 }
 
 /// What the stat cache remembers of a file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Stat {
     size: u64,
     mtime_ns: i128,
@@ -73,52 +73,110 @@ struct Found {
     ino: u64,
 }
 
-/// Build the manifest of `root` (a folder, walked recursively, or a single file), reusing the
-/// digests in `stat_file` for files whose stat is unchanged unless `verify` is set. Calls
-/// `on_hashed(done, total)` while hashing.
-pub fn manifest(
-    root: &Path,
-    stat_file: &Path,
-    verify: bool,
-    on_hashed: &(dyn Fn(u64, u64) + Sync),
-) -> Result<Manifest, CacheError> {
+/// The stat cache of one input group: the manifest digest it last produced and, sorted by
+/// path, each file's stat and digest. Stored as text, one file per line (parsing 61,578 lines
+/// takes milliseconds; a JSON map took a third of a no-op run).
+struct StatCache {
+    manifest: String,
+    entries: Vec<(String, Stat)>,
+}
+
+const STAT_HEADER: &str = "galaxy-pipe stat cache v1";
+
+impl StatCache {
+    fn read(path: &Path) -> Option<StatCache> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut lines = text.lines();
+        if lines.next()? != STAT_HEADER {
+            return None;
+        }
+        let manifest = lines.next()?.strip_prefix("manifest ")?.to_string();
+        let mut entries = Vec::new();
+        for line in lines {
+            let mut f = line.splitn(5, '\t');
+            let size = f.next()?.parse().ok()?;
+            let mtime_ns = f.next()?.parse().ok()?;
+            let ino = f.next()?.parse().ok()?;
+            let digest = f.next()?.to_string();
+            let rel = f.next()?.to_string();
+            entries.push((rel, Stat { size, mtime_ns, ino, digest }));
+        }
+        // A garbled or hand-edited cache is never trusted blindly: it must be sorted and unique.
+        entries.windows(2).all(|w| w[0].0 < w[1].0).then_some(StatCache { manifest, entries })
+    }
+
+    fn write(&self, path: &Path) -> Result<(), CacheError> {
+        let mut text = String::with_capacity(self.entries.len() * 120);
+        text.push_str(STAT_HEADER);
+        text.push_str("\nmanifest ");
+        text.push_str(&self.manifest);
+        text.push('\n');
+        for (rel, s) in &self.entries {
+            use std::fmt::Write;
+            let _ = writeln!(text, "{}\t{}\t{}\t{}\t{}", s.size, s.mtime_ns, s.ino, s.digest, rel);
+        }
+        write_atomic(path, text.as_bytes()).map_err(|e| CacheError::io("writing the stat cache", path, e))
+    }
+}
+
+/// The digest of the manifest of `root` (a folder, walked recursively, or a single file), and
+/// the manifest itself when it had to be (re)built. Files whose (size, mtime, inode) match the
+/// stat cache in `stat_file` keep their digest; the rest are hashed (all of them if `verify`).
+/// When nothing changed, the digest comes straight from the stat cache.
+pub fn manifest(root: &Path, stat_file: &Path, verify: bool, build: bool, on_hashed: &(dyn Fn(u64, u64) + Sync)) -> Result<(String, Option<Manifest>), CacheError> {
     let found = walk(root)?;
-    let mut stats: HashMap<String, Stat> = if verify { HashMap::new() } else { read_stats(stat_file) };
-    let stale: Vec<&Found> = found
-        .iter()
-        .filter(|f| stats.get(&f.rel).is_none_or(|s| s.size != f.size || s.mtime_ns != f.mtime_ns || s.ino != f.ino))
-        .collect();
+    let cache = if verify { None } else { StatCache::read(stat_file) };
+    let same = |f: &Found, s: &Stat| s.size == f.size && s.mtime_ns == f.mtime_ns && s.ino == f.ino;
+    if let Some(c) = &cache
+        && !build
+        && c.entries.len() == found.len()
+        && c.entries.iter().zip(&found).all(|((rel, s), f)| *rel == f.rel && same(f, s))
+    {
+        return Ok((c.manifest.clone(), None));
+    }
+    // Merge-join the sorted walk with the sorted cache.
+    let mut known: Vec<Option<&Stat>> = Vec::with_capacity(found.len());
+    let cached = cache.as_ref().map(|c| c.entries.as_slice()).unwrap_or(&[]);
+    let mut j = 0;
+    for f in &found {
+        while j < cached.len() && cached[j].0 < f.rel {
+            j += 1;
+        }
+        known.push((j < cached.len() && cached[j].0 == f.rel && same(f, &cached[j].1)).then(|| &cached[j].1));
+    }
+    let stale: Vec<usize> = (0..found.len()).filter(|&i| known[i].is_none()).collect();
     let total = stale.len() as u64;
     let done = std::sync::atomic::AtomicU64::new(0);
-    let hashed: Vec<(String, Stat)> = stale
+    let hashed: Vec<String> = stale
         .par_iter()
-        .map(|f| {
-            let digest = hash_file(&f.abs)?;
+        .map(|&i| {
+            let digest = hash_file(&found[i].abs)?;
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if n % 256 == 0 || n == total {
                 on_hashed(n, total);
             }
-            Ok((f.rel.clone(), Stat { size: f.size, mtime_ns: f.mtime_ns, ino: f.ino, digest }))
+            Ok(digest)
         })
         .collect::<Result<_, CacheError>>()?;
-    let changed = !hashed.is_empty() || stats.len() != found.len();
-    stats.extend(hashed);
-    let entries: Vec<FileEntry> = found
+    let mut fresh = hashed.into_iter();
+    let entries: Vec<(String, Stat)> = found
         .iter()
-        .map(|f| FileEntry { path: f.rel.clone(), size: f.size, digest: stats[&f.rel].digest.clone() })
+        .zip(&known)
+        .map(|(f, k)| {
+            let digest = match k {
+                Some(s) => s.digest.clone(),
+                None => fresh.next().expect("one digest per stale file"),
+            };
+            (f.rel.clone(), Stat { size: f.size, mtime_ns: f.mtime_ns, ino: f.ino, digest })
+        })
         .collect();
-    if changed {
-        // Keep only files that still exist, so the stat cache never grows without bound.
-        stats.retain(|k, _| found.binary_search_by(|f| f.rel.as_str().cmp(k)).is_ok());
-        let bytes = serde_json::to_vec(&stats).expect("stats serialise");
-        write_atomic(stat_file, &bytes).map_err(|e| CacheError::io("writing the stat cache", stat_file, e))?;
+    let manifest = Manifest { entries: entries.iter().map(|(rel, s)| FileEntry { path: rel.clone(), size: s.size, digest: s.digest.clone() }).collect() };
+    let digest = manifest.digest();
+    let new_cache = StatCache { manifest: digest.clone(), entries };
+    if cache.as_ref().is_none_or(|c| c.manifest != new_cache.manifest || c.entries != new_cache.entries) {
+        new_cache.write(stat_file)?;
     }
-    Ok(Manifest { entries })
-}
-
-fn read_stats(stat_file: &Path) -> HashMap<String, Stat> {
-    // A missing or garbled stat cache only costs a re-hash; it is never trusted blindly.
-    std::fs::read(stat_file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    Ok((digest, Some(manifest)))
 }
 
 pub fn hash_file(path: &Path) -> Result<String, CacheError> {
@@ -159,8 +217,10 @@ fn walk(root: &Path) -> Result<Vec<Found>, CacheError> {
                 stack.push((abs, rel));
                 continue;
             }
-            // Follows file symlinks; a dangling link or a link to a folder is reported.
-            let meta = std::fs::metadata(&abs).map_err(|e| CacheError::io("reading input file", &abs, e))?;
+            // Follows file symlinks (a dangling one is reported); plain files are stat'ed relative
+            // to the open folder, which is cheaper than a full path lookup.
+            let meta = if ft.is_symlink() { std::fs::metadata(&abs) } else { entry.metadata() }
+                .map_err(|e| CacheError::io("reading input file", &abs, e))?;
             if meta.is_dir() {
                 continue; // directory symlinks are not followed (no loops)
             }

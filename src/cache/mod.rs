@@ -286,29 +286,33 @@ impl Store {
         removed
     }
 
-    /// The manifest of an input file group, through the stat cache; the manifest is stored so
-    /// `why` can name changed files later.
-    pub fn input_manifest(
-        &self,
-        root: &Path,
-        verify: bool,
-        on_hashed: &(dyn Fn(u64, u64) + Sync),
-    ) -> Result<(Manifest, String), CacheError> {
+    /// The manifest digest of an input file group, through the stat cache. The manifest itself
+    /// is stored (`inputs/manifest-<digest>.json`) for stages that read it and for `why`.
+    pub fn input_manifest(&self, root: &Path, verify: bool, on_hashed: &(dyn Fn(u64, u64) + Sync)) -> Result<String, CacheError> {
         let abs = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
         let id = blake3::hash(abs.to_string_lossy().as_bytes()).to_hex();
-        let stat_file = self.root.join("inputs").join(format!("stat-{}.json", &id[..24]));
-        let manifest = files::manifest(root, &stat_file, verify, on_hashed)?;
-        let digest = manifest.digest();
-        let path = self.root.join("inputs").join(format!("manifest-{digest}.json"));
-        if !path.exists() {
-            let bytes = serde_json::to_vec(&manifest).expect("serialise");
-            write_atomic(&path, &bytes).map_err(|e| CacheError::io("writing", &path, e))?;
+        let stat_file = self.root.join("inputs").join(format!("stat-{}.txt", &id[..24]));
+        let (mut digest, mut built) = files::manifest(root, &stat_file, verify, false, on_hashed)?;
+        if built.is_none() && !self.manifest_path(&digest).exists() {
+            // Unchanged files, but the stored manifest is gone: rebuild it from the stat cache.
+            (digest, built) = files::manifest(root, &stat_file, verify, true, on_hashed)?;
         }
-        Ok((manifest, digest))
+        if let Some(manifest) = built {
+            let path = self.manifest_path(&digest);
+            if !path.exists() {
+                let bytes = serde_json::to_vec(&manifest).expect("serialise");
+                write_atomic(&path, &bytes).map_err(|e| CacheError::io("writing", &path, e))?;
+            }
+        }
+        Ok(digest)
+    }
+
+    fn manifest_path(&self, digest: &str) -> PathBuf {
+        self.root.join("inputs").join(format!("manifest-{digest}.json"))
     }
 
     pub fn stored_manifest(&self, digest: &str) -> Option<Manifest> {
-        let bytes = std::fs::read(self.root.join("inputs").join(format!("manifest-{digest}.json"))).ok()?;
+        let bytes = std::fs::read(self.manifest_path(digest)).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
