@@ -105,7 +105,7 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), ArtifactErr
 pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, ArtifactError> {
     let file = File::open(path).map_err(|e| ArtifactError::Io { path: path.display().to_string(), source: e })?;
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.with_batch_size(8192).build())
+        .and_then(|b| b.build())
         .map_err(|e| ArtifactError::Parquet { path: path.display().to_string(), source: e })?;
     reader
         .collect::<Result<Vec<_>, _>>()
@@ -221,9 +221,40 @@ pub fn documented_schemas() -> serde_json::Value {
 pub fn documented_schemas_text() -> String {
     serde_json::to_string_pretty(&documented_schemas()).expect("serialise") + "\n"
 }
+/// The 37 `Class…` columns of a batch, in order.
+pub fn label_columns<'a>(
+    batch: &'a RecordBatch,
+    path: &Path,
+) -> Result<Vec<&'a arrow::array::Float32Array>, ArtifactError> {
+    CLASS_NAMES
+        .iter()
+        .map(|c| {
+            batch.column_by_name(c).and_then(|a| a.as_any().downcast_ref::<arrow::array::Float32Array>()).ok_or_else(
+                || ArtifactError::Schema {
+                    path: path.display().to_string(),
+                    what: format!("column {c} missing or not f32"),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Row `r` of the label columns; None where the labels are null (test galaxies).
+pub fn labels_at(cols: &[&arrow::array::Float32Array], r: usize) -> Option<[f32; 37]> {
+    use arrow::array::Array;
+    if cols[0].is_null(r) {
+        return None;
+    }
+    let mut l = [0f32; 37];
+    for (c, a) in cols.iter().enumerate() {
+        l[c] = a.value(r);
+    }
+    Some(l)
+}
+
 /// Read `catalog.parquet` back into rows.
 pub fn read_catalog(path: &Path) -> Result<Vec<CatalogRow>, ArtifactError> {
-    use arrow::array::{Array, Float32Array, StringArray, UInt64Array};
+    use arrow::array::{Array, StringArray, UInt64Array};
     let bad = |what: &str| ArtifactError::Schema { path: path.display().to_string(), what: what.to_string() };
     let mut rows = Vec::new();
     for batch in read_parquet(path)? {
@@ -242,14 +273,7 @@ pub fn read_catalog(path: &Path) -> Result<Vec<CatalogRow>, ArtifactError> {
             .downcast_ref::<StringArray>()
             .ok_or_else(|| bad("image_digest is not a string"))?
             .clone();
-        let labels: Vec<Float32Array> = CLASS_NAMES
-            .iter()
-            .map(|c| {
-                col(c).and_then(|a| {
-                    a.as_any().downcast_ref::<Float32Array>().cloned().ok_or_else(|| bad(&format!("{c} is not f32")))
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let labels = label_columns(&batch, path)?;
         for r in 0..batch.num_rows() {
             let split = match splits.value(r) {
                 "train" => Split::Train,
@@ -257,15 +281,7 @@ pub fn read_catalog(path: &Path) -> Result<Vec<CatalogRow>, ArtifactError> {
                 "test" => Split::Test,
                 other => return Err(bad(&format!("unknown split `{other}`"))),
             };
-            let row_labels = if labels[0].is_null(r) {
-                None
-            } else {
-                let mut l = [0f32; 37];
-                for (c, a) in labels.iter().enumerate() {
-                    l[c] = a.value(r);
-                }
-                Some(l)
-            };
+            let row_labels = labels_at(&labels, r);
             rows.push(CatalogRow {
                 id: ids.value(r),
                 split,
@@ -422,29 +438,16 @@ pub fn read_crops(path: &Path) -> Result<Crops, ArtifactError> {
                 _ => return Err(bad("split")),
             });
         }
-        let label_cols: Vec<&arrow::array::Float32Array> = CLASS_NAMES
-            .iter()
-            .map(|c| {
-                batch
-                    .column_by_name(c)
-                    .and_then(|a| a.as_any().downcast_ref::<arrow::array::Float32Array>())
-                    .ok_or_else(|| bad(c))
-            })
-            .collect::<Result<_, _>>()?;
-        for r in 0..batch.num_rows() {
-            crops.labels.push(if label_cols[0].is_null(r) {
-                None
-            } else {
-                let mut l = [0f32; 37];
-                for (c, a) in label_cols.iter().enumerate() {
-                    l[c] = a.value(r);
-                }
-                Some(l)
-            });
-        }
-        crops.pixels.reserve(px.len() * width);
-        for i in 0..px.len() {
-            crops.pixels.extend_from_slice(px.value(i));
+        let label_cols = label_columns(&batch, path)?;
+        crops.labels.extend((0..batch.num_rows()).map(|r| labels_at(&label_cols, r)));
+        // The values of a fixed-size column are one contiguous buffer: copy it in one go.
+        let values = px.value_data();
+        if values.len() == px.len() * width {
+            crops.pixels.extend_from_slice(values);
+        } else {
+            for i in 0..px.len() {
+                crops.pixels.extend_from_slice(px.value(i));
+            }
         }
     }
     Ok(crops)

@@ -83,8 +83,8 @@ fn large_set(work: &Path, sample: &Path, opts: &BenchOptions) -> Result<PathBuf,
     let _ = std::fs::remove_dir_all(&dir);
     let images = dir.join("images_training_rev1");
     std::fs::create_dir_all(&images).map_err(|e| e.to_string())?;
-    let labels = crate::stages::ingest::read_labels(&sample.join("training_solutions_rev1.csv"))
-        .map_err(|e| e.to_string())?;
+    let labels =
+        crate::stages::ingest::read_labels(&sample.join("training_solutions_rev1.csv")).map_err(|e| e.to_string())?;
     let sources: Vec<(u64, [f32; 37])> = labels
         .into_iter()
         .filter(|(id, _)| sample.join("images_training_rev1").join(format!("{id}.jpg")).exists())

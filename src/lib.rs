@@ -8,6 +8,7 @@ pub mod bench;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod figures;
 pub mod gc;
 pub mod graph;
 pub mod labels;

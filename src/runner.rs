@@ -390,7 +390,15 @@ impl<'a> Runner<'a> {
                 Some(m) => {
                     manifests.insert(group.clone(), Arc::new(m));
                 }
-                None => return fail(Some(key), format!("stage `{}`: the manifest of its input files `{group}` is missing from the cache; run again", spec.id)),
+                None => {
+                    return fail(
+                        Some(key),
+                        format!(
+                            "stage `{}`: the manifest of its input files `{group}` is missing from the cache; run again",
+                            spec.id
+                        ),
+                    );
+                }
             }
         }
         let files = manifests;

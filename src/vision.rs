@@ -147,7 +147,6 @@ pub fn roi_box(img: &Rgb, threshold: u8) -> Option<BoxPx> {
     best.map(|(_, b)| b)
 }
 
-
 /// How a crop square was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
@@ -344,7 +343,8 @@ mod tests {
         for case in 0..300 {
             let (w, h) = (rng.random_range(1..40), rng.random_range(1..40));
             let density = rng.random_range(0.05..0.7);
-            let data: Vec<u8> = (0..w * h).flat_map(|_| if rng.random_bool(density) { [200u8; 3] } else { [0u8; 3] }).collect();
+            let data: Vec<u8> =
+                (0..w * h).flat_map(|_| if rng.random_bool(density) { [200u8; 3] } else { [0u8; 3] }).collect();
             let img = Rgb { width: w, height: h, data };
             assert_eq!(roi_box(&img, 10), roi_reference(&img, 10), "case {case}: {w}×{h}");
         }

@@ -123,7 +123,13 @@ impl StatCache {
 /// the manifest itself when it had to be (re)built. Files whose (size, mtime, inode) match the
 /// stat cache in `stat_file` keep their digest; the rest are hashed (all of them if `verify`).
 /// When nothing changed, the digest comes straight from the stat cache.
-pub fn manifest(root: &Path, stat_file: &Path, verify: bool, build: bool, on_hashed: &(dyn Fn(u64, u64) + Sync)) -> Result<(String, Option<Manifest>), CacheError> {
+pub fn manifest(
+    root: &Path,
+    stat_file: &Path,
+    verify: bool,
+    build: bool,
+    on_hashed: &(dyn Fn(u64, u64) + Sync),
+) -> Result<(String, Option<Manifest>), CacheError> {
     let found = walk(root)?;
     let cache = if verify { None } else { StatCache::read(stat_file) };
     let same = |f: &Found, s: &Stat| s.size == f.size && s.mtime_ns == f.mtime_ns && s.ino == f.ino;
@@ -170,7 +176,12 @@ pub fn manifest(root: &Path, stat_file: &Path, verify: bool, build: bool, on_has
             (f.rel.clone(), Stat { size: f.size, mtime_ns: f.mtime_ns, ino: f.ino, digest })
         })
         .collect();
-    let manifest = Manifest { entries: entries.iter().map(|(rel, s)| FileEntry { path: rel.clone(), size: s.size, digest: s.digest.clone() }).collect() };
+    let manifest = Manifest {
+        entries: entries
+            .iter()
+            .map(|(rel, s)| FileEntry { path: rel.clone(), size: s.size, digest: s.digest.clone() })
+            .collect(),
+    };
     let digest = manifest.digest();
     let new_cache = StatCache { manifest: digest.clone(), entries };
     if cache.as_ref().is_none_or(|c| c.manifest != new_cache.manifest || c.entries != new_cache.entries) {

@@ -288,7 +288,12 @@ impl Store {
 
     /// The manifest digest of an input file group, through the stat cache. The manifest itself
     /// is stored (`inputs/manifest-<digest>.json`) for stages that read it and for `why`.
-    pub fn input_manifest(&self, root: &Path, verify: bool, on_hashed: &(dyn Fn(u64, u64) + Sync)) -> Result<String, CacheError> {
+    pub fn input_manifest(
+        &self,
+        root: &Path,
+        verify: bool,
+        on_hashed: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<String, CacheError> {
         let abs = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
         let id = blake3::hash(abs.to_string_lossy().as_bytes()).to_hex();
         let stat_file = self.root.join("inputs").join(format!("stat-{}.txt", &id[..24]));

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Float32Array, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
 use plotters::prelude::*;
 
 use crate::artifacts::{self, Split};
@@ -140,17 +140,9 @@ fn read_predictions(path: &Path) -> Result<BTreeMap<String, Vec<(u64, [f32; N_CL
             .column_by_name("method")
             .and_then(|a| a.as_any().downcast_ref::<StringArray>())
             .ok_or_else(|| bad("method"))?;
-        let cols: Vec<&Float32Array> = CLASS_NAMES
-            .iter()
-            .map(|c| {
-                batch.column_by_name(c).and_then(|a| a.as_any().downcast_ref::<Float32Array>()).ok_or_else(|| bad(c))
-            })
-            .collect::<Result<_, _>>()?;
+        let cols = artifacts::label_columns(&batch, path).map_err(|e| StageError::Other(Box::new(e)))?;
         for r in 0..batch.num_rows() {
-            let mut p = [0f32; N_CLASSES];
-            for (c, a) in cols.iter().enumerate() {
-                p[c] = if a.is_null(r) { 0.0 } else { a.value(r) };
-            }
+            let p = artifacts::labels_at(&cols, r).ok_or_else(|| bad("null prediction"))?;
             out.entry(methods.value(r).to_string()).or_default().push((ids.value(r), p));
         }
     }
@@ -189,31 +181,12 @@ fn plot_err(e: impl std::fmt::Display) -> StageError {
 
 /// Per-class RMSE: bars for the model, a line per baseline.
 fn per_class_chart(path: &Path, table: &[(String, Scores)]) -> Result<(), StageError> {
-    crate::stages::explore::register_font();
+    crate::figures::register_font();
     let root = BitMapBackend::new(path, (1400, 620)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let max = table.iter().flat_map(|(_, s)| s.classes.iter().copied()).fold(1e-6, f64::max);
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Validation RMSE per class", ("sans-serif", 26))
-        .margin(14)
-        .x_label_area_size(90)
-        .y_label_area_size(70)
-        .build_cartesian_2d((0..N_CLASSES - 1).into_segmented(), 0f64..max * 1.1)
-        .map_err(plot_err)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(N_CLASSES)
-        .x_desc("class")
-        .y_desc("RMSE")
-        .x_label_style(("sans-serif", 13).into_font().transform(FontTransform::Rotate90))
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) if *i < N_CLASSES => CLASS_NAMES[*i].trim_start_matches("Class").to_string(),
-            _ => String::new(),
-        })
-        .axis_desc_style(("sans-serif", 18))
-        .draw()
-        .map_err(plot_err)?;
+    let mut chart =
+        crate::figures::class_axes(&root, "Validation RMSE per class", "RMSE", max * 1.1).map_err(StageError::msg)?;
     chart
         .draw_series(table[0].1.classes.iter().enumerate().map(|(i, v)| {
             Rectangle::new(

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
 use plotters::prelude::*;
@@ -25,15 +25,6 @@ use crate::vision;
 use super::{Stage, StageContext, StageError, StageOutcome};
 
 pub struct Explore;
-
-static FONT: Once = Once::new();
-
-/// Plotters draws text with an embedded DejaVu Sans, so figures look the same everywhere.
-pub fn register_font() {
-    FONT.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
-    });
-}
 
 fn plot_err(e: impl std::fmt::Display) -> StageError {
     StageError::msg(format!("drawing a figure: {e}"))
@@ -67,7 +58,7 @@ impl Stage for Explore {
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
         let StageParams::Explore(p) = &ctx.spec.params else { unreachable!("registry maps explore to Explore") };
-        register_font();
+        crate::figures::register_font();
         let catalog = artifacts::read_catalog(&ctx.input_of(StageKind::Ingest)?.dir.join("catalog.parquet"))
             .map_err(|e| StageError::Other(Box::new(e)))?;
         let train: Vec<(&CatalogRow, [f32; N_CLASSES])> =
@@ -190,34 +181,14 @@ fn pearson(rows: &[(&CatalogRow, [f32; N_CLASSES])], a: usize, b: usize) -> f64 
 fn bar_chart(path: &Path, title: &str, counts: &[u64]) -> Result<(), StageError> {
     let root = BitMapBackend::new(path, (1400, 620)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
-    let max = counts.iter().copied().max().unwrap_or(1).max(1);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 26))
-        .margin(14)
-        .x_label_area_size(90)
-        .y_label_area_size(70)
-        .build_cartesian_2d((0..N_CLASSES - 1).into_segmented(), 0u64..(max + max / 10 + 1))
-        .map_err(plot_err)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(N_CLASSES)
-        .x_desc("class")
-        .y_desc("galaxies")
-        .x_label_style(("sans-serif", 13).into_font().transform(FontTransform::Rotate90))
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) if *i < N_CLASSES => CLASS_NAMES[*i].trim_start_matches("Class").to_string(),
-            _ => String::new(),
-        })
-        .axis_desc_style(("sans-serif", 18))
-        .draw()
-        .map_err(plot_err)?;
+    let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let mut chart = crate::figures::class_axes(&root, title, "galaxies", max * 1.1 + 1.0).map_err(StageError::msg)?;
     chart
         .draw_series(
             Histogram::vertical(&chart)
                 .style(RGBColor(70, 110, 180).filled())
                 .margin(3)
-                .data(counts.iter().enumerate().map(|(i, c)| (i, *c))),
+                .data(counts.iter().enumerate().map(|(i, c)| (i, *c as f64))),
         )
         .map_err(plot_err)?;
     root.present().map_err(plot_err)

@@ -100,7 +100,7 @@ fn plot_err(e: impl std::fmt::Display) -> StageError {
 
 /// Training loss per batch (and per epoch) on the left, validation RMSE per epoch on the right.
 fn loss_curve(path: &Path, rows: &[HistoryRow]) -> Result<(), StageError> {
-    crate::stages::explore::register_font();
+    crate::figures::register_font();
     let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let (left, right) = root.split_horizontally(700);
