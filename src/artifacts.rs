@@ -20,13 +20,20 @@ pub fn catalog_schema() -> Schema {
         Field::new("image_path", DataType::Utf8, false),
         Field::new("image_digest", DataType::Utf8, false),
     ];
-    fields.extend(CLASS_NAMES.iter().map(|c| Field::new(*c, DataType::Float32, true)));
+    fields.extend(
+        CLASS_NAMES
+            .iter()
+            .map(|c| Field::new(*c, DataType::Float32, true)),
+    );
     Schema::new(fields)
 }
 
 /// `skipped.parquet` of ingest: rows left out and why.
 pub fn skipped_schema() -> Schema {
-    Schema::new(vec![Field::new("GalaxyID", DataType::UInt64, false), Field::new("reason", DataType::Utf8, false)])
+    Schema::new(vec![
+        Field::new("GalaxyID", DataType::UInt64, false),
+        Field::new("reason", DataType::Utf8, false),
+    ])
 }
 
 /// Write `skipped.parquet`: the galaxies a stage left out, with the reason.
@@ -36,7 +43,9 @@ pub fn write_skipped(path: &Path, skipped: &[(u64, String)]) -> Result<(), Artif
         Arc::new(skipped_schema()),
         vec![
             Arc::new(UInt64Array::from_iter_values(skipped.iter().map(|s| s.0))),
-            Arc::new(StringArray::from_iter_values(skipped.iter().map(|s| s.1.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                skipped.iter().map(|s| s.1.as_str()),
+            )),
         ],
     )
     .expect("columns match");
@@ -74,7 +83,9 @@ pub fn catalog_batch(rows: &[CatalogRow]) -> RecordBatch {
     let mut split = StringBuilder::new();
     let mut path = StringBuilder::new();
     let mut digest = StringBuilder::new();
-    let mut labels: Vec<Float32Builder> = (0..37).map(|_| Float32Builder::with_capacity(rows.len())).collect();
+    let mut labels: Vec<Float32Builder> = (0..37)
+        .map(|_| Float32Builder::with_capacity(rows.len()))
+        .collect();
     for r in rows {
         id.append_value(r.id);
         split.append_value(r.split.name());
@@ -84,32 +95,60 @@ pub fn catalog_batch(rows: &[CatalogRow]) -> RecordBatch {
             b.append_option(r.labels.map(|l| l[c]));
         }
     }
-    let mut columns: Vec<ArrayRef> =
-        vec![Arc::new(id.finish()), Arc::new(split.finish()), Arc::new(path.finish()), Arc::new(digest.finish())];
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(id.finish()),
+        Arc::new(split.finish()),
+        Arc::new(path.finish()),
+        Arc::new(digest.finish()),
+    ];
     columns.extend(labels.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     RecordBatch::try_new(Arc::new(catalog_schema()), columns).expect("columns match the schema")
 }
 
 /// Write one record batch as a Parquet file (zstd-free: snappy, widely readable).
 pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), ArtifactError> {
-    let file = File::create(path).map_err(|e| ArtifactError::Io { path: path.display().to_string(), source: e })?;
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))
-        .map_err(|e| ArtifactError::Parquet { path: path.display().to_string(), source: e })?;
-    writer.write(batch).map_err(|e| ArtifactError::Parquet { path: path.display().to_string(), source: e })?;
-    writer.close().map_err(|e| ArtifactError::Parquet { path: path.display().to_string(), source: e })?;
+    let file = File::create(path).map_err(|e| ArtifactError::Io {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| {
+        ArtifactError::Parquet {
+            path: path.display().to_string(),
+            source: e,
+        }
+    })?;
+    writer.write(batch).map_err(|e| ArtifactError::Parquet {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    writer.close().map_err(|e| ArtifactError::Parquet {
+        path: path.display().to_string(),
+        source: e,
+    })?;
     Ok(())
 }
 
 /// Read a whole Parquet file into record batches.
 pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, ArtifactError> {
-    let file = File::open(path).map_err(|e| ArtifactError::Io { path: path.display().to_string(), source: e })?;
+    let file = File::open(path).map_err(|e| ArtifactError::Io {
+        path: path.display().to_string(),
+        source: e,
+    })?;
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.build())
-        .map_err(|e| ArtifactError::Parquet { path: path.display().to_string(), source: e })?;
+        .map_err(|e| ArtifactError::Parquet {
+            path: path.display().to_string(),
+            source: e,
+        })?;
     reader
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ArtifactError::Arrow { path: path.display().to_string(), source: e })
+        .map_err(|e| ArtifactError::Arrow {
+            path: path.display().to_string(),
+            source: e,
+        })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,8 +228,15 @@ pub fn history_schema() -> Schema {
 
 /// `predictions.parquet` of `baseline` and `evaluate`: GalaxyID, method, the 37 predictions.
 pub fn predictions_schema() -> Schema {
-    let mut fields = vec![Field::new("GalaxyID", DataType::UInt64, false), Field::new("method", DataType::Utf8, false)];
-    fields.extend(CLASS_NAMES.iter().map(|c| Field::new(*c, DataType::Float32, false)));
+    let mut fields = vec![
+        Field::new("GalaxyID", DataType::UInt64, false),
+        Field::new("method", DataType::Utf8, false),
+    ];
+    fields.extend(
+        CLASS_NAMES
+            .iter()
+            .map(|c| Field::new(*c, DataType::Float32, false)),
+    );
     Schema::new(fields)
 }
 
@@ -229,12 +275,13 @@ pub fn label_columns<'a>(
     CLASS_NAMES
         .iter()
         .map(|c| {
-            batch.column_by_name(c).and_then(|a| a.as_any().downcast_ref::<arrow::array::Float32Array>()).ok_or_else(
-                || ArtifactError::Schema {
+            batch
+                .column_by_name(c)
+                .and_then(|a| a.as_any().downcast_ref::<arrow::array::Float32Array>())
+                .ok_or_else(|| ArtifactError::Schema {
                     path: path.display().to_string(),
                     what: format!("column {c} missing or not f32"),
-                },
-            )
+                })
         })
         .collect()
 }
@@ -255,14 +302,27 @@ pub fn labels_at(cols: &[&arrow::array::Float32Array], r: usize) -> Option<[f32;
 /// Read `catalog.parquet` back into rows.
 pub fn read_catalog(path: &Path) -> Result<Vec<CatalogRow>, ArtifactError> {
     use arrow::array::{Array, StringArray, UInt64Array};
-    let bad = |what: &str| ArtifactError::Schema { path: path.display().to_string(), what: what.to_string() };
+    let bad = |what: &str| ArtifactError::Schema {
+        path: path.display().to_string(),
+        what: what.to_string(),
+    };
     let mut rows = Vec::new();
     for batch in read_parquet(path)? {
-        let col = |name: &str| batch.column_by_name(name).ok_or_else(|| bad(&format!("missing column {name}")));
-        let ids =
-            col("GalaxyID")?.as_any().downcast_ref::<UInt64Array>().ok_or_else(|| bad("GalaxyID is not u64"))?.clone();
-        let splits =
-            col("split")?.as_any().downcast_ref::<StringArray>().ok_or_else(|| bad("split is not a string"))?.clone();
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| bad(&format!("missing column {name}")))
+        };
+        let ids = col("GalaxyID")?
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .ok_or_else(|| bad("GalaxyID is not u64"))?
+            .clone();
+        let splits = col("split")?
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| bad("split is not a string"))?
+            .clone();
         let paths = col("image_path")?
             .as_any()
             .downcast_ref::<StringArray>()
@@ -304,9 +364,17 @@ pub fn crops_schema(size: usize) -> Schema {
         Field::new("roi_y", DataType::UInt16, false),
         Field::new("roi_side", DataType::UInt16, false),
         Field::new("placement", DataType::Utf8, false),
-        Field::new("pixels", DataType::FixedSizeBinary((size * size * 3) as i32), false),
+        Field::new(
+            "pixels",
+            DataType::FixedSizeBinary((size * size * 3) as i32),
+            false,
+        ),
     ];
-    fields.extend(CLASS_NAMES.iter().map(|c| Field::new(*c, DataType::Float32, true)));
+    fields.extend(
+        CLASS_NAMES
+            .iter()
+            .map(|c| Field::new(*c, DataType::Float32, true)),
+    );
     Schema::new(fields)
 }
 
@@ -326,11 +394,15 @@ pub fn crops_batch(size: usize, rows: &[CropRow]) -> RecordBatch {
     let n = rows.len();
     let mut id = UInt64Builder::with_capacity(n);
     let mut split = StringBuilder::new();
-    let (mut x, mut y, mut s) =
-        (UInt16Builder::with_capacity(n), UInt16Builder::with_capacity(n), UInt16Builder::with_capacity(n));
+    let (mut x, mut y, mut s) = (
+        UInt16Builder::with_capacity(n),
+        UInt16Builder::with_capacity(n),
+        UInt16Builder::with_capacity(n),
+    );
     let mut placement = StringBuilder::new();
     let mut pixels = FixedSizeBinaryBuilder::with_capacity(n, (size * size * 3) as i32);
-    let mut labels: Vec<Float32Builder> = (0..37).map(|_| Float32Builder::with_capacity(n)).collect();
+    let mut labels: Vec<Float32Builder> =
+        (0..37).map(|_| Float32Builder::with_capacity(n)).collect();
     for r in rows {
         for (c, b) in labels.iter_mut().enumerate() {
             b.append_option(r.labels.map(|l| l[c]));
@@ -341,7 +413,9 @@ pub fn crops_batch(size: usize, rows: &[CropRow]) -> RecordBatch {
         y.append_value(r.roi.1);
         s.append_value(r.roi.2);
         placement.append_value(r.placement);
-        pixels.append_value(&r.pixels).expect("pixel buffers have the schema's size");
+        pixels
+            .append_value(&r.pixels)
+            .expect("pixel buffers have the schema's size");
     }
     let mut columns: Vec<ArrayRef> = vec![
         Arc::new(id.finish()),
@@ -365,25 +439,43 @@ pub struct ParquetStream {
 impl ParquetStream {
     pub fn create(path: &Path, schema: Arc<Schema>) -> Result<Self, ArtifactError> {
         let p = path.display().to_string();
-        let file = File::create(path).map_err(|e| ArtifactError::Io { path: p.clone(), source: e })?;
+        let file = File::create(path).map_err(|e| ArtifactError::Io {
+            path: p.clone(),
+            source: e,
+        })?;
         // Pixels barely compress; leaving them plain keeps reads at disk speed.
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_column_compression("pixels".into(), Compression::UNCOMPRESSED)
             .set_column_dictionary_enabled("pixels".into(), false)
             .build();
-        let writer = ArrowWriter::try_new(file, schema, Some(props))
-            .map_err(|e| ArtifactError::Parquet { path: p.clone(), source: e })?;
+        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| {
+            ArtifactError::Parquet {
+                path: p.clone(),
+                source: e,
+            }
+        })?;
         Ok(ParquetStream { writer, path: p })
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ArtifactError> {
-        self.writer.write(batch).map_err(|e| ArtifactError::Parquet { path: self.path.clone(), source: e })?;
-        self.writer.flush().map_err(|e| ArtifactError::Parquet { path: self.path.clone(), source: e })
+        self.writer
+            .write(batch)
+            .map_err(|e| ArtifactError::Parquet {
+                path: self.path.clone(),
+                source: e,
+            })?;
+        self.writer.flush().map_err(|e| ArtifactError::Parquet {
+            path: self.path.clone(),
+            source: e,
+        })
     }
 
     pub fn finish(self) -> Result<(), ArtifactError> {
-        self.writer.close().map_err(|e| ArtifactError::Parquet { path: self.path.clone(), source: e })?;
+        self.writer.close().map_err(|e| ArtifactError::Parquet {
+            path: self.path.clone(),
+            source: e,
+        })?;
         Ok(())
     }
 }
@@ -408,8 +500,17 @@ impl Crops {
 /// Read `crops.parquet` into one contiguous pixel buffer.
 pub fn read_crops(path: &Path) -> Result<Crops, ArtifactError> {
     use arrow::array::{Array, FixedSizeBinaryArray, StringArray, UInt64Array};
-    let bad = |what: &str| ArtifactError::Schema { path: path.display().to_string(), what: what.to_string() };
-    let mut crops = Crops { size: 0, ids: Vec::new(), splits: Vec::new(), pixels: Vec::new(), labels: Vec::new() };
+    let bad = |what: &str| ArtifactError::Schema {
+        path: path.display().to_string(),
+        what: what.to_string(),
+    };
+    let mut crops = Crops {
+        size: 0,
+        ids: Vec::new(),
+        splits: Vec::new(),
+        pixels: Vec::new(),
+        labels: Vec::new(),
+    };
     for batch in read_parquet(path)? {
         let ids = batch
             .column_by_name("GalaxyID")
@@ -439,7 +540,9 @@ pub fn read_crops(path: &Path) -> Result<Crops, ArtifactError> {
             });
         }
         let label_cols = label_columns(&batch, path)?;
-        crops.labels.extend((0..batch.num_rows()).map(|r| labels_at(&label_cols, r)));
+        crops
+            .labels
+            .extend((0..batch.num_rows()).map(|r| labels_at(&label_cols, r)));
         // The values of a fixed-size column are one contiguous buffer: copy it in one go.
         let values = px.value_data();
         if values.len() == px.len() * width {

@@ -49,15 +49,23 @@ fn cli_json(args: &[&str]) -> Result<serde_json::Value, String> {
     full.push("--json".into());
     // The CLI prints JSON on stdout; capture it through a pipe-less path: run as a child.
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = std::process::Command::new(exe).args(&full[1..]).output().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe)
+        .args(&full[1..])
+        .output()
+        .map_err(|e| e.to_string())?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .ok_or_else(|| format!("no JSON from {args:?}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let line = stdout.lines().find(|l| l.starts_with('{')).ok_or_else(|| {
+        format!(
+            "no JSON from {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
     let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
     if !out.status.success() {
-        return Err(format!("{args:?} failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     Ok(v)
 }
@@ -83,17 +91,24 @@ fn large_set(work: &Path, sample: &Path, opts: &BenchOptions) -> Result<PathBuf,
     let _ = std::fs::remove_dir_all(&dir);
     let images = dir.join("images_training_rev1");
     std::fs::create_dir_all(&images).map_err(|e| e.to_string())?;
-    let labels =
-        crate::stages::ingest::read_labels(&sample.join("training_solutions_rev1.csv")).map_err(|e| e.to_string())?;
+    let labels = crate::stages::ingest::read_labels(&sample.join("training_solutions_rev1.csv"))
+        .map_err(|e| e.to_string())?;
     let sources: Vec<(u64, [f32; 37])> = labels
         .into_iter()
-        .filter(|(id, _)| sample.join("images_training_rev1").join(format!("{id}.jpg")).exists())
+        .filter(|(id, _)| {
+            sample
+                .join("images_training_rev1")
+                .join(format!("{id}.jpg"))
+                .exists()
+        })
         .collect();
     let mut csv = format!("GalaxyID,{}\n", crate::labels::CLASS_NAMES.join(","));
     (0..opts.count).into_par_iter().try_for_each(|i| {
         let (src, _) = &sources[i % sources.len()];
         std::fs::copy(
-            sample.join("images_training_rev1").join(format!("{src}.jpg")),
+            sample
+                .join("images_training_rev1")
+                .join(format!("{src}.jpg")),
             images.join(format!("{}.jpg", 100_000 + i)),
         )
         .map(|_| ())
@@ -146,7 +161,11 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
     let t = Instant::now();
     let decoded: usize = all
         .par_iter()
-        .map(|f| crate::vision::decode_jpeg(f, None).map(|i| i.width).unwrap_or(0))
+        .map(|f| {
+            crate::vision::decode_jpeg(f, None)
+                .map(|i| i.width)
+                .unwrap_or(0)
+        })
         .filter(|w| *w > 0)
         .count();
     let decode_rate = decoded as f64 / t.elapsed().as_secs_f64();
@@ -154,7 +173,14 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
     let p = pipeline_file(&work, "bench-sample", &sample, "")?;
     let cache_arg = sample_cache.to_string_lossy().to_string();
     cli_json(&["run", p.to_str().unwrap(), "--cache-dir", &cache_arg])?;
-    let v = cli_json(&["run", p.to_str().unwrap(), "--cache-dir", &cache_arg, "--force", "crop"])?;
+    let v = cli_json(&[
+        "run",
+        p.to_str().unwrap(),
+        "--cache-dir",
+        &cache_arg,
+        "--force",
+        "crop",
+    ])?;
     let crop_rate = all.len() as f64 / stage_seconds(&v, "crop");
     figures.push(Figure {
         what: "crop stage on the real sample",
@@ -174,7 +200,10 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
         .par_iter()
         .map(|f| {
             let mut buf = Vec::new();
-            std::fs::File::open(f).and_then(|mut h| h.read_to_end(&mut buf)).map(|n| n as u64).unwrap_or(0)
+            std::fs::File::open(f)
+                .and_then(|mut h| h.read_to_end(&mut buf))
+                .map(|n| n as u64)
+                .unwrap_or(0)
         })
         .sum();
     let read_s = t.elapsed().as_secs_f64();
@@ -182,8 +211,18 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
     let _ = std::fs::remove_dir_all(&large_cache);
     let lp = pipeline_file(&work, "bench-large", &large, "")?;
     let large_cache_arg = large_cache.to_string_lossy().to_string();
-    eprintln!("bench: first ingest (hashing {} files) …", large_files.len());
-    let first = cli_json(&["run", lp.to_str().unwrap(), "--cache-dir", &large_cache_arg, "--until", "ingest"])?;
+    eprintln!(
+        "bench: first ingest (hashing {} files) …",
+        large_files.len()
+    );
+    let first = cli_json(&[
+        "run",
+        lp.to_str().unwrap(),
+        "--cache-dir",
+        &large_cache_arg,
+        "--until",
+        "ingest",
+    ])?;
     let hash_s = stage_seconds(&first, "ingest");
     figures.push(Figure {
         what: "first ingest (hash + catalog) of the large set",
@@ -201,7 +240,10 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
     // No-op run of the whole (ingest → crop) pipeline, cache warm, vs a stat walk.
     let t = Instant::now();
     let mut stat_n = 0;
-    for f in std::fs::read_dir(large.join("images_training_rev1")).map_err(|e| e.to_string())?.flatten() {
+    for f in std::fs::read_dir(large.join("images_training_rev1"))
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
         if f.metadata().is_ok() {
             stat_n += 1;
         }
@@ -212,7 +254,13 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
     for _ in 0..5 {
         let t = Instant::now();
         let out = std::process::Command::new(&exe)
-            .args(["run", lp.to_str().unwrap(), "--cache-dir", &large_cache_arg, "--json"])
+            .args([
+                "run",
+                lp.to_str().unwrap(),
+                "--cache-dir",
+                &large_cache_arg,
+                "--json",
+            ])
             .output()
             .map_err(|e| e.to_string())?;
         let s = t.elapsed().as_secs_f64();
@@ -238,7 +286,10 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
             .and_then(|s| s["key"].as_str())
             .ok_or("no crop key")?
             .to_string();
-        large_cache.join("objects").join(key).join("out/crops.parquet")
+        large_cache
+            .join("objects")
+            .join(key)
+            .join("out/crops.parquet")
     };
     let t = Instant::now();
     let raw = std::fs::read(&crops_path).map_err(|e| e.to_string())?;
@@ -266,7 +317,10 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
     drop(raw);
 
     // 5. CPU training of the seed network on the sample's crops.
-    eprintln!("bench: training {} batches of the seed network on the CPU …", opts.train_batches);
+    eprintln!(
+        "bench: training {} batches of the seed network on the CPU …",
+        opts.train_batches
+    );
     let sample_crops = {
         let key = v["stages"]
             .as_array()
@@ -274,10 +328,16 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
             .and_then(|s| s["key"].as_str())
             .ok_or("no crop key")?
             .to_string();
-        crate::artifacts::read_crops(&sample_cache.join("objects").join(key).join("out/crops.parquet"))
-            .map_err(|e| e.to_string())?
+        crate::artifacts::read_crops(
+            &sample_cache
+                .join("objects")
+                .join(key)
+                .join("out/crops.parquet"),
+        )
+        .map_err(|e| e.to_string())?
     };
-    let mut params: crate::config::params::TrainParams = toml::from_str("epochs = 1").map_err(|e| e.to_string())?;
+    let mut params: crate::config::params::TrainParams =
+        toml::from_str("epochs = 1").map_err(|e| e.to_string())?;
     params.device = crate::config::params::Device::Cpu;
     let n = (opts.train_batches * params.batch_size as usize).min(sample_crops.ids.len());
     let subset = crate::artifacts::Crops {
@@ -285,7 +345,10 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
         ids: sample_crops.ids[..n].to_vec(),
         splits: vec![crate::artifacts::Split::Train; n],
         pixels: sample_crops.pixels[..n * sample_crops.size * sample_crops.size * 3].to_vec(),
-        labels: sample_crops.labels[..n].iter().map(|l| l.or(Some([0.0; 37]))).collect(),
+        labels: sample_crops.labels[..n]
+            .iter()
+            .map(|l| l.or(Some([0.0; 37])))
+            .collect(),
     };
     let arch = crate::model::Architecture {
         input_size: subset.size,

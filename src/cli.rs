@@ -27,7 +27,12 @@ pub mod exit {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "galaxy-pipe", version, about = "Reproducible, cached Galaxy Zoo pipelines", max_term_width = 100)]
+#[command(
+    name = "galaxy-pipe",
+    version,
+    about = "Reproducible, cached Galaxy Zoo pipelines",
+    max_term_width = 100
+)]
 struct Cli {
     /// Print machine-readable JSON on stdout instead of text.
     #[arg(long, global = true)]
@@ -117,7 +122,11 @@ enum Command {
     /// Measure the performance figures of BENCHMARKS.md (each against a baseline in the same run).
     Bench {
         /// The real Kaggle sample.
-        #[arg(long, default_value = "../shared/data/galaxy-zoo-sample", value_name = "DIR")]
+        #[arg(
+            long,
+            default_value = "../shared/data/galaxy-zoo-sample",
+            value_name = "DIR"
+        )]
         sample: PathBuf,
         /// Scratch folder for the large data set and caches (reused between runs).
         #[arg(long, default_value = "target/bench", value_name = "DIR")]
@@ -179,7 +188,11 @@ pub fn main_with(args: Vec<OsString>, registry: &dyn Registry) -> i32 {
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return code;
         }
@@ -211,7 +224,11 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GALAXY_PIPE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).without_time().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
 }
 
 fn render_diagnostic(e: ConfigError) -> String {
@@ -247,7 +264,9 @@ fn cache_root(flag: Option<&Path>, pipeline: Option<&Pipeline>) -> PathBuf {
         return dir;
     }
     let start = match pipeline {
-        Some(p) => std::path::absolute(&p.path).ok().and_then(|a| a.parent().map(Path::to_path_buf)),
+        Some(p) => std::path::absolute(&p.path)
+            .ok()
+            .and_then(|a| a.parent().map(Path::to_path_buf)),
         None => std::env::current_dir().ok(),
     }
     .unwrap_or_else(|| PathBuf::from("."));
@@ -255,7 +274,11 @@ fn cache_root(flag: Option<&Path>, pipeline: Option<&Pipeline>) -> PathBuf {
 }
 
 pub fn project_root(start: &Path) -> PathBuf {
-    start.ancestors().find(|d| d.join("cache").is_dir() || d.join(".git").exists()).unwrap_or(start).to_path_buf()
+    start
+        .ancestors()
+        .find(|d| d.join("cache").is_dir() || d.join(".git").exists())
+        .unwrap_or(start)
+        .to_path_buf()
 }
 
 fn open_store(flag: Option<&Path>, pipeline: Option<&Pipeline>) -> Result<Store, Failure> {
@@ -277,11 +300,22 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
         }
         Command::Validate(args) => {
             let (pipeline, graph) = load(&args)?;
-            let order: Vec<&str> = graph.order().map(|i| pipeline.stages[i].id.as_str()).collect();
+            let order: Vec<&str> = graph
+                .order()
+                .map(|i| pipeline.stages[i].id.as_str())
+                .collect();
             if json {
-                println!("{}", json!({ "ok": true, "pipeline": pipeline.name, "stages": order }));
+                println!(
+                    "{}",
+                    json!({ "ok": true, "pipeline": pipeline.name, "stages": order })
+                );
             } else {
-                println!("ok: pipeline `{}`, {} stages ({})", pipeline.name, order.len(), order.join(" → "));
+                println!(
+                    "ok: pipeline `{}`, {} stages ({})",
+                    pipeline.name,
+                    order.len(),
+                    order.join(" → ")
+                );
             }
             Ok(exit::OK)
         }
@@ -304,21 +338,50 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
             }
             Ok(exit::OK)
         }
-        Command::Run { args, until, only, force, force_all, jobs, dry_run, verify_inputs, verify } => {
+        Command::Run {
+            args,
+            until,
+            only,
+            force,
+            force_all,
+            jobs,
+            dry_run,
+            verify_inputs,
+            verify,
+        } => {
             let (pipeline, graph) = load(&args)?;
             for id in force.iter().chain(&only) {
                 crate::graph::index_of(&pipeline, id)?;
             }
             let selected = graph.select(&pipeline, until.as_deref(), &only)?;
             let store = open_store(cache_flag, Some(&pipeline))?;
-            let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-            let opts = RunOptions { until, only, force, force_all, jobs, dry_run, verify_inputs, verify };
+            let jobs = jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
+            let opts = RunOptions {
+                until,
+                only,
+                force,
+                force_all,
+                jobs,
+                dry_run,
+                verify_inputs,
+                verify,
+            };
             run(&pipeline, &graph, &store, registry, &selected, &opts, json)
         }
         Command::Status(args) => {
             let (pipeline, graph) = load(&args)?;
             let store = open_store(cache_flag, Some(&pipeline))?;
-            let runner = Runner { pipeline: &pipeline, graph: &graph, store: &store, registry, bars: Bars::new(false) };
+            let runner = Runner {
+                pipeline: &pipeline,
+                graph: &graph,
+                store: &store,
+                registry,
+                bars: Bars::new(false),
+            };
             let all: BTreeSet<usize> = (0..pipeline.stages.len()).collect();
             let plan = runner.plan(&all, &RunOptions::default());
             let mut rows = Vec::new();
@@ -343,20 +406,38 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
             let (pipeline, graph) = load(&args)?;
             let index = crate::graph::index_of(&pipeline, &stage)?;
             let store = open_store(cache_flag, Some(&pipeline))?;
-            let runner = Runner { pipeline: &pipeline, graph: &graph, store: &store, registry, bars: Bars::new(false) };
+            let runner = Runner {
+                pipeline: &pipeline,
+                graph: &graph,
+                store: &store,
+                registry,
+                bars: Bars::new(false),
+            };
             let selected: BTreeSet<usize> = [index].into();
             let plan = runner.plan(&selected, &RunOptions::default());
-            let entry = plan.into_iter().find(|e| e.index == index).expect("selected stage is planned");
+            let entry = plan
+                .into_iter()
+                .find(|e| e.index == index)
+                .expect("selected stage is planned");
             let (state, key, reasons) = describe(&entry.state);
             if json {
-                println!("{}", json!({ "stage": stage, "state": state, "key": key, "reasons": reasons }));
+                println!(
+                    "{}",
+                    json!({ "stage": stage, "state": state, "key": key, "reasons": reasons })
+                );
             } else {
                 let headline = match &entry.state {
                     PlanState::Fresh { .. } => {
-                        format!("`{stage}` is fresh: nothing it depends on changed since it last ran")
+                        format!(
+                            "`{stage}` is fresh: nothing it depends on changed since it last ran"
+                        )
                     }
-                    PlanState::Stale { first_run: true, .. } => {
-                        format!("`{stage}` is stale: it has not run in this pipeline (on this cache) yet")
+                    PlanState::Stale {
+                        first_run: true, ..
+                    } => {
+                        format!(
+                            "`{stage}` is stale: it has not run in this pipeline (on this cache) yet"
+                        )
                     }
                     PlanState::Stale { .. } => format!("`{stage}` is stale because:"),
                     PlanState::Pending { upstream } => format!(
@@ -376,12 +457,22 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
             }
             Ok(exit::OK)
         }
-        Command::Synth { out, count, test_count, seed } => {
+        Command::Synth {
+            out,
+            count,
+            test_count,
+            seed,
+        } => {
             let bars = Bars::new(bars_enabled(json));
             let progress = bars.stage("synth");
             progress.start((count + test_count) as u64, "rendering");
             let start = Instant::now();
-            let opts = crate::synth::SynthOptions { out: out.clone(), count, test_count, seed };
+            let opts = crate::synth::SynthOptions {
+                out: out.clone(),
+                count,
+                test_count,
+                seed,
+            };
             crate::synth::generate(&opts, &|| progress.inc(1))
                 .map_err(|e| Failure::Runtime(crate::runner::chain(&e)))?;
             drop(progress);
@@ -392,12 +483,25 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
                     json!({ "out": out, "count": count, "test_count": test_count, "seed": seed, "seconds": seconds })
                 );
             } else {
-                eprintln!("wrote {count} labelled + {test_count} test galaxies to {} in {seconds:.1}s", out.display());
+                eprintln!(
+                    "wrote {count} labelled + {test_count} test galaxies to {} in {seconds:.1}s",
+                    out.display()
+                );
             }
             Ok(exit::OK)
         }
-        Command::Bench { sample, work, count, train_batches } => {
-            let opts = crate::bench::BenchOptions { sample, work, count, train_batches };
+        Command::Bench {
+            sample,
+            work,
+            count,
+            train_batches,
+        } => {
+            let opts = crate::bench::BenchOptions {
+                sample,
+                work,
+                count,
+                train_batches,
+            };
             let v = crate::bench::run(&opts).map_err(Failure::Runtime)?;
             if json {
                 println!("{v}");
@@ -407,7 +511,8 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
             Ok(exit::OK)
         }
         Command::Gc { keep_runs, dry_run } => {
-            crate::gc::gc(&open_store(cache_flag, None)?, keep_runs, dry_run, json).map_err(Failure::Runtime)
+            crate::gc::gc(&open_store(cache_flag, None)?, keep_runs, dry_run, json)
+                .map_err(Failure::Runtime)
         }
     }
 }
@@ -415,13 +520,23 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
 fn describe(state: &PlanState) -> (&'static str, Option<String>, Vec<String>) {
     match state {
         PlanState::Fresh { key } => ("fresh", Some(key.clone()), Vec::new()),
-        PlanState::Stale { key, changes, first_run } => {
-            let reasons = if *first_run { vec!["never ran in this pipeline".to_string()] } else { changes.clone() };
+        PlanState::Stale {
+            key,
+            changes,
+            first_run,
+        } => {
+            let reasons = if *first_run {
+                vec!["never ran in this pipeline".to_string()]
+            } else {
+                changes.clone()
+            };
             ("stale", Some(key.clone()), reasons)
         }
-        PlanState::Pending { upstream } => {
-            ("pending", None, vec![format!("after stale input(s): {}", upstream.join(", "))])
-        }
+        PlanState::Pending { upstream } => (
+            "pending",
+            None,
+            vec![format!("after stale input(s): {}", upstream.join(", "))],
+        ),
         PlanState::Unavailable { reason } => ("unavailable", None, vec![reason.clone()]),
     }
 }
@@ -438,9 +553,17 @@ fn run(
     let start = Instant::now();
     let (run_id, started) = records::new_run_id();
     let bars = Bars::new(bars_enabled(json));
-    let runner = Runner { pipeline, graph, store, registry, bars };
+    let runner = Runner {
+        pipeline,
+        graph,
+        store,
+        registry,
+        bars,
+    };
     let stages = runner.run(selected, opts);
-    let failed = stages.iter().any(|s| matches!(s.outcome, Outcome::Failed | Outcome::Skipped));
+    let failed = stages
+        .iter()
+        .any(|s| matches!(s.outcome, Outcome::Failed | Outcome::Skipped));
     let seconds = start.elapsed().as_secs_f64();
     let mut record_path = None;
     if !opts.dry_run {
@@ -472,7 +595,11 @@ fn run(
         let count = |o: Outcome| stages.iter().filter(|s| s.outcome == o).count();
         let verdict = if failed { "FAILED" } else { "ok" };
         if opts.dry_run {
-            eprintln!("dry run: {} hit, {} miss", count(Outcome::Hit), count(Outcome::Miss));
+            eprintln!(
+                "dry run: {} hit, {} miss",
+                count(Outcome::Hit),
+                count(Outcome::Miss)
+            );
         } else {
             eprintln!(
                 "{verdict}: {} ran, {} cached, {} failed, {} skipped in {seconds:.2}s",

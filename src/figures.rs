@@ -14,11 +14,16 @@ static FONT: Once = Once::new();
 /// Plotters draws text with an embedded DejaVu Sans, so figures look the same everywhere.
 pub fn register_font() {
     FONT.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
     });
 }
 
-pub type ClassChart<'a, DB> = ChartContext<'a, DB, Cartesian2d<SegmentedCoord<RangedCoordusize>, RangedCoordf64>>;
+pub type ClassChart<'a, DB> =
+    ChartContext<'a, DB, Cartesian2d<SegmentedCoord<RangedCoordusize>, RangedCoordf64>>;
 
 /// A chart whose x axis is the 37 classes (labelled `1.1` … `11.6`) and y axis `0..y_max`.
 pub fn class_axes<'a, DB: DrawingBackend + 'a>(
@@ -41,9 +46,15 @@ pub fn class_axes<'a, DB: DrawingBackend + 'a>(
         .x_labels(N_CLASSES)
         .x_desc("class")
         .y_desc(y_desc)
-        .x_label_style(("sans-serif", 13).into_font().transform(FontTransform::Rotate90))
+        .x_label_style(
+            ("sans-serif", 13)
+                .into_font()
+                .transform(FontTransform::Rotate90),
+        )
         .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(i) if *i < N_CLASSES => CLASS_NAMES[*i].trim_start_matches("Class").to_string(),
+            SegmentValue::CenterOf(i) if *i < N_CLASSES => {
+                CLASS_NAMES[*i].trim_start_matches("Class").to_string()
+            }
             _ => String::new(),
         })
         .axis_desc_style(("sans-serif", 18))

@@ -12,15 +12,22 @@ pub fn gc(store: &Store, keep_runs: usize, dry_run: bool, json: bool) -> Result<
     for w in &warnings {
         eprintln!("warning: {w}");
     }
-    let mut keep: BTreeSet<String> =
-        runs.iter().take(keep_runs).flat_map(|r| r.stages.iter().filter_map(|s| s.key.clone())).collect();
+    let mut keep: BTreeSet<String> = runs
+        .iter()
+        .take(keep_runs)
+        .flat_map(|r| r.stages.iter().filter_map(|s| s.key.clone()))
+        .collect();
     // The last state of every stage of every pipeline stays, so `run` after `gc` is a no-op.
     keep.extend(current_keys(store));
     let swept = if dry_run { 0 } else { store.sweep() };
     let mut removed = Vec::new();
     let mut busy = Vec::new();
     let mut freed = 0u64;
-    for key in store.object_keys().into_iter().filter(|k| !keep.contains(k)) {
+    for key in store
+        .object_keys()
+        .into_iter()
+        .filter(|k| !keep.contains(k))
+    {
         let size = store.object_size(&key);
         if dry_run {
             removed.push(key);
@@ -70,8 +77,9 @@ fn current_keys(store: &Store) -> BTreeSet<String> {
             continue;
         };
         for file in stages.flatten() {
-            if let Some(fp) =
-                std::fs::read(file.path()).ok().and_then(|b| serde_json::from_slice::<Fingerprint>(&b).ok())
+            if let Some(fp) = std::fs::read(file.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Fingerprint>(&b).ok())
             {
                 keys.insert(fp.key());
             }

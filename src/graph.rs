@@ -16,7 +16,10 @@ pub enum GraphError {
     #[error(transparent)]
     Invalid(#[from] ConfigError),
     #[error("no stage `{name}` in this pipeline{}", .suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
-    UnknownStage { name: String, suggestion: Option<String> },
+    UnknownStage {
+        name: String,
+        suggestion: Option<String>,
+    },
 }
 
 /// A sealed DAG: an edge runs from an input stage to the stage that reads it.
@@ -30,10 +33,16 @@ pub struct Graph {
 impl Graph {
     pub fn build(pipeline: &Pipeline) -> Result<Self, GraphError> {
         let mut graph = DiGraph::new();
-        let nodes: Vec<NodeIndex> = (0..pipeline.stages.len()).map(|i| graph.add_node(i)).collect();
+        let nodes: Vec<NodeIndex> = (0..pipeline.stages.len())
+            .map(|i| graph.add_node(i))
+            .collect();
         for (i, stage) in pipeline.stages.iter().enumerate() {
             for input in &stage.inputs {
-                let j = pipeline.stages.iter().position(|s| &s.id == input).expect("inputs were validated");
+                let j = pipeline
+                    .stages
+                    .iter()
+                    .position(|s| &s.id == input)
+                    .expect("inputs were validated");
                 graph.add_edge(nodes[j], nodes[i], ());
             }
         }
@@ -41,11 +50,23 @@ impl Graph {
             Ok(_) => stable_topo(&graph),
             Err(cycle) => {
                 let path = cycle_path(&graph, cycle.node_id(), pipeline);
-                let at = pipeline.stages.iter().position(|s| s.id == path[0]).expect("a stage");
-                let next = pipeline.stages[at].inputs.iter().position(|i| *i == path[path.len() - 2]);
+                let at = pipeline
+                    .stages
+                    .iter()
+                    .position(|s| s.id == path[0])
+                    .expect("a stage");
+                let next = pipeline.stages[at]
+                    .inputs
+                    .iter()
+                    .position(|i| *i == path[path.len() - 2]);
                 let message = format!("the stages form a cycle: {}", path.join(" → "));
                 return Err(pipeline
-                    .error_at_input(at, next, message, Some("a stage cannot depend on its own output".into()))
+                    .error_at_input(
+                        at,
+                        next,
+                        message,
+                        Some("a stage cannot depend on its own output".into()),
+                    )
                     .into());
             }
         };
@@ -60,16 +81,22 @@ impl Graph {
 
     /// Direct upstream stage indices of stage `i`.
     pub fn upstream(&self, i: usize) -> Vec<usize> {
-        let mut up: Vec<usize> =
-            self.graph.neighbors_directed(NodeIndex::new(i), Direction::Incoming).map(|n| self.graph[n]).collect();
+        let mut up: Vec<usize> = self
+            .graph
+            .neighbors_directed(NodeIndex::new(i), Direction::Incoming)
+            .map(|n| self.graph[n])
+            .collect();
         up.sort();
         up
     }
 
     /// Direct downstream stage indices of stage `i`.
     pub fn downstream(&self, i: usize) -> Vec<usize> {
-        let mut down: Vec<usize> =
-            self.graph.neighbors_directed(NodeIndex::new(i), Direction::Outgoing).map(|n| self.graph[n]).collect();
+        let mut down: Vec<usize> = self
+            .graph
+            .neighbors_directed(NodeIndex::new(i), Direction::Outgoing)
+            .map(|n| self.graph[n])
+            .collect();
         down.sort();
         down
     }
@@ -108,21 +135,34 @@ impl Graph {
         let mut out = String::new();
         for i in self.order() {
             let s = &pipeline.stages[i];
-            let inputs = if s.inputs.is_empty() { String::new() } else { format!(" ← {}", s.inputs.join(", ")) };
+            let inputs = if s.inputs.is_empty() {
+                String::new()
+            } else {
+                format!(" ← {}", s.inputs.join(", "))
+            };
             out.push_str(&format!("{} ({}){inputs}\n", s.id, s.kind));
         }
         out
     }
 
     pub fn to_dot(&self, pipeline: &Pipeline) -> String {
-        let mut out = format!("digraph \"{}\" {{\n  rankdir=LR;\n", pipeline.name.replace('"', "'"));
+        let mut out = format!(
+            "digraph \"{}\" {{\n  rankdir=LR;\n",
+            pipeline.name.replace('"', "'")
+        );
         for i in self.order() {
             let s = &pipeline.stages[i];
-            out.push_str(&format!("  \"{}\" [label=\"{}\\n({})\", shape=box];\n", s.id, s.id, s.kind));
+            out.push_str(&format!(
+                "  \"{}\" [label=\"{}\\n({})\", shape=box];\n",
+                s.id, s.id, s.kind
+            ));
         }
         for i in self.order() {
             for up in self.upstream(i) {
-                out.push_str(&format!("  \"{}\" -> \"{}\";\n", pipeline.stages[up].id, pipeline.stages[i].id));
+                out.push_str(&format!(
+                    "  \"{}\" -> \"{}\";\n",
+                    pipeline.stages[up].id, pipeline.stages[i].id
+                ));
             }
         }
         out.push_str("}\n");
@@ -137,7 +177,10 @@ impl Graph {
         }
         for i in self.order() {
             for up in self.upstream(i) {
-                out.push_str(&format!("  {} --> {}\n", pipeline.stages[up].id, pipeline.stages[i].id));
+                out.push_str(&format!(
+                    "  {} --> {}\n",
+                    pipeline.stages[up].id, pipeline.stages[i].id
+                ));
             }
         }
         out
@@ -145,10 +188,21 @@ impl Graph {
 }
 
 pub fn index_of(pipeline: &Pipeline, name: &str) -> Result<usize, GraphError> {
-    pipeline.stages.iter().position(|s| s.id == name).ok_or_else(|| {
-        let ids: Vec<String> = pipeline.stages.iter().map(|s: &StageSpec| s.id.clone()).collect();
-        GraphError::UnknownStage { name: name.to_string(), suggestion: did_you_mean(name, &ids).map(str::to_string) }
-    })
+    pipeline
+        .stages
+        .iter()
+        .position(|s| s.id == name)
+        .ok_or_else(|| {
+            let ids: Vec<String> = pipeline
+                .stages
+                .iter()
+                .map(|s: &StageSpec| s.id.clone())
+                .collect();
+            GraphError::UnknownStage {
+                name: name.to_string(),
+                suggestion: did_you_mean(name, &ids).map(str::to_string),
+            }
+        })
 }
 
 /// Every input must be of a kind the stage accepts, and required kinds must be present.
@@ -161,8 +215,15 @@ fn check_kinds(pipeline: &Pipeline) -> Result<(), ConfigError> {
             let up = pipeline.stage(input).expect("inputs were validated");
             if !accepted.contains(&up.kind) {
                 let names: Vec<&str> = accepted.iter().map(|k| k.name()).collect();
-                let allowed = if names.is_empty() { "no inputs".to_string() } else { names.join(", ") };
-                let message = format!("a `{}` stage cannot read `{input}` (a `{}` stage)", stage.kind, up.kind);
+                let allowed = if names.is_empty() {
+                    "no inputs".to_string()
+                } else {
+                    names.join(", ")
+                };
+                let message = format!(
+                    "a `{}` stage cannot read `{input}` (a `{}` stage)",
+                    stage.kind, up.kind
+                );
                 errors.push(pipeline.error_at_input(
                     i,
                     Some(n),
@@ -173,7 +234,10 @@ fn check_kinds(pipeline: &Pipeline) -> Result<(), ConfigError> {
             seen.push(up.kind);
         }
         for need in required.iter().filter(|k| !seen.contains(k)) {
-            let message = format!("stage `{}` ({}) needs an input of kind `{need}`", stage.id, stage.kind);
+            let message = format!(
+                "stage `{}` ({}) needs an input of kind `{need}`",
+                stage.id, stage.kind
+            );
             errors.push(pipeline.error_at_input(i, None, message, None));
         }
     }
@@ -182,10 +246,15 @@ fn check_kinds(pipeline: &Pipeline) -> Result<(), ConfigError> {
 
 /// Kahn's algorithm, always taking the ready stage declared first: the order users expect.
 fn stable_topo(graph: &DiGraph<usize, ()>) -> Vec<NodeIndex> {
-    let mut indegree: Vec<usize> =
-        graph.node_indices().map(|n| graph.neighbors_directed(n, Direction::Incoming).count()).collect();
-    let mut ready: BTreeSet<usize> =
-        graph.node_indices().filter(|n| indegree[n.index()] == 0).map(|n| graph[n]).collect();
+    let mut indegree: Vec<usize> = graph
+        .node_indices()
+        .map(|n| graph.neighbors_directed(n, Direction::Incoming).count())
+        .collect();
+    let mut ready: BTreeSet<usize> = graph
+        .node_indices()
+        .filter(|n| indegree[n.index()] == 0)
+        .map(|n| graph[n])
+        .collect();
     let mut order = Vec::with_capacity(graph.node_count());
     while let Some(i) = ready.pop_first() {
         let n = NodeIndex::new(i);
@@ -230,5 +299,7 @@ fn cycle_path(graph: &DiGraph<usize, ()>, start: NodeIndex, pipeline: &Pipeline)
     seen[start.index()] = true;
     walk(graph, start, start, &mut path, &mut seen);
     path.push(start);
-    path.into_iter().map(|n| pipeline.stages[graph[n]].id.clone()).collect()
+    path.into_iter()
+        .map(|n| pipeline.stages[graph[n]].id.clone())
+        .collect()
 }

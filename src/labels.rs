@@ -53,17 +53,61 @@ pub struct Question {
 
 /// The questions in the order a tree output layer evaluates them (parents first).
 pub const QUESTIONS: [Question; 11] = [
-    Question { number: 1, columns: 0..3, parent: None },
-    Question { number: 2, columns: 3..5, parent: Some(1) }, // Class1.2
-    Question { number: 3, columns: 5..7, parent: Some(4) }, // Class2.2
-    Question { number: 4, columns: 7..9, parent: Some(4) }, // Class2.2
-    Question { number: 5, columns: 9..13, parent: Some(4) }, // Class2.2
-    Question { number: 6, columns: 13..15, parent: None },
-    Question { number: 7, columns: 15..18, parent: Some(0) }, // Class1.1
-    Question { number: 8, columns: 18..25, parent: Some(13) }, // Class6.1
-    Question { number: 9, columns: 25..28, parent: Some(3) }, // Class2.1
-    Question { number: 10, columns: 28..31, parent: Some(7) }, // Class4.1
-    Question { number: 11, columns: 31..37, parent: Some(7) }, // Class4.1
+    Question {
+        number: 1,
+        columns: 0..3,
+        parent: None,
+    },
+    Question {
+        number: 2,
+        columns: 3..5,
+        parent: Some(1),
+    }, // Class1.2
+    Question {
+        number: 3,
+        columns: 5..7,
+        parent: Some(4),
+    }, // Class2.2
+    Question {
+        number: 4,
+        columns: 7..9,
+        parent: Some(4),
+    }, // Class2.2
+    Question {
+        number: 5,
+        columns: 9..13,
+        parent: Some(4),
+    }, // Class2.2
+    Question {
+        number: 6,
+        columns: 13..15,
+        parent: None,
+    },
+    Question {
+        number: 7,
+        columns: 15..18,
+        parent: Some(0),
+    }, // Class1.1
+    Question {
+        number: 8,
+        columns: 18..25,
+        parent: Some(13),
+    }, // Class6.1
+    Question {
+        number: 9,
+        columns: 25..28,
+        parent: Some(3),
+    }, // Class2.1
+    Question {
+        number: 10,
+        columns: 28..31,
+        parent: Some(7),
+    }, // Class4.1
+    Question {
+        number: 11,
+        columns: 31..37,
+        parent: Some(7),
+    }, // Class4.1
 ];
 
 /// The largest absolute deviation of any question's sum from its parent value.
@@ -95,7 +139,13 @@ mod tests {
 
     #[test]
     fn parents_are_the_columns_design_md_names() {
-        let parent = |n: u8| QUESTIONS.iter().find(|q| q.number == n).and_then(|q| q.parent).map(|p| CLASS_NAMES[p]);
+        let parent = |n: u8| {
+            QUESTIONS
+                .iter()
+                .find(|q| q.number == n)
+                .and_then(|q| q.parent)
+                .map(|p| CLASS_NAMES[p])
+        };
         assert_eq!(parent(2), Some("Class1.2"));
         assert_eq!(parent(5), Some("Class2.2"));
         assert_eq!(parent(7), Some("Class1.1"));

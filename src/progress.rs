@@ -26,9 +26,11 @@ impl Bars {
         let bar = self.multi.as_ref().map(|m| {
             let bar = m.add(ProgressBar::new(0));
             bar.set_style(
-                ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:>12} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             bar.set_prefix(id.to_string());
             bar.enable_steady_tick(Duration::from_millis(200));

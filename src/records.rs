@@ -84,14 +84,22 @@ impl RunRecord {
 pub fn new_run_id() -> (String, String) {
     let now = std::time::SystemTime::now();
     let started = humantime::format_rfc3339_millis(now).to_string();
-    let compact: String = started.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let compact: String = started
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
     (format!("{compact}-{}", std::process::id()), started)
 }
 
 /// All readable run records, newest first; unreadable ones are returned as warnings.
 pub fn list(runs_dir: &Path) -> (Vec<RunRecord>, Vec<String>) {
     let mut names: Vec<PathBuf> = std::fs::read_dir(runs_dir)
-        .map(|it| it.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect())
+        .map(|it| {
+            it.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names.reverse();
@@ -103,7 +111,10 @@ pub fn list(runs_dir: &Path) -> (Vec<RunRecord>, Vec<String>) {
             .and_then(|b| serde_json::from_slice::<RunRecord>(&b).map_err(|e| e.to_string()))
         {
             Ok(r) => records.push(r),
-            Err(e) => warnings.push(format!("ignoring unreadable run record {}: {e}", path.display())),
+            Err(e) => warnings.push(format!(
+                "ignoring unreadable run record {}: {e}",
+                path.display()
+            )),
         }
     }
     (records, warnings)
@@ -119,7 +130,9 @@ pub fn git_info(dir: &Path) -> Option<GitInfo> {
             .stderr(std::process::Stdio::null())
             .output()
             .ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     let commit = run(&["rev-parse", "HEAD"])?;
     let dirty = !run(&["status", "--porcelain", "--untracked-files=no"])?.is_empty();

@@ -6,7 +6,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
-use crate::cache::{Artifact, CACHE_FORMAT, CacheError, Change, Fingerprint, Lookup, StageReport, Store};
+use crate::cache::{
+    Artifact, CACHE_FORMAT, CacheError, Change, Fingerprint, Lookup, StageReport, Store,
+};
 use crate::config::{Pipeline, StageKind};
 use crate::graph::Graph;
 use crate::progress::{Bars, Progress};
@@ -33,7 +35,11 @@ pub enum PlanState {
     /// Published and intact.
     Fresh { key: String },
     /// Must run; `changes` says why (empty when the stage never ran in this pipeline).
-    Stale { key: String, changes: Vec<String>, first_run: bool },
+    Stale {
+        key: String,
+        changes: Vec<String>,
+        first_run: bool,
+    },
     /// Its key depends on an upstream output that must be computed first.
     Pending { upstream: Vec<String> },
     /// This build cannot run the stage (or its inputs could not be read).
@@ -72,7 +78,10 @@ impl<'a> Runner<'a> {
         progress: &Progress,
     ) -> Result<Fingerprint, FingerprintError> {
         let spec = &self.pipeline.stages[i];
-        let stage = self.registry.stage(spec.kind).ok_or(FingerprintError::NotImplemented(spec.kind))?;
+        let stage = self
+            .registry
+            .stage(spec.kind)
+            .ok_or(FingerprintError::NotImplemented(spec.kind))?;
         let mut files = BTreeMap::new();
         for input in stage.file_inputs(spec) {
             let label = format!("hashing {}", input.group);
@@ -82,7 +91,9 @@ impl<'a> Runner<'a> {
                 }
                 progress.set_position(done);
             };
-            let digest = self.store.input_manifest(&input.path, verify_inputs, &on_hashed)?;
+            let digest = self
+                .store
+                .input_manifest(&input.path, verify_inputs, &on_hashed)?;
             files.insert(input.group, digest);
         }
         let fp = Fingerprint {
@@ -104,19 +115,31 @@ impl<'a> Runner<'a> {
             .map(|c| match c {
                 Change::Code(s) | Change::Param(s) | Change::Upstream(s) => s,
                 Change::Files { group, old, new } => {
-                    match (self.store.stored_manifest(&old), self.store.stored_manifest(&new)) {
+                    match (
+                        self.store.stored_manifest(&old),
+                        self.store.stored_manifest(&new),
+                    ) {
                         (Some(o), Some(n)) => {
                             let (added, removed, changed) = n.diff(&o);
                             let mut parts = Vec::new();
-                            for (what, list) in [("changed", &changed), ("added", &added), ("removed", &removed)] {
+                            for (what, list) in [
+                                ("changed", &changed),
+                                ("added", &added),
+                                ("removed", &removed),
+                            ] {
                                 if !list.is_empty() {
-                                    let shown: Vec<&str> = list.iter().take(5).map(String::as_str).collect();
+                                    let shown: Vec<&str> =
+                                        list.iter().take(5).map(String::as_str).collect();
                                     let more = if list.len() > 5 {
                                         format!(", … {} more", list.len() - 5)
                                     } else {
                                         String::new()
                                     };
-                                    parts.push(format!("{} {what} ({}{more})", list.len(), shown.join(", ")));
+                                    parts.push(format!(
+                                        "{} {what} ({}{more})",
+                                        list.len(),
+                                        shown.join(", ")
+                                    ));
                                 }
                             }
                             format!("input files `{group}`: {}", parts.join("; "))
@@ -156,16 +179,27 @@ impl<'a> Runner<'a> {
     ) -> (PlanState, Option<String>) {
         let spec = &self.pipeline.stages[i];
         let ups = self.graph.upstream(i);
-        let missing: Vec<String> =
-            ups.iter().filter(|u| !digests.contains_key(u)).map(|u| self.pipeline.stages[*u].id.clone()).collect();
+        let missing: Vec<String> = ups
+            .iter()
+            .filter(|u| !digests.contains_key(u))
+            .map(|u| self.pipeline.stages[*u].id.clone())
+            .collect();
         if !missing.is_empty() {
             return (PlanState::Pending { upstream: missing }, None);
         }
-        let upstream = ups.iter().map(|u| (self.pipeline.stages[*u].id.clone(), digests[u].clone())).collect();
+        let upstream = ups
+            .iter()
+            .map(|u| (self.pipeline.stages[*u].id.clone(), digests[u].clone()))
+            .collect();
         let fp = match self.fingerprint(i, &upstream, opts.verify_inputs, progress) {
             Ok(fp) => fp,
             Err(e) => {
-                return (PlanState::Unavailable { reason: e.to_string() }, None);
+                return (
+                    PlanState::Unavailable {
+                        reason: e.to_string(),
+                    },
+                    None,
+                );
             }
         };
         let key = fp.key();
@@ -182,13 +216,24 @@ impl<'a> Runner<'a> {
         let last = self.store.last_fingerprint(&self.pipeline.path, &spec.id);
         let (changes, first_run) = match &last {
             _ if forced => (vec!["forced (--force)".to_string()], false),
-            Some(old) if old.key() == key => {
-                (vec!["same fingerprint as last time, but its artifact is gone or damaged".to_string()], false)
-            }
+            Some(old) if old.key() == key => (
+                vec![
+                    "same fingerprint as last time, but its artifact is gone or damaged"
+                        .to_string(),
+                ],
+                false,
+            ),
             Some(old) => (self.explain(&fp, old), false),
             None => (Vec::new(), true),
         };
-        (PlanState::Stale { key, changes, first_run }, None)
+        (
+            PlanState::Stale {
+                key,
+                changes,
+                first_run,
+            },
+            None,
+        )
     }
 
     /// Selected stages plus every ancestor whose output they need.
@@ -209,7 +254,9 @@ impl<'a> Runner<'a> {
     pub fn run(&self, selected: &BTreeSet<usize>, opts: &RunOptions) -> Vec<StageRecord> {
         let swept = self.store.sweep();
         if swept > 0 {
-            self.bars.println(&format!("swept {swept} orphaned temp folder(s) from an interrupted run"));
+            self.bars.println(&format!(
+                "swept {swept} orphaned temp folder(s) from an interrupted run"
+            ));
         }
         let needed = self.needed(selected);
         let order: Vec<usize> = self.graph.order().filter(|i| needed.contains(i)).collect();
@@ -229,13 +276,17 @@ impl<'a> Runner<'a> {
                     let i = pending[idx];
                     let ups = self.graph.upstream(i);
                     if let Some(bad) = ups.iter().find(|u| blocked.contains_key(u)) {
-                        let why = format!("input `{}` is not available", self.pipeline.stages[*bad].id);
+                        let why =
+                            format!("input `{}` is not available", self.pipeline.stages[*bad].id);
                         blocked.insert(i, why.clone());
                         if selected.contains(&i) {
                             // In a dry run a blocked stage is one that would run after its inputs.
                             let rec = if opts.dry_run {
                                 let mut r = self.record(i, None, Outcome::Miss, 0.0, None);
-                                r.notes.push(format!("would run after `{}`", self.pipeline.stages[*bad].id));
+                                r.notes.push(format!(
+                                    "would run after `{}`",
+                                    self.pipeline.stages[*bad].id
+                                ));
                                 r
                             } else {
                                 self.record(i, None, Outcome::Skipped, 0.0, Some(why))
@@ -251,14 +302,20 @@ impl<'a> Runner<'a> {
                         continue;
                     }
                     pending.remove(idx);
-                    let inputs: BTreeMap<String, Artifact> =
-                        ups.iter().map(|u| (self.pipeline.stages[*u].id.clone(), artifacts[u].clone())).collect();
+                    let inputs: BTreeMap<String, Artifact> = ups
+                        .iter()
+                        .map(|u| (self.pipeline.stages[*u].id.clone(), artifacts[u].clone()))
+                        .collect();
                     let reuse_only = !selected.contains(&i);
                     let tx = tx.clone();
                     running.insert(i);
                     scope.spawn(move || {
                         let (rec, art) = self.execute(i, inputs, opts, reuse_only);
-                        let (rec, art) = if opts.dry_run || reuse_only { (rec, art) } else { self.export(i, rec, art) };
+                        let (rec, art) = if opts.dry_run || reuse_only {
+                            (rec, art)
+                        } else {
+                            self.export(i, rec, art)
+                        };
                         let _ = tx.send((i, rec, art));
                     });
                 }
@@ -310,7 +367,12 @@ impl<'a> Runner<'a> {
 
     fn summary(&self, rec: &StageRecord) {
         let key = rec.key.as_deref().map(|k| &k[..12]).unwrap_or("-");
-        let mut line = format!("{:>8}  {:<14} {:>8.2}s  {key}", rec.outcome.word(), rec.id, rec.seconds);
+        let mut line = format!(
+            "{:>8}  {:<14} {:>8.2}s  {key}",
+            rec.outcome.word(),
+            rec.id,
+            rec.seconds
+        );
         for note in &rec.notes {
             line.push_str(&format!("\n          note: {note}"));
         }
@@ -332,10 +394,22 @@ impl<'a> Runner<'a> {
         let start = Instant::now();
         let progress = self.bars.stage(&spec.id);
         let fail = |key: Option<String>, msg: String| {
-            (self.record(i, key, Outcome::Failed, start.elapsed().as_secs_f64(), Some(msg)), None)
+            (
+                self.record(
+                    i,
+                    key,
+                    Outcome::Failed,
+                    start.elapsed().as_secs_f64(),
+                    Some(msg),
+                ),
+                None,
+            )
         };
 
-        let upstream: BTreeMap<String, String> = inputs.iter().map(|(id, a)| (id.clone(), a.digest.clone())).collect();
+        let upstream: BTreeMap<String, String> = inputs
+            .iter()
+            .map(|(id, a)| (id.clone(), a.digest.clone()))
+            .collect();
         let fp = match self.fingerprint(i, &upstream, opts.verify_inputs, &progress) {
             Ok(x) => x,
             Err(e) => return fail(None, format!("stage `{}`: {}", spec.id, chain(&e))),
@@ -352,8 +426,14 @@ impl<'a> Runner<'a> {
             }
         }
         if reuse_only {
-            let msg = format!("input `{}` is not cached (run it first, or drop --only)", spec.id);
-            return (self.record(i, Some(key), Outcome::Skipped, 0.0, Some(msg)), None);
+            let msg = format!(
+                "input `{}` is not cached (run it first, or drop --only)",
+                spec.id
+            );
+            return (
+                self.record(i, Some(key), Outcome::Skipped, 0.0, Some(msg)),
+                None,
+            );
         }
         if opts.dry_run {
             return (self.record(i, Some(key), Outcome::Miss, 0.0, None), None);
@@ -361,7 +441,11 @@ impl<'a> Runner<'a> {
 
         // Compute under the key's lock; another run computing the same key is waited for.
         let lock = match self.store.lock(&key, || {
-            self.bars.println(&format!("waiting: another run is computing `{}` (key {}) …", spec.id, &key[..12]));
+            self.bars.println(&format!(
+                "waiting: another run is computing `{}` (key {}) …",
+                spec.id,
+                &key[..12]
+            ));
         }) {
             Ok(l) => l,
             Err(e) => return fail(Some(key), e.to_string()),
@@ -382,7 +466,10 @@ impl<'a> Runner<'a> {
             Ok(w) => w,
             Err(e) => return fail(Some(key), e.to_string()),
         };
-        let stage = self.registry.stage(spec.kind).expect("fingerprint checked availability");
+        let stage = self
+            .registry
+            .stage(spec.kind)
+            .expect("fingerprint checked availability");
         // The stage reads its input-file manifests (stored when they were built).
         let mut manifests = BTreeMap::new();
         for (group, digest) in &fp.files {
@@ -407,7 +494,15 @@ impl<'a> Runner<'a> {
             seed: self.pipeline.seed,
             inputs: inputs
                 .iter()
-                .map(|(id, a)| (id.clone(), Input { kind: self.kind_of(id), dir: a.out_dir.clone() }))
+                .map(|(id, a)| {
+                    (
+                        id.clone(),
+                        Input {
+                            kind: self.kind_of(id),
+                            dir: a.out_dir.clone(),
+                        },
+                    )
+                })
                 .collect(),
             out_dir: staging.out_dir.clone(),
             files,
@@ -418,7 +513,10 @@ impl<'a> Runner<'a> {
         let outcome = match result {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => {
-                return fail(Some(key), format!("stage `{}` ({}): {}", spec.id, spec.kind, chain(&e)));
+                return fail(
+                    Some(key),
+                    format!("stage `{}` ({}): {}", spec.id, spec.kind, chain(&e)),
+                );
             }
             Err(panic) => {
                 let msg = panic
@@ -426,11 +524,18 @@ impl<'a> Runner<'a> {
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "panic".into());
-                return fail(Some(key), format!("stage `{}` ({}) crashed: {msg}", spec.id, spec.kind));
+                return fail(
+                    Some(key),
+                    format!("stage `{}` ({}) crashed: {msg}", spec.id, spec.kind),
+                );
             }
         };
         let seconds = start.elapsed().as_secs_f64();
-        let report = StageReport { metrics: outcome.metrics.clone(), notes: outcome.notes.clone(), seconds };
+        let report = StageReport {
+            metrics: outcome.metrics.clone(),
+            notes: outcome.notes.clone(),
+            seconds,
+        };
         let artifact = match self.store.publish(staging, &fp, &report) {
             Ok(a) => a,
             Err(e) => return fail(Some(key), format!("stage `{}`: {e}", spec.id)),
@@ -446,10 +551,17 @@ impl<'a> Runner<'a> {
 
     /// Copy a stage's exported files (e.g. the submission CSV) to their destinations, atomically,
     /// after it ran or was reused; a destination already holding the same bytes is left alone.
-    fn export(&self, i: usize, mut rec: StageRecord, art: Option<Artifact>) -> (StageRecord, Option<Artifact>) {
+    fn export(
+        &self,
+        i: usize,
+        mut rec: StageRecord,
+        art: Option<Artifact>,
+    ) -> (StageRecord, Option<Artifact>) {
         let Some(a) = &art else { return (rec, art) };
         let spec = &self.pipeline.stages[i];
-        let Some(stage) = self.registry.stage(spec.kind) else { return (rec, art) };
+        let Some(stage) = self.registry.stage(spec.kind) else {
+            return (rec, art);
+        };
         for (file, dest) in stage.exports(spec) {
             let src = a.out_dir.join(&file);
             let result = std::fs::read(&src).and_then(|bytes| {
@@ -463,7 +575,12 @@ impl<'a> Runner<'a> {
                 Ok(false) => {}
                 Err(e) => {
                     rec.outcome = Outcome::Failed;
-                    rec.error = Some(format!("stage `{}`: exporting {} to {}: {e}", spec.id, file, dest.display()));
+                    rec.error = Some(format!(
+                        "stage `{}`: exporting {} to {}: {e}",
+                        spec.id,
+                        file,
+                        dest.display()
+                    ));
                     return (rec, None);
                 }
             }
@@ -477,7 +594,9 @@ impl<'a> Runner<'a> {
             Lookup::Valid(a) => Ok(Some(a)),
             Lookup::Missing => Ok(None),
             Lookup::Corrupt(reason) => {
-                self.bars.println(&format!("warning: cached output of `{id}` is damaged ({reason}); recomputing"));
+                self.bars.println(&format!(
+                    "warning: cached output of `{id}` is damaged ({reason}); recomputing"
+                ));
                 Ok(None)
             }
         }
@@ -495,14 +614,27 @@ impl<'a> Runner<'a> {
         if !dry_run && let Err(e) = self.store.record_last(&self.pipeline.path, &spec.id, fp) {
             tracing::warn!("{e}");
         }
-        let outcome = if dry_run { Outcome::Hit } else { Outcome::Cached };
-        let mut rec = self.record(i, Some(a.key.clone()), outcome, start.elapsed().as_secs_f64(), None);
+        let outcome = if dry_run {
+            Outcome::Hit
+        } else {
+            Outcome::Cached
+        };
+        let mut rec = self.record(
+            i,
+            Some(a.key.clone()),
+            outcome,
+            start.elapsed().as_secs_f64(),
+            None,
+        );
         rec.metrics = a.report.metrics.clone();
         (rec, Some(a))
     }
 
     fn kind_of(&self, id: &str) -> StageKind {
-        self.pipeline.stage(id).map(|s| s.kind).expect("inputs were validated")
+        self.pipeline
+            .stage(id)
+            .map(|s| s.kind)
+            .expect("inputs were validated")
     }
 }
 

@@ -24,16 +24,32 @@ pub fn pipeline_schema() -> Value {
     let mut defs: Map<String, Value> = generator.definitions().clone().into_iter().collect();
     for (kind, reference) in refs {
         // Inline the kind's parameter struct and add the keys every stage has.
-        let name = reference["$ref"].as_str().and_then(|r| r.rsplit('/').next()).expect("a $ref").to_string();
+        let name = reference["$ref"]
+            .as_str()
+            .and_then(|r| r.rsplit('/').next())
+            .expect("a $ref")
+            .to_string();
         let mut stage = defs.remove(&name).expect("definition present");
-        let props = stage["properties"].as_object_mut().expect("struct schema has properties");
-        props.insert("kind".into(), json!({ "const": kind.name(), "description": "The stage kind." }));
+        let props = stage["properties"]
+            .as_object_mut()
+            .expect("struct schema has properties");
+        props.insert(
+            "kind".into(),
+            json!({ "const": kind.name(), "description": "The stage kind." }),
+        );
         props.insert(
             "inputs".into(),
             json!({ "type": "array", "items": { "type": "string" }, "description": "Ids of the upstream stages this stage reads." }),
         );
-        let required = stage.as_object_mut().expect("object").entry("required").or_insert_with(|| json!([]));
-        required.as_array_mut().expect("array").insert(0, json!("kind"));
+        let required = stage
+            .as_object_mut()
+            .expect("object")
+            .entry("required")
+            .or_insert_with(|| json!([]));
+        required
+            .as_array_mut()
+            .expect("array")
+            .insert(0, json!("kind"));
         variants.push(stage);
     }
     json!({

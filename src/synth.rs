@@ -53,7 +53,12 @@ pub enum Morphology {
     EdgeOn { bulge: usize },
     /// A disk seen face-on-ish (Q2 no) with optional bar (Q3) and arms (Q4, Q10, Q11), and a
     /// bulge prominence 0..=3 (Q5).
-    FaceOn { bar: bool, arms: Option<(usize, usize)>, bulge: usize, inclination: f64 },
+    FaceOn {
+        bar: bool,
+        arms: Option<(usize, usize)>,
+        bulge: usize,
+        inclination: f64,
+    },
     /// A star or image artifact (Q1.3).
     Star,
 }
@@ -69,9 +74,13 @@ pub struct Galaxy {
 pub fn random_galaxy(rng: &mut impl Rng) -> Galaxy {
     let t: f64 = rng.random();
     let morphology = if t < 0.40 {
-        Morphology::Smooth { axis_ratio: rng.random_range(0.25..1.0) }
+        Morphology::Smooth {
+            axis_ratio: rng.random_range(0.25..1.0),
+        }
     } else if t < 0.55 {
-        Morphology::EdgeOn { bulge: rng.random_range(0..3) }
+        Morphology::EdgeOn {
+            bulge: rng.random_range(0..3),
+        }
     } else if t < 0.96 {
         let spiral = rng.random_bool(0.7);
         let arms = spiral.then(|| {
@@ -88,7 +97,8 @@ pub fn random_galaxy(rng: &mut impl Rng) -> Galaxy {
     } else {
         Morphology::Star
     };
-    let odd = (!matches!(morphology, Morphology::Star) && rng.random_bool(0.2)).then(|| rng.random_range(0..7));
+    let odd = (!matches!(morphology, Morphology::Star) && rng.random_bool(0.2))
+        .then(|| rng.random_range(0..7));
     Galaxy { morphology, odd }
 }
 
@@ -112,7 +122,9 @@ fn true_answers(g: &Galaxy) -> [usize; 11] {
             a[1] = 0;
             a[8] = *bulge;
         }
-        Morphology::FaceOn { bar, arms, bulge, .. } => {
+        Morphology::FaceOn {
+            bar, arms, bulge, ..
+        } => {
             a[0] = 1;
             a[1] = 1;
             a[2] = if *bar { 0 } else { 1 };
@@ -140,7 +152,9 @@ pub fn labels(g: &Galaxy, rng: &mut impl Rng) -> [f64; N_CLASSES] {
     for q in QUESTIONS.iter() {
         let n = q.columns.len();
         let noise: f64 = rng.random_range(0.05..0.35);
-        let mut random: Vec<f64> = (0..n).map(|_| -rng.random::<f64>().max(1e-12).ln()).collect();
+        let mut random: Vec<f64> = (0..n)
+            .map(|_| -rng.random::<f64>().max(1e-12).ln())
+            .collect();
         let total: f64 = random.iter().sum();
         random.iter_mut().for_each(|r| *r /= total);
         let answer = truth[q.number as usize - 1];
@@ -160,11 +174,21 @@ struct Canvas {
 
 impl Canvas {
     fn new() -> Self {
-        Canvas { px: vec![[0.0; 3]; SIZE * SIZE] }
+        Canvas {
+            px: vec![[0.0; 3]; SIZE * SIZE],
+        }
     }
 
     /// Add `f(u, v, x, y)` × colour over a square region around (cx, cy), `u`/`v` rotated by `theta`.
-    fn add(&mut self, cx: f64, cy: f64, theta: f64, radius: f64, color: [f32; 3], f: impl Fn(f64, f64) -> f64) {
+    fn add(
+        &mut self,
+        cx: f64,
+        cy: f64,
+        theta: f64,
+        radius: f64,
+        color: [f32; 3],
+        f: impl Fn(f64, f64) -> f64,
+    ) {
         let (s, c) = theta.sin_cos();
         let x0 = ((cx - radius).floor().max(0.0)) as usize;
         let x1 = ((cx + radius).ceil().min(SIZE as f64 - 1.0)) as usize;
@@ -224,18 +248,25 @@ pub fn render(g: &Galaxy, rng: &mut impl Rng) -> Vec<u8> {
         }
         Morphology::EdgeOn { bulge } => {
             let len = scale * 1.6;
-            canvas
-                .add(cx, cy, theta, reach, BLUE, |u, v| 0.8 * bright * (-u.abs() / len - v.abs() / (0.07 * len)).exp());
+            canvas.add(cx, cy, theta, reach, BLUE, |u, v| {
+                0.8 * bright * (-u.abs() / len - v.abs() / (0.07 * len)).exp()
+            });
             match bulge {
-                0 => canvas
-                    .add(cx, cy, theta, reach, YELLOW, |u, v| bright * (-(u * u + v * v).sqrt() / (0.22 * len)).exp()),
+                0 => canvas.add(cx, cy, theta, reach, YELLOW, |u, v| {
+                    bright * (-(u * u + v * v).sqrt() / (0.22 * len)).exp()
+                }),
                 1 => canvas.add(cx, cy, theta, reach, YELLOW, |u, v| {
                     bright * (-(u.abs().max(v.abs() * 1.1)) / (0.2 * len)).exp()
                 }),
                 _ => {}
             }
         }
-        Morphology::FaceOn { bar, arms, bulge, inclination } => {
+        Morphology::FaceOn {
+            bar,
+            arms,
+            bulge,
+            inclination,
+        } => {
             let h = scale * 1.1;
             let q = *inclination;
             let disk = move |u: f64, v: f64| {
@@ -248,34 +279,46 @@ pub fn render(g: &Galaxy, rng: &mut impl Rng) -> Vec<u8> {
                     let pitch: f64 = [12f64, 22.0, 38.0][*winding].to_radians();
                     canvas.add(cx, cy, theta, reach, BLUE, move |u, v| {
                         let (r, phi) = disk(u, v);
-                        let arm = (m * (phi - (r.max(1.0) / h).ln() / pitch.tan())).cos().max(0.0).powi(3);
+                        let arm = (m * (phi - (r.max(1.0) / h).ln() / pitch.tan()))
+                            .cos()
+                            .max(0.0)
+                            .powi(3);
                         0.55 * bright * (-r / h).exp() * (0.25 + 1.6 * arm)
                     });
                 }
-                None => canvas.add(cx, cy, theta, reach, BLUE, move |u, v| 0.55 * bright * (-disk(u, v).0 / h).exp()),
+                None => canvas.add(cx, cy, theta, reach, BLUE, move |u, v| {
+                    0.55 * bright * (-disk(u, v).0 / h).exp()
+                }),
             }
             if *bar {
                 let bl = 1.3 * h;
                 canvas.add(cx, cy, theta + 0.7, reach, YELLOW, move |u, v| {
-                    0.6 * bright * (-((u / bl).powi(2) + (v / (0.22 * bl)).powi(2)).sqrt() * 2.5).exp()
+                    0.6 * bright
+                        * (-((u / bl).powi(2) + (v / (0.22 * bl)).powi(2)).sqrt() * 2.5).exp()
                 });
             }
             let k = [0.0, 0.45, 0.9, 1.6][*bulge];
             if k > 0.0 {
-                canvas.add(cx, cy, theta, reach, YELLOW, move |u, v| k * bright * (-disk(u, v).0 / (0.25 * h)).exp());
+                canvas.add(cx, cy, theta, reach, YELLOW, move |u, v| {
+                    k * bright * (-disk(u, v).0 / (0.25 * h)).exp()
+                });
             }
         }
         Morphology::Star => {
             if rng.random_bool(0.7) {
                 let w = rng.random_range(1.2..2.5);
-                canvas.add(cx, cy, 0.0, reach, WHITE, |u, v| 1.3 * bright * (-(u * u + v * v) / (2.0 * w * w)).exp());
+                canvas.add(cx, cy, 0.0, reach, WHITE, |u, v| {
+                    1.3 * bright * (-(u * u + v * v) / (2.0 * w * w)).exp()
+                });
                 canvas.add(cx, cy, 0.0, reach, WHITE, |u, v| {
                     0.5 * bright
                         * ((-u.abs() / 1.0).exp() * (-v.abs() / 30.0).exp()
                             + (-v.abs() / 1.0).exp() * (-u.abs() / 30.0).exp())
                 });
             } else {
-                canvas.add(cx, cy, theta, SIZE as f64, WHITE, |_, v| 0.6 * bright * (-v.abs() / 1.5).exp());
+                canvas.add(cx, cy, theta, SIZE as f64, WHITE, |_, v| {
+                    0.6 * bright * (-v.abs() / 1.5).exp()
+                });
             }
         }
     }
@@ -288,37 +331,52 @@ pub fn render(g: &Galaxy, rng: &mut impl Rng) -> Vec<u8> {
             1 => canvas.add(cx, cy, theta, reach, BLUE, |u, v| {
                 let r = (u * u + v * v).sqrt();
                 let on_arc = v.atan2(u).abs() < 0.9;
-                if on_arc { 0.5 * bright * (-((r - 3.0 * s) / (0.12 * s)).powi(2)).exp() } else { 0.0 }
+                if on_arc {
+                    0.5 * bright * (-((r - 3.0 * s) / (0.12 * s)).powi(2)).exp()
+                } else {
+                    0.0
+                }
             }),
             2 => canvas.add(cx + 1.2 * s, cy - 0.6 * s, theta, reach, BLUE, |u, v| {
                 0.35 * bright * (-((u / 2.0).powi(2) + v * v).sqrt() / (0.6 * s)).exp()
             }),
             3 => {
                 for _ in 0..5 {
-                    let (bx, by) = (cx + rng.random_range(-2.0..2.0) * s, cy + rng.random_range(-2.0..2.0) * s);
+                    let (bx, by) = (
+                        cx + rng.random_range(-2.0..2.0) * s,
+                        cy + rng.random_range(-2.0..2.0) * s,
+                    );
                     let w = rng.random_range(0.2..0.5) * s;
                     canvas.add(bx, by, 0.0, 5.0 * w, BLUE, move |u, v| {
                         0.4 * bright * (-(u * u + v * v) / (2.0 * w * w)).exp()
                     });
                 }
             }
-            4 => canvas
-                .add(cx, cy, theta, reach, WHITE, |u, v| 0.12 * bright * (-(u * u + v * v).sqrt() / (2.5 * s)).exp()),
+            4 => canvas.add(cx, cy, theta, reach, WHITE, |u, v| {
+                0.12 * bright * (-(u * u + v * v).sqrt() / (2.5 * s)).exp()
+            }),
             5 => {
                 let (ox, oy) = (cx + 2.2 * s * theta.cos(), cy + 2.2 * s * theta.sin());
                 canvas.add(ox, oy, theta * 2.0, reach, YELLOW, |u, v| {
                     0.8 * bright * (-(u * u + (v / 0.7).powi(2)).sqrt() / (0.45 * s)).exp()
                 });
             }
-            _ => canvas.multiply(cx, cy, theta, |_, v| 1.0 - 0.75 * (-(v / (0.09 * s)).powi(2)).exp()),
+            _ => canvas.multiply(cx, cy, theta, |_, v| {
+                1.0 - 0.75 * (-(v / (0.09 * s)).powi(2)).exp()
+            }),
         }
     }
     // A few field stars.
     for _ in 0..rng.random_range(0..5) {
-        let (sx, sy) = (rng.random_range(0.0..SIZE as f64), rng.random_range(0.0..SIZE as f64));
+        let (sx, sy) = (
+            rng.random_range(0.0..SIZE as f64),
+            rng.random_range(0.0..SIZE as f64),
+        );
         let b = rng.random_range(40.0..255.0);
         let w = rng.random_range(0.8..1.8);
-        canvas.add(sx, sy, 0.0, 6.0 * w, WHITE, move |u, v| b * (-(u * u + v * v) / (2.0 * w * w)).exp());
+        canvas.add(sx, sy, 0.0, 6.0 * w, WHITE, move |u, v| {
+            b * (-(u * u + v * v) / (2.0 * w * w)).exp()
+        });
     }
     // Sky background and noise.
     let sky: f32 = rng.random_range(1.0..6.0);
@@ -348,13 +406,28 @@ fn rng_for(seed: u64, stream: u64, index: u64) -> ChaCha8Rng {
 }
 
 fn write_jpeg(path: &Path, rgb: &[u8]) -> Result<(), SynthError> {
-    let file =
-        std::fs::File::create(path).map_err(|e| SynthError::Io { what: "creating", path: path.into(), source: e })?;
+    let file = std::fs::File::create(path).map_err(|e| SynthError::Io {
+        what: "creating",
+        path: path.into(),
+        source: e,
+    })?;
     let mut writer = std::io::BufWriter::new(file);
     JpegEncoder::new_with_quality(&mut writer, 90)
-        .encode(rgb, SIZE as u32, SIZE as u32, image::ExtendedColorType::Rgb8)
-        .map_err(|e| SynthError::Encode { path: path.into(), source: e })?;
-    writer.flush().map_err(|e| SynthError::Io { what: "writing", path: path.into(), source: e })
+        .encode(
+            rgb,
+            SIZE as u32,
+            SIZE as u32,
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| SynthError::Encode {
+            path: path.into(),
+            source: e,
+        })?;
+    writer.flush().map_err(|e| SynthError::Io {
+        what: "writing",
+        path: path.into(),
+        source: e,
+    })
 }
 
 /// First GalaxyID of the training and test images.
@@ -366,7 +439,11 @@ pub fn generate(opts: &SynthOptions, tick: &(dyn Fn() + Sync)) -> Result<(), Syn
     let train_dir = opts.out.join("images_training_rev1");
     let test_dir = opts.out.join("images_test_rev1");
     for d in [&train_dir, &test_dir] {
-        std::fs::create_dir_all(d).map_err(|e| SynthError::Io { what: "creating", path: d.clone(), source: e })?;
+        std::fs::create_dir_all(d).map_err(|e| SynthError::Io {
+            what: "creating",
+            path: d.clone(),
+            source: e,
+        })?;
     }
     let rows: Vec<String> = (0..opts.count as u64)
         .into_par_iter()
@@ -385,13 +462,18 @@ pub fn generate(opts: &SynthOptions, tick: &(dyn Fn() + Sync)) -> Result<(), Syn
             Ok(row)
         })
         .collect::<Result<_, SynthError>>()?;
-    (0..opts.test_count as u64).into_par_iter().try_for_each(|i| {
-        let mut rng = rng_for(opts.seed, 1, i);
-        let g = random_galaxy(&mut rng);
-        write_jpeg(&test_dir.join(format!("{}.jpg", TEST_ID0 + i)), &render(&g, &mut rng))?;
-        tick();
-        Ok::<(), SynthError>(())
-    })?;
+    (0..opts.test_count as u64)
+        .into_par_iter()
+        .try_for_each(|i| {
+            let mut rng = rng_for(opts.seed, 1, i);
+            let g = random_galaxy(&mut rng);
+            write_jpeg(
+                &test_dir.join(format!("{}.jpg", TEST_ID0 + i)),
+                &render(&g, &mut rng),
+            )?;
+            tick();
+            Ok::<(), SynthError>(())
+        })?;
     let csv_path = opts.out.join("training_solutions_rev1.csv");
     let mut csv = format!("GalaxyID,{}\n", CLASS_NAMES.join(","));
     for r in rows {
@@ -425,7 +507,10 @@ mod tests {
     #[test]
     fn the_true_answer_dominates_each_question() {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
-        let g = Galaxy { morphology: Morphology::Smooth { axis_ratio: 0.3 }, odd: None };
+        let g = Galaxy {
+            morphology: Morphology::Smooth { axis_ratio: 0.3 },
+            odd: None,
+        };
         let l = labels(&g, &mut rng);
         assert!(l[0] > l[1] && l[0] > l[2], "smooth wins Q1");
         assert!(l[17] > l[15] && l[17] > l[16], "cigar-shaped wins Q7");
@@ -434,7 +519,10 @@ mod tests {
 
     #[test]
     fn rendering_is_deterministic_and_bright_in_the_middle() {
-        let g = Galaxy { morphology: Morphology::Smooth { axis_ratio: 0.9 }, odd: None };
+        let g = Galaxy {
+            morphology: Morphology::Smooth { axis_ratio: 0.9 },
+            odd: None,
+        };
         let a = render(&g, &mut rng_for(3, 0, 0));
         let b = render(&g, &mut rng_for(3, 0, 0));
         assert_eq!(a, b);

@@ -31,8 +31,11 @@ pub fn decode_jpeg_bytes(bytes: &[u8], expect: Option<(usize, usize)>) -> Result
     // The decoder pads a truncated scan with grey instead of failing; a complete JPEG ends with
     // the end-of-image marker (allowing a little trailing padding).
     let tail = &bytes[bytes.len().saturating_sub(64)..];
-    if bytes.len() >= 4 && bytes[..2] == [0xFF, 0xD8] && !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
-        return Err(DecodeError::Decode("truncated JPEG (no end-of-image marker)".into()));
+    if bytes.len() >= 4 && bytes[..2] == [0xFF, 0xD8] && !tail.windows(2).any(|w| w == [0xFF, 0xD9])
+    {
+        return Err(DecodeError::Decode(
+            "truncated JPEG (no end-of-image marker)".into(),
+        ));
     }
     let decoder = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(bytes))
         .map_err(|e| DecodeError::Decode(e.to_string()))?;
@@ -43,12 +46,17 @@ pub fn decode_jpeg_bytes(bytes: &[u8], expect: Option<(usize, usize)>) -> Result
     {
         return Err(DecodeError::WrongSize(w, h, ew, eh));
     }
-    let img = image::DynamicImage::from_decoder(decoder).map_err(|e| DecodeError::Decode(e.to_string()))?;
+    let img = image::DynamicImage::from_decoder(decoder)
+        .map_err(|e| DecodeError::Decode(e.to_string()))?;
     let data = match img {
         image::DynamicImage::ImageRgb8(buf) => buf.into_raw(),
         other => other.to_rgb8().into_raw(),
     };
-    Ok(Rgb { width: w, height: h, data })
+    Ok(Rgb {
+        width: w,
+        height: h,
+        data,
+    })
 }
 
 /// An axis-aligned box: top-left corner and size, in pixels.
@@ -100,7 +108,11 @@ pub fn roi_box(img: &Rgb, threshold: u8) -> Option<BoxPx> {
                 Some(off) => {
                     let x0 = x + off;
                     let len = memchr::memchr(0, &mask[x0..]).unwrap_or(w - x0);
-                    runs.push(Run { y, x0, x1: x0 + len - 1 });
+                    runs.push(Run {
+                        y,
+                        x0,
+                        x1: x0 + len - 1,
+                    });
                     parent.push(runs.len() - 1);
                     x = x0 + len;
                 }
@@ -138,7 +150,12 @@ pub fn roi_box(img: &Rgb, threshold: u8) -> Option<BoxPx> {
     }
     let mut best: Option<(usize, BoxPx)> = None;
     for (x0, y0, x1, y1) in boxes.into_iter().flatten() {
-        let b = BoxPx { x: x0, y: y0, w: x1 - x0 + 1, h: y1 - y0 + 1 };
+        let b = BoxPx {
+            x: x0,
+            y: y0,
+            w: x1 - x0 + 1,
+            h: y1 - y0 + 1,
+        };
         let area = b.w * b.h;
         if best.as_ref().is_none_or(|(a, _)| area > *a) {
             best = Some((area, b));
@@ -160,8 +177,22 @@ pub enum Placement {
 
 /// The square to crop around `roi`: side = longer side × (1 + 2·padding), centred on the box.
 /// If it leaves the image, `clamp` shifts it inside (when it can), else the whole image is used.
-pub fn square_around(roi: Option<BoxPx>, padding: f64, width: usize, height: usize, clamp: bool) -> (BoxPx, Placement) {
-    let whole = (BoxPx { x: 0, y: 0, w: width, h: height }, Placement::Whole);
+pub fn square_around(
+    roi: Option<BoxPx>,
+    padding: f64,
+    width: usize,
+    height: usize,
+    clamp: bool,
+) -> (BoxPx, Placement) {
+    let whole = (
+        BoxPx {
+            x: 0,
+            y: 0,
+            w: width,
+            h: height,
+        },
+        Placement::Whole,
+    );
     let Some(b) = roi else { return whole };
     let long = b.w.max(b.h) as f64;
     let side = (long + 2.0 * (padding * long).round()).round() as i64;
@@ -169,14 +200,31 @@ pub fn square_around(roi: Option<BoxPx>, padding: f64, width: usize, height: usi
     let cy2 = 2 * b.y as i64 + b.h as i64;
     let x = (cx2 - side) / 2;
     let y = (cy2 - side) / 2;
-    let fits = |x: i64, y: i64| x >= 0 && y >= 0 && x + side <= width as i64 && y + side <= height as i64;
+    let fits =
+        |x: i64, y: i64| x >= 0 && y >= 0 && x + side <= width as i64 && y + side <= height as i64;
     if fits(x, y) {
-        return (BoxPx { x: x as usize, y: y as usize, w: side as usize, h: side as usize }, Placement::Roi);
+        return (
+            BoxPx {
+                x: x as usize,
+                y: y as usize,
+                w: side as usize,
+                h: side as usize,
+            },
+            Placement::Roi,
+        );
     }
     if clamp && side <= width.min(height) as i64 {
         let x = x.clamp(0, width as i64 - side);
         let y = y.clamp(0, height as i64 - side);
-        return (BoxPx { x: x as usize, y: y as usize, w: side as usize, h: side as usize }, Placement::Clamped);
+        return (
+            BoxPx {
+                x: x as usize,
+                y: y as usize,
+                w: side as usize,
+                h: side as usize,
+            },
+            Placement::Clamped,
+        );
     }
     whole
 }
@@ -184,7 +232,12 @@ pub fn square_around(roi: Option<BoxPx>, padding: f64, width: usize, height: usi
 /// A centred square of `side` pixels (clipped to the image).
 pub fn centre_square(width: usize, height: usize, side: usize) -> BoxPx {
     let side = side.min(width).min(height);
-    BoxPx { x: (width - side) / 2, y: (height - side) / 2, w: side, h: side }
+    BoxPx {
+        x: (width - side) / 2,
+        y: (height - side) / 2,
+        w: side,
+        h: side,
+    }
 }
 
 /// Crop `b` out of `img` and resize it to `size`×`size` by area averaging (each output pixel is
@@ -270,7 +323,11 @@ mod tests {
                 }
             }
         }
-        Rgb { width: w, height: h, data }
+        Rgb {
+            width: w,
+            height: h,
+            data,
+        }
     }
 
     #[test]
@@ -279,13 +336,26 @@ mod tests {
         let mut jpeg = Vec::new();
         image::RgbImage::from_raw(424, 424, img.data.clone())
             .unwrap()
-            .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+            .write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )
             .unwrap();
         assert!(decode_jpeg_bytes(&jpeg, Some((424, 424))).is_ok());
         let cut = &jpeg[..jpeg.len() / 2];
-        assert!(decode_jpeg_bytes(cut, Some((424, 424))).unwrap_err().to_string().contains("truncated"));
+        assert!(
+            decode_jpeg_bytes(cut, Some((424, 424)))
+                .unwrap_err()
+                .to_string()
+                .contains("truncated")
+        );
         assert!(decode_jpeg_bytes(b"hello", None).is_err());
-        assert!(decode_jpeg_bytes(&jpeg, Some((100, 100))).unwrap_err().to_string().contains("expected 100"));
+        assert!(
+            decode_jpeg_bytes(&jpeg, Some((100, 100)))
+                .unwrap_err()
+                .to_string()
+                .contains("expected 100")
+        );
     }
 
     #[test]
@@ -304,7 +374,11 @@ mod tests {
     /// The straightforward flood fill the run-based labelling replaced, as a reference.
     fn roi_reference(img: &Rgb, threshold: u8) -> Option<BoxPx> {
         let (w, h) = (img.width, img.height);
-        let mask: Vec<bool> = img.data.chunks_exact(3).map(|p| luma(p) > threshold).collect();
+        let mask: Vec<bool> = img
+            .data
+            .chunks_exact(3)
+            .map(|p| luma(p) > threshold)
+            .collect();
         let mut seen = vec![false; w * h];
         let mut best: Option<(usize, BoxPx)> = None;
         for start in 0..w * h {
@@ -317,7 +391,16 @@ mod tests {
             while let Some(i) = stack.pop() {
                 let (x, y) = (i % w, i / w);
                 (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
-                for (dx, dy) in [(-1i64, -1i64), (0, -1), (1, -1), (-1, 0), (1, 0), (-1, 1), (0, 1), (1, 1)] {
+                for (dx, dy) in [
+                    (-1i64, -1i64),
+                    (0, -1),
+                    (1, -1),
+                    (-1, 0),
+                    (1, 0),
+                    (-1, 1),
+                    (0, 1),
+                    (1, 1),
+                ] {
                     let (nx, ny) = (x as i64 + dx, y as i64 + dy);
                     if nx >= 0 && ny >= 0 && nx < w as i64 && ny < h as i64 {
                         let j = ny as usize * w + nx as usize;
@@ -328,7 +411,12 @@ mod tests {
                     }
                 }
             }
-            let b = BoxPx { x: x0, y: y0, w: x1 - x0 + 1, h: y1 - y0 + 1 };
+            let b = BoxPx {
+                x: x0,
+                y: y0,
+                w: x1 - x0 + 1,
+                h: y1 - y0 + 1,
+            };
             if best.as_ref().is_none_or(|(a, _)| b.w * b.h > *a) {
                 best = Some((b.w * b.h, b));
             }
@@ -343,10 +431,25 @@ mod tests {
         for case in 0..300 {
             let (w, h) = (rng.random_range(1..40), rng.random_range(1..40));
             let density = rng.random_range(0.05..0.7);
-            let data: Vec<u8> =
-                (0..w * h).flat_map(|_| if rng.random_bool(density) { [200u8; 3] } else { [0u8; 3] }).collect();
-            let img = Rgb { width: w, height: h, data };
-            assert_eq!(roi_box(&img, 10), roi_reference(&img, 10), "case {case}: {w}×{h}");
+            let data: Vec<u8> = (0..w * h)
+                .flat_map(|_| {
+                    if rng.random_bool(density) {
+                        [200u8; 3]
+                    } else {
+                        [0u8; 3]
+                    }
+                })
+                .collect();
+            let img = Rgb {
+                width: w,
+                height: h,
+                data,
+            };
+            assert_eq!(
+                roi_box(&img, 10),
+                roi_reference(&img, 10),
+                "case {case}: {w}×{h}"
+            );
         }
     }
 
@@ -362,17 +465,34 @@ mod tests {
 
     #[test]
     fn padded_square_is_centred_on_the_box() {
-        let b = BoxPx { x: 160, y: 200, w: 81, h: 41 };
+        let b = BoxPx {
+            x: 160,
+            y: 200,
+            w: 81,
+            h: 41,
+        };
         let (sq, how) = square_around(Some(b), 0.2, 424, 424, false);
         assert_eq!(how, Placement::Roi);
         assert_eq!(sq.w, 81 + 2 * 16);
-        assert_eq!((2 * sq.x + sq.w, 2 * sq.y + sq.h), (2 * 160 + 81, 2 * 200 + 41), "same centre");
+        assert_eq!(
+            (2 * sq.x + sq.w, 2 * sq.y + sq.h),
+            (2 * 160 + 81, 2 * 200 + 41),
+            "same centre"
+        );
     }
 
     #[test]
     fn square_leaving_the_frame_falls_back_or_clamps() {
-        let b = BoxPx { x: 0, y: 100, w: 100, h: 100 };
-        assert_eq!(square_around(Some(b), 0.2, 424, 424, false).1, Placement::Whole);
+        let b = BoxPx {
+            x: 0,
+            y: 100,
+            w: 100,
+            h: 100,
+        };
+        assert_eq!(
+            square_around(Some(b), 0.2, 424, 424, false).1,
+            Placement::Whole
+        );
         let (sq, how) = square_around(Some(b), 0.2, 424, 424, true);
         assert_eq!(how, Placement::Clamped);
         assert_eq!((sq.x, sq.w), (0, 140));
@@ -383,8 +503,21 @@ mod tests {
     fn area_resize_averages_blocks() {
         // 4×4 → 2×2: each output pixel is the mean of a 2×2 block.
         let data: Vec<u8> = (0..16u8).flat_map(|v| [v * 10, 0, 255]).collect();
-        let img = Rgb { width: 4, height: 4, data };
-        let out = crop_resize(&img, BoxPx { x: 0, y: 0, w: 4, h: 4 }, 2);
+        let img = Rgb {
+            width: 4,
+            height: 4,
+            data,
+        };
+        let out = crop_resize(
+            &img,
+            BoxPx {
+                x: 0,
+                y: 0,
+                w: 4,
+                h: 4,
+            },
+            2,
+        );
         // block (0,0): values 0,10,40,50 → 25
         assert_eq!(out[0], 25);
         assert_eq!(out[2], 255);
@@ -394,9 +527,25 @@ mod tests {
 
     #[test]
     fn area_resize_handles_fractional_ratios() {
-        let img = Rgb { width: 3, height: 3, data: vec![90; 27] };
-        let out = crop_resize(&img, BoxPx { x: 0, y: 0, w: 3, h: 3 }, 2);
-        assert!(out.iter().all(|&v| v == 90), "a flat image stays flat: {out:?}");
+        let img = Rgb {
+            width: 3,
+            height: 3,
+            data: vec![90; 27],
+        };
+        let out = crop_resize(
+            &img,
+            BoxPx {
+                x: 0,
+                y: 0,
+                w: 3,
+                h: 3,
+            },
+            2,
+        );
+        assert!(
+            out.iter().all(|&v| v == 90),
+            "a flat image stays flat: {out:?}"
+        );
     }
 
     #[test]

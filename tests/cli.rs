@@ -17,7 +17,10 @@ fn child_entry() {
         return;
     };
     let args: Vec<String> = serde_json::from_str(&args).unwrap();
-    let code = galaxy_pipe::cli::main_with(args.into_iter().map(Into::into).collect(), &TestStages::default());
+    let code = galaxy_pipe::cli::main_with(
+        args.into_iter().map(Into::into).collect(),
+        &TestStages::default(),
+    );
     std::process::exit(code);
 }
 
@@ -36,13 +39,18 @@ fn repo_root() -> std::path::PathBuf {
 #[test]
 fn shipped_pipelines_validate() {
     for name in ["full.toml", "sample.toml", "demo.toml"] {
-        bin().current_dir(repo_root()).args(["validate", &format!("pipelines/{name}")]).assert().success();
+        bin()
+            .current_dir(repo_root())
+            .args(["validate", &format!("pipelines/{name}")])
+            .assert()
+            .success();
     }
 }
 
 #[test]
 fn committed_schema_matches_the_types() {
-    let committed = std::fs::read_to_string(repo_root().join("schemas/pipeline.schema.json")).unwrap();
+    let committed =
+        std::fs::read_to_string(repo_root().join("schemas/pipeline.schema.json")).unwrap();
     assert!(
         committed == galaxy_pipe::schema::pipeline_schema_text(),
         "schemas/pipeline.schema.json is stale: run `cargo run -- schema > schemas/pipeline.schema.json`"
@@ -61,9 +69,19 @@ fn committed_artifact_schemas_match_the_code() {
 #[test]
 fn schema_describes_every_stage_kind() {
     let schema = galaxy_pipe::schema::pipeline_schema();
-    let variants = schema["properties"]["stages"]["additionalProperties"]["oneOf"].as_array().unwrap();
-    let kinds: Vec<&str> = variants.iter().map(|v| v["properties"]["kind"]["const"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["ingest", "explore", "crop", "baseline", "train", "evaluate", "submit"]);
+    let variants = schema["properties"]["stages"]["additionalProperties"]["oneOf"]
+        .as_array()
+        .unwrap();
+    let kinds: Vec<&str> = variants
+        .iter()
+        .map(|v| v["properties"]["kind"]["const"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ingest", "explore", "crop", "baseline", "train", "evaluate", "submit"
+        ]
+    );
     assert!(variants.iter().all(|v| v["additionalProperties"] == false));
 }
 
@@ -81,7 +99,8 @@ fn config_error(files: &[(&str, &str)], extra: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
-const HEAD: &str = "[pipeline]\nname = \"t\"\n\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"data\"\n";
+const HEAD: &str =
+    "[pipeline]\nname = \"t\"\n\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"data\"\n";
 
 #[test]
 fn unknown_key_suggests_the_near_miss() {
@@ -92,7 +111,12 @@ fn unknown_key_suggests_the_near_miss() {
 #[test]
 fn wrong_type_points_at_the_value() {
     let err = config_error(
-        &[("p.toml", &format!("{HEAD}\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingest\"]\nsize = \"big\"\n"))],
+        &[(
+            "p.toml",
+            &format!(
+                "{HEAD}\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingest\"]\nsize = \"big\"\n"
+            ),
+        )],
         &[],
     );
     insta::assert_snapshot!(err);
@@ -100,22 +124,35 @@ fn wrong_type_points_at_the_value() {
 
 #[test]
 fn unknown_kind_suggests_the_near_miss() {
-    let err =
-        config_error(&[("p.toml", &format!("{HEAD}\n[stages.crop]\nkind = \"crpo\"\ninputs = [\"ingest\"]\n"))], &[]);
+    let err = config_error(
+        &[(
+            "p.toml",
+            &format!("{HEAD}\n[stages.crop]\nkind = \"crpo\"\ninputs = [\"ingest\"]\n"),
+        )],
+        &[],
+    );
     insta::assert_snapshot!(err);
 }
 
 #[test]
 fn unknown_input_is_rejected() {
-    let err =
-        config_error(&[("p.toml", &format!("{HEAD}\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingset\"]\n"))], &[]);
+    let err = config_error(
+        &[(
+            "p.toml",
+            &format!("{HEAD}\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingset\"]\n"),
+        )],
+        &[],
+    );
     insta::assert_snapshot!(err);
 }
 
 #[test]
 fn duplicate_stage_ids_are_rejected() {
     let err = config_error(
-        &[("p.toml", &format!("{HEAD}\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"other\"\n"))],
+        &[(
+            "p.toml",
+            &format!("{HEAD}\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"other\"\n"),
+        )],
         &[],
     );
     insta::assert_snapshot!(err);
@@ -144,8 +181,13 @@ fn toml_syntax_errors_have_a_location() {
 
 #[test]
 fn input_of_the_wrong_kind_is_rejected() {
-    let err =
-        config_error(&[("p.toml", &format!("{HEAD}\n[stages.train]\nkind = \"train\"\ninputs = [\"ingest\"]\n"))], &[]);
+    let err = config_error(
+        &[(
+            "p.toml",
+            &format!("{HEAD}\n[stages.train]\nkind = \"train\"\ninputs = [\"ingest\"]\n"),
+        )],
+        &[],
+    );
     insta::assert_snapshot!(err);
 }
 
@@ -153,14 +195,23 @@ fn input_of_the_wrong_kind_is_rejected() {
 fn bad_overrides_name_the_argument() {
     let err = config_error(&[("p.toml", HEAD)], &["--set", "ingset.valid_fraction=0.2"]);
     insta::assert_snapshot!(err);
-    let err = config_error(&[("p.toml", HEAD)], &["--set", "ingest.valid_fraction=lots"]);
+    let err = config_error(
+        &[("p.toml", HEAD)],
+        &["--set", "ingest.valid_fraction=lots"],
+    );
     assert!(err.contains("--set:1:"), "{err}");
 }
 
 #[test]
 fn errors_in_an_extended_file_name_that_file() {
     let child = "extends = \"base.toml\"\n[stages.ingest]\nvalid_fraction = 0.3\n";
-    let err = config_error(&[("p.toml", child), ("base.toml", &format!("{HEAD}tree_tolerence = 0.1\n"))], &[]);
+    let err = config_error(
+        &[
+            ("p.toml", child),
+            ("base.toml", &format!("{HEAD}tree_tolerence = 0.1\n")),
+        ],
+        &[],
+    );
     assert!(err.contains("base.toml:7:1"), "{err}");
     let err = config_error(&[("p.toml", "extends = \"missing.toml\"\n")], &[]);
     assert!(err.contains("cannot read extended pipeline"), "{err}");
@@ -170,7 +221,11 @@ fn errors_in_an_extended_file_name_that_file() {
 fn json_errors_carry_the_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("p.toml"), "[pipeline]\nname = 3\n").unwrap();
-    let out = bin().current_dir(dir.path()).args(["validate", "p.toml", "--json"]).output().unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["validate", "p.toml", "--json"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["exit_code"], 2);
@@ -183,14 +238,23 @@ fn second_run_executes_nothing() {
     let p = Project::new(20, 4);
     let (code, first) = p.run_json(&["run", "p.toml"]);
     assert_eq!(code, 0, "{first}");
-    assert_eq!(ids_with(&first, "ran"), ["ingest", "crop", "baseline", "train", "evaluate"]);
+    assert_eq!(
+        ids_with(&first, "ran"),
+        ["ingest", "crop", "baseline", "train", "evaluate"]
+    );
     p.clear_log();
     let (code, second) = p.run_json(&["run", "p.toml"]);
     assert_eq!(code, 0);
     assert_eq!(ids_with(&second, "cached").len(), 5);
     assert!(p.starts().is_empty(), "no stage executed: {:?}", p.starts());
-    let keys =
-        |v: &serde_json::Value| v["stages"].as_array().unwrap().iter().map(|s| s["key"].clone()).collect::<Vec<_>>();
+    let keys = |v: &serde_json::Value| {
+        v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["key"].clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(keys(&first), keys(&second));
 }
 
@@ -252,11 +316,17 @@ fn set_reruns_exactly_the_affected_stages() {
     p.clear_log();
     let (_, v) = p.run_json(&["run", "p.toml", "--set", "crop.threshold=20"]);
     assert_eq!(ids_with(&v, "ran"), ["crop"], "{v}");
-    assert_eq!(ids_with(&v, "cached"), ["ingest", "baseline", "train", "evaluate"]);
+    assert_eq!(
+        ids_with(&v, "cached"),
+        ["ingest", "baseline", "train", "evaluate"]
+    );
     // crop's size changes its bytes: everything downstream of crop re-runs.
     p.clear_log();
     let (_, v) = p.run_json(&["run", "p.toml", "--set", "crop.size=48"]);
-    assert_eq!(ids_with(&v, "ran"), ["crop", "baseline", "train", "evaluate"]);
+    assert_eq!(
+        ids_with(&v, "ran"),
+        ["crop", "baseline", "train", "evaluate"]
+    );
 }
 
 #[test]
@@ -275,10 +345,17 @@ fn overrides_are_recorded_in_the_run_record() {
 fn changed_input_file_reruns_ingest_and_why_names_it() {
     let p = Project::new(10, 2);
     assert_eq!(p.run_json(&["run", "p.toml"]).0, 0);
-    std::fs::write(p.path().join("data/images_training_rev1/100003.jpg"), "different bytes").unwrap();
+    std::fs::write(
+        p.path().join("data/images_training_rev1/100003.jpg"),
+        "different bytes",
+    )
+    .unwrap();
     let out = p.run(&["why", "p.toml", "ingest"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("input files `images`: 1 changed (100003.jpg)"), "{text}");
+    assert!(
+        text.contains("input files `images`: 1 changed (100003.jpg)"),
+        "{text}"
+    );
     let (_, v) = p.run_json(&["run", "p.toml"]);
     assert!(ids_with(&v, "ran").contains(&"ingest".to_string()), "{v}");
 }
@@ -287,20 +364,38 @@ fn changed_input_file_reruns_ingest_and_why_names_it() {
 fn why_and_status_explain_a_param_change() {
     let p = Project::new(5, 0);
     assert_eq!(p.run_json(&["run", "p.toml"]).0, 0);
-    let out = p.run(&["why", "p.toml", "train", "--set", "train.learning_rate=0.01"]);
+    let out = p.run(&[
+        "why",
+        "p.toml",
+        "train",
+        "--set",
+        "train.learning_rate=0.01",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("param `learning_rate`: 0.001 → 0.01"), "{text}");
+    assert!(
+        text.contains("param `learning_rate`: 0.001 → 0.01"),
+        "{text}"
+    );
     let (_, v) = p.run_json(&["status", "p.toml", "--set", "train.learning_rate=0.01"]);
     let states: Vec<(String, String)> = v["stages"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["id"].as_str().unwrap().into(), s["state"].as_str().unwrap().into()))
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().into(),
+                s["state"].as_str().unwrap().into(),
+            )
+        })
         .collect();
     assert_eq!(states[3], ("train".into(), "stale".into()));
     assert_eq!(states[4], ("evaluate".into(), "pending".into()));
     assert_eq!(states[0], ("ingest".into(), "fresh".into()));
-    assert_eq!(p.starts().len(), 4, "status runs nothing (the four fake stages ran once, in the first run)");
+    assert_eq!(
+        p.starts().len(),
+        4,
+        "status runs nothing (the four fake stages ran once, in the first run)"
+    );
 }
 
 #[test]
@@ -309,9 +404,18 @@ fn dry_run_plans_without_running() {
     let (code, v) = p.run_json(&["run", "p.toml", "--dry-run"]);
     assert_eq!(code, 0);
     assert_eq!(ids_with(&v, "miss").len(), 5, "everything would run: {v}");
-    assert!(v["stages"][1]["key"].is_null(), "crop's key depends on ingest's future output");
+    assert!(
+        v["stages"][1]["key"].is_null(),
+        "crop's key depends on ingest's future output"
+    );
     assert!(p.starts().is_empty());
-    assert_eq!(std::fs::read_dir(p.path().join("cache/objects")).unwrap().count(), 0, "nothing published");
+    assert_eq!(
+        std::fs::read_dir(p.path().join("cache/objects"))
+            .unwrap()
+            .count(),
+        0,
+        "nothing published"
+    );
     assert_eq!(p.run_json(&["run", "p.toml", "--until", "crop"]).0, 0);
     let (_, v) = p.run_json(&["run", "p.toml", "--dry-run"]);
     assert_eq!(ids_with(&v, "hit"), ["ingest", "crop"]);
@@ -350,11 +454,18 @@ fn a_failing_stage_exits_1_skips_downstream_and_publishes_nothing() {
     let out = cmd.env("GP_FAIL", "train").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(stdout.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
     assert_eq!(ids_with(&v, "failed"), ["train"]);
     assert_eq!(ids_with(&v, "skipped"), ["evaluate"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("injected failure in train"));
-    assert_eq!(std::fs::read_dir(p.path().join("cache/tmp")).unwrap().count(), 0, "no temp left behind");
+    assert_eq!(
+        std::fs::read_dir(p.path().join("cache/tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "no temp left behind"
+    );
     // The next run re-runs only what failed.
     p.clear_log();
     let (code, _) = p.run_json(&["run", "p.toml"]);
@@ -367,7 +478,11 @@ fn a_flipped_byte_in_a_cached_artifact_is_detected_and_recomputed() {
     let p = Project::new(5, 0);
     let (_, v) = p.run_json(&["run", "p.toml"]);
     let crop_key = v["stages"][1]["key"].as_str().unwrap().to_string();
-    let file = p.path().join("cache/objects").join(&crop_key).join("out/out.bin");
+    let file = p
+        .path()
+        .join("cache/objects")
+        .join(&crop_key)
+        .join("out/out.bin");
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[3] ^= 0x40;
     std::fs::write(&file, &bytes).unwrap();
@@ -375,14 +490,28 @@ fn a_flipped_byte_in_a_cached_artifact_is_detected_and_recomputed() {
     let out = p.run(&["run", "p.toml"]);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cached output of `crop` is damaged (out.bin does not match its digest)"), "{err}");
-    assert_eq!(p.starts(), ["crop"], "recomputed, and downstream still cached (same bytes)");
+    assert!(
+        err.contains("cached output of `crop` is damaged (out.bin does not match its digest)"),
+        "{err}"
+    );
+    assert_eq!(
+        p.starts(),
+        ["crop"],
+        "recomputed, and downstream still cached (same bytes)"
+    );
     // Truncation and a garbled fingerprint are caught too.
     std::fs::write(&file, b"").unwrap();
     p.clear_log();
     assert!(p.run(&["run", "p.toml"]).status.success());
     assert_eq!(p.starts(), ["crop"]);
-    std::fs::write(p.path().join("cache/objects").join(&crop_key).join("fingerprint.json"), "{not json").unwrap();
+    std::fs::write(
+        p.path()
+            .join("cache/objects")
+            .join(&crop_key)
+            .join("fingerprint.json"),
+        "{not json",
+    )
+    .unwrap();
     p.clear_log();
     assert!(p.run(&["run", "p.toml"]).status.success());
     assert_eq!(p.starts(), ["crop"]);
@@ -402,26 +531,62 @@ fn kill_mid_stage_then_rerun_resumes_from_the_last_published_stage() {
     // Wait until train has finished one epoch, then SIGKILL the run.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !p.log_lines().iter().any(|l| l.starts_with("train epoch-0")) {
-        assert!(std::time::Instant::now() < deadline, "train never started: {:?}", p.log_lines());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "train never started: {:?}",
+            p.log_lines()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(std::fs::read_dir(p.path().join("cache/tmp")).unwrap().count() > 0, "the killed run left its temp folder");
+    assert!(
+        std::fs::read_dir(p.path().join("cache/tmp"))
+            .unwrap()
+            .count()
+            > 0,
+        "the killed run left its temp folder"
+    );
     assert_eq!(
-        std::fs::read_dir(p.path().join("cache/objects")).unwrap().count(),
+        std::fs::read_dir(p.path().join("cache/objects"))
+            .unwrap()
+            .count(),
         3,
         "ingest, crop, baseline published"
     );
     p.clear_log();
     let (code, v) = p.run_json(&["run", "p.toml"]);
     assert_eq!(code, 0, "{v}");
-    assert_eq!(ids_with(&v, "ran"), ["train", "evaluate"], "published stages were reused");
-    assert!(p.log_lines().iter().any(|l| l.starts_with("train resume-from-1")), "train resumed: {:?}", p.log_lines());
-    assert_eq!(std::fs::read_dir(p.path().join("cache/tmp")).unwrap().count(), 0, "orphaned temp folders were swept");
-    assert_eq!(std::fs::read_dir(p.path().join("cache/locks")).unwrap().count(), 0, "no locks left");
     assert_eq!(
-        std::fs::read_dir(p.path().join("cache/work")).unwrap().count(),
+        ids_with(&v, "ran"),
+        ["train", "evaluate"],
+        "published stages were reused"
+    );
+    assert!(
+        p.log_lines()
+            .iter()
+            .any(|l| l.starts_with("train resume-from-1")),
+        "train resumed: {:?}",
+        p.log_lines()
+    );
+    assert_eq!(
+        std::fs::read_dir(p.path().join("cache/tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "orphaned temp folders were swept"
+    );
+    assert_eq!(
+        std::fs::read_dir(p.path().join("cache/locks"))
+            .unwrap()
+            .count(),
+        0,
+        "no locks left"
+    );
+    assert_eq!(
+        std::fs::read_dir(p.path().join("cache/work"))
+            .unwrap()
+            .count(),
         0,
         "work area removed after publishing"
     );
@@ -450,12 +615,20 @@ fn kill_then_rerun_in_place_gives_the_same_bytes_as_an_uninterrupted_run() {
     std::fs::remove_dir_all(p.path().join("cache")).unwrap();
     std::fs::create_dir(p.path().join("cache")).unwrap();
     let (_, clean) = p.run_json(&["run", "p.toml"]);
-    let keys =
-        |v: &serde_json::Value| v["stages"].as_array().unwrap().iter().map(|s| s["key"].clone()).collect::<Vec<_>>();
+    let keys = |v: &serde_json::Value| {
+        v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["key"].clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(keys(&resumed), keys(&clean));
     let clean_objects = tree_bytes(&p.path().join("cache/objects"));
     let strip = |t: Vec<(String, Vec<u8>)>| {
-        t.into_iter().filter(|(n, _)| !n.ends_with("result.json") && !n.ends_with("manifest.json")).collect::<Vec<_>>()
+        t.into_iter()
+            .filter(|(n, _)| !n.ends_with("result.json") && !n.ends_with("manifest.json"))
+            .collect::<Vec<_>>()
     };
     assert_eq!(strip(resumed_objects), strip(clean_objects));
 }
@@ -473,35 +646,56 @@ fn concurrent_runs_compute_each_key_once() {
                 .unwrap()
         })
         .collect();
-    let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
     for o in &outputs {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let mut starts = p.starts();
     starts.sort();
-    assert_eq!(starts, ["baseline", "crop", "evaluate", "train"], "one execution per key");
+    assert_eq!(
+        starts,
+        ["baseline", "crop", "evaluate", "train"],
+        "one execution per key"
+    );
     // Across the three runs every stage (ingest included) ran exactly once; the rest reused it.
     let mut ran = Vec::new();
     for o in &outputs {
         let stdout = String::from_utf8_lossy(&o.stdout);
-        let v: serde_json::Value = serde_json::from_str(stdout.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(stdout.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
         assert_eq!(ids_with(&v, "ran").len() + ids_with(&v, "cached").len(), 5);
         ran.extend(ids_with(&v, "ran"));
     }
     ran.sort();
     assert_eq!(ran, ["baseline", "crop", "evaluate", "ingest", "train"]);
-    let waited =
-        outputs.iter().any(|o| String::from_utf8_lossy(&o.stderr).contains("waiting: another run is computing"));
+    let waited = outputs
+        .iter()
+        .any(|o| String::from_utf8_lossy(&o.stderr).contains("waiting: another run is computing"));
     assert!(waited, "a second run says it is waiting");
-    assert_eq!(std::fs::read_dir(p.path().join("cache/locks")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(p.path().join("cache/locks"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
 fn gc_deletes_only_unreferenced_artifacts() {
     let p = Project::new(5, 0);
-    assert_eq!(p.run_json(&["run", "p.toml", "--set", "train.epochs=1"]).0, 0);
+    assert_eq!(
+        p.run_json(&["run", "p.toml", "--set", "train.epochs=1"]).0,
+        0
+    );
     assert_eq!(p.run_json(&["run", "p.toml"]).0, 0);
-    let objects = || std::fs::read_dir(p.path().join("cache/objects")).unwrap().count();
+    let objects = || {
+        std::fs::read_dir(p.path().join("cache/objects"))
+            .unwrap()
+            .count()
+    };
     assert_eq!(objects(), 7, "two train and two evaluate variants");
     let (_, dry) = p.run_json(&["gc", "--keep-runs", "1", "--dry-run"]);
     assert_eq!(dry["removed"].as_array().unwrap().len(), 2);
@@ -544,7 +738,10 @@ fn stat_cache_avoids_rehashing_and_verify_inputs_rehashes() {
 fn dag_renders_text_dot_and_mermaid() {
     let p = Project::new(1, 0);
     let out = p.run(&["dag", "p.toml"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("evaluate (evaluate) ← train, crop, baseline"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("evaluate (evaluate) ← train, crop, baseline")
+    );
     let out = p.run(&["dag", "p.toml", "--format", "dot"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"crop\" -> \"train\";"));
     let out = p.run(&["dag", "p.toml", "--format", "mermaid"]);
@@ -556,10 +753,22 @@ fn cache_dir_flag_and_env_are_honoured() {
     let p = Project::new(3, 0);
     let elsewhere = tempfile::tempdir().unwrap();
     let dir = elsewhere.path().join("c");
-    let (code, _) = p.run_json(&["run", "p.toml", "--until", "ingest", "--cache-dir", dir.to_str().unwrap()]);
+    let (code, _) = p.run_json(&[
+        "run",
+        "p.toml",
+        "--until",
+        "ingest",
+        "--cache-dir",
+        dir.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0);
     assert_eq!(std::fs::read_dir(dir.join("objects")).unwrap().count(), 1);
-    assert_eq!(std::fs::read_dir(p.path().join("cache/objects")).map(|d| d.count()).unwrap_or(0), 0);
+    assert_eq!(
+        std::fs::read_dir(p.path().join("cache/objects"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
     let out = p
         .command(&["run", "p.toml", "--until", "ingest", "--json"])
         .env("GALAXY_PIPE_CACHE_DIR", &dir)
@@ -571,16 +780,36 @@ fn cache_dir_flag_and_env_are_honoured() {
 // ---------------------------------------------------------------- data stages on real JPEGs
 
 fn object_of(v: &serde_json::Value, cache: &std::path::Path, id: &str) -> std::path::PathBuf {
-    let key =
-        v["stages"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap()["key"].as_str().unwrap().to_string();
+    let key = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
     cache.join("objects").join(key).join("out")
 }
 
 fn run_real(dir: &std::path::Path, args: &[&str]) -> (i32, serde_json::Value, String) {
-    let out = bin().current_dir(dir).args(args).arg("--json").output().unwrap();
+    let out = bin()
+        .current_dir(dir)
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let v = stdout.lines().find(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).unwrap_or_default();
-    (out.status.code().unwrap_or(-1), v, String::from_utf8_lossy(&out.stderr).to_string())
+    let v = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or_default();
+    (
+        out.status.code().unwrap_or(-1),
+        v,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 const DATA_PIPELINE: &str = "[pipeline]\nname = \"t\"\n\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"data\"\n\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingest\"]\n\n[stages.baseline]\nkind = \"baseline\"\ninputs = [\"ingest\", \"crop\"]\n\n[stages.explore]\nkind = \"explore\"\ninputs = [\"ingest\", \"crop\"]\n";
@@ -591,27 +820,54 @@ fn synthetic_data_runs_through_ingest_crop_and_baseline() {
     std::fs::create_dir(dir.path().join("cache")).unwrap();
     let out = bin()
         .current_dir(dir.path())
-        .args(["synth", "--out", "data", "--count", "240", "--test-count", "16", "--seed", "5"])
+        .args([
+            "synth",
+            "--out",
+            "data",
+            "--count",
+            "240",
+            "--test-count",
+            "16",
+            "--seed",
+            "5",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The labels obey the decision tree.
-    let labels =
-        galaxy_pipe::stages::ingest::read_labels(&dir.path().join("data/training_solutions_rev1.csv")).unwrap();
+    let labels = galaxy_pipe::stages::ingest::read_labels(
+        &dir.path().join("data/training_solutions_rev1.csv"),
+    )
+    .unwrap();
     assert_eq!(labels.len(), 240);
-    assert!(labels.values().all(|l| galaxy_pipe::labels::tree_deviation(l) < 1e-5));
+    assert!(
+        labels
+            .values()
+            .all(|l| galaxy_pipe::labels::tree_deviation(l) < 1e-5)
+    );
 
     std::fs::write(dir.path().join("p.toml"), DATA_PIPELINE).unwrap();
     let (code, v, err) = run_real(dir.path(), &["run", "p.toml"]);
     assert_eq!(code, 0, "{err}");
-    let crops =
-        galaxy_pipe::artifacts::read_crops(&object_of(&v, &dir.path().join("cache"), "crop").join("crops.parquet"))
-            .unwrap();
+    let crops = galaxy_pipe::artifacts::read_crops(
+        &object_of(&v, &dir.path().join("cache"), "crop").join("crops.parquet"),
+    )
+    .unwrap();
     assert_eq!((crops.ids.len(), crops.size), (256, 64));
     assert_eq!(crops.pixels.len(), 256 * 64 * 64 * 3);
     let m = &v["stages"][2]["metrics"];
-    let (mean, colour) = (m["rmse_mean"].as_f64().unwrap(), m["rmse_average_colour"].as_f64().unwrap());
-    assert!(colour < mean, "a regression on the synthetic images beats the mean predictor: {m}");
+    let (mean, colour) = (
+        m["rmse_mean"].as_f64().unwrap(),
+        m["rmse_average_colour"].as_f64().unwrap(),
+    );
+    assert!(
+        colour < mean,
+        "a regression on the synthetic images beats the mean predictor: {m}"
+    );
     // explore's figures are real PNGs of the promised sizes.
     let figures = object_of(&v, &dir.path().join("cache"), "explore");
     for (name, w) in [
@@ -634,9 +890,15 @@ fn sample_dir() -> Option<std::path::PathBuf> {
         return Some(dir);
     }
     if std::env::var_os("GALAXY_PIPE_REQUIRE_SAMPLE").is_some() {
-        panic!("the real Kaggle sample is required (GALAXY_PIPE_REQUIRE_SAMPLE) but {} is missing", dir.display());
+        panic!(
+            "the real Kaggle sample is required (GALAXY_PIPE_REQUIRE_SAMPLE) but {} is missing",
+            dir.display()
+        );
     }
-    eprintln!("\n!!! SKIPPED: the real Kaggle sample is not at {} !!!\n", dir.display());
+    eprintln!(
+        "\n!!! SKIPPED: the real Kaggle sample is not at {} !!!\n",
+        dir.display()
+    );
     None
 }
 
@@ -644,22 +906,41 @@ fn sample_dir() -> Option<std::path::PathBuf> {
 fn real_sample_runs_through_ingest_crop_and_baseline() {
     let Some(_) = sample_dir() else { return };
     let cache = tempfile::tempdir().unwrap();
-    let args = ["run", "pipelines/sample.toml", "--until", "baseline", "--cache-dir", cache.path().to_str().unwrap()];
+    let args = [
+        "run",
+        "pipelines/sample.toml",
+        "--until",
+        "baseline",
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ];
     let (code, v, err) = run_real(&repo_root(), &args);
     assert_eq!(code, 0, "{err}");
-    let catalog =
-        galaxy_pipe::artifacts::read_catalog(&object_of(&v, cache.path(), "ingest").join("catalog.parquet")).unwrap();
+    let catalog = galaxy_pipe::artifacts::read_catalog(
+        &object_of(&v, cache.path(), "ingest").join("catalog.parquet"),
+    )
+    .unwrap();
     assert_eq!(catalog.len(), 7_866 + 1_197);
     assert_eq!(catalog.iter().filter(|r| r.labels.is_none()).count(), 1_197);
-    let valid = catalog.iter().filter(|r| r.split == galaxy_pipe::artifacts::Split::Valid).count();
-    assert!((600..1000).contains(&valid), "about 10% validation: {valid}");
-    let crops = galaxy_pipe::artifacts::read_crops(&object_of(&v, cache.path(), "crop").join("crops.parquet")).unwrap();
+    let valid = catalog
+        .iter()
+        .filter(|r| r.split == galaxy_pipe::artifacts::Split::Valid)
+        .count();
+    assert!(
+        (600..1000).contains(&valid),
+        "about 10% validation: {valid}"
+    );
+    let crops = galaxy_pipe::artifacts::read_crops(
+        &object_of(&v, cache.path(), "crop").join("crops.parquet"),
+    )
+    .unwrap();
     assert_eq!(crops.ids.len(), 9_063);
     let m = &v["stages"][2]["metrics"];
     let mean = m["rmse_mean"].as_f64().unwrap();
     assert!((0.15..0.2).contains(&mean), "{m}");
     assert!(
-        m["rmse_central_pixel"].as_f64().unwrap() < mean && m["rmse_average_colour"].as_f64().unwrap() < mean,
+        m["rmse_central_pixel"].as_f64().unwrap() < mean
+            && m["rmse_average_colour"].as_f64().unwrap() < mean,
         "{m}"
     );
 }
@@ -670,7 +951,17 @@ fn data_with_bad_image(bad: &[u8]) -> tempfile::TempDir {
     std::fs::create_dir(dir.path().join("cache")).unwrap();
     let out = bin()
         .current_dir(dir.path())
-        .args(["synth", "--out", "data", "--count", "12", "--test-count", "0", "--seed", "9"])
+        .args([
+            "synth",
+            "--out",
+            "data",
+            "--count",
+            "12",
+            "--test-count",
+            "0",
+            "--seed",
+            "9",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -687,7 +978,12 @@ fn bad_images_fail_the_crop_naming_the_file_or_are_skipped() {
         good[..good.len() / 3].to_vec()
     };
     let mut small = Vec::new();
-    image::RgbImage::new(100, 80).write_to(&mut std::io::Cursor::new(&mut small), image::ImageFormat::Jpeg).unwrap();
+    image::RgbImage::new(100, 80)
+        .write_to(
+            &mut std::io::Cursor::new(&mut small),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
     for (bytes, expect) in [
         (b"".to_vec(), "not a decodable JPEG"),
         (b"just some text".to_vec(), "not a decodable JPEG"),
@@ -700,14 +996,35 @@ fn bad_images_fail_the_crop_naming_the_file_or_are_skipped() {
         let _ = &v;
         assert_eq!(ids_with(&v, "failed"), ["crop"]);
         assert!(err.contains("100004.jpg") && err.contains(expect), "{err}");
-        assert_eq!(std::fs::read_dir(dir.path().join("cache/objects")).unwrap().count(), 1, "only ingest published");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("cache/objects"))
+                .unwrap()
+                .count(),
+            1,
+            "only ingest published"
+        );
         // Skipping instead: the run succeeds and the bad image is listed.
-        let (code, v, err) =
-            run_real(dir.path(), &["run", "p.toml", "--until", "crop", "--set", "crop.on_bad_image=skip"]);
+        let (code, v, err) = run_real(
+            dir.path(),
+            &[
+                "run",
+                "p.toml",
+                "--until",
+                "crop",
+                "--set",
+                "crop.on_bad_image=skip",
+            ],
+        );
         assert_eq!(code, 0, "{err}");
         let out = object_of(&v, &dir.path().join("cache"), "crop");
         assert!(out.join("skipped.parquet").exists());
-        assert_eq!(galaxy_pipe::artifacts::read_crops(&out.join("crops.parquet")).unwrap().ids.len(), 11);
+        assert_eq!(
+            galaxy_pipe::artifacts::read_crops(&out.join("crops.parquet"))
+                .unwrap()
+                .ids
+                .len(),
+            11
+        );
     }
 }
 
@@ -717,9 +1034,21 @@ fn label_rows_without_images_fail_ingest_or_are_skipped() {
     std::fs::remove_file(dir.path().join("data/images_training_rev1/100004.jpg")).unwrap();
     let (code, _, err) = run_real(dir.path(), &["run", "p.toml", "--until", "ingest"]);
     assert_eq!(code, 1);
-    assert!(err.contains("1 label row(s)") && err.contains("first: 100004"), "{err}");
-    let (code, v, err) =
-        run_real(dir.path(), &["run", "p.toml", "--until", "ingest", "--set", "ingest.on_missing_image=skip"]);
+    assert!(
+        err.contains("1 label row(s)") && err.contains("first: 100004"),
+        "{err}"
+    );
+    let (code, v, err) = run_real(
+        dir.path(),
+        &[
+            "run",
+            "p.toml",
+            "--until",
+            "ingest",
+            "--set",
+            "ingest.on_missing_image=skip",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         v["stages"][0]["metrics"]["train_rows"].as_f64().unwrap()
@@ -740,7 +1069,10 @@ fn malformed_label_csv_fails_ingest_with_file_and_line() {
     std::fs::write(&csv, lines.join("\n") + "\n").unwrap();
     let (code, _, err) = run_real(dir.path(), &["run", "p.toml", "--until", "ingest"]);
     assert_eq!(code, 1);
-    assert!(err.contains("training_solutions_rev1.csv:2: Class1.1 = NaN is outside [0, 1]"), "{err}");
+    assert!(
+        err.contains("training_solutions_rev1.csv:2: Class1.1 = NaN is outside [0, 1]"),
+        "{err}"
+    );
 }
 
 // ---------------------------------------------------------------- train, evaluate, submit
@@ -761,9 +1093,27 @@ fn history_losses(dir: &std::path::Path) -> Vec<(u32, Option<u32>, f64)> {
     use arrow::array::{Array, Float64Array, UInt32Array};
     let mut out = Vec::new();
     for b in galaxy_pipe::artifacts::read_parquet(&dir.join("history.parquet")).unwrap() {
-        let e = b.column_by_name("epoch").unwrap().as_any().downcast_ref::<UInt32Array>().unwrap().clone();
-        let n = b.column_by_name("batch").unwrap().as_any().downcast_ref::<UInt32Array>().unwrap().clone();
-        let l = b.column_by_name("loss").unwrap().as_any().downcast_ref::<Float64Array>().unwrap().clone();
+        let e = b
+            .column_by_name("epoch")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .unwrap()
+            .clone();
+        let n = b
+            .column_by_name("batch")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .unwrap()
+            .clone();
+        let l = b
+            .column_by_name("loss")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .clone();
         for r in 0..b.num_rows() {
             out.push((e.value(r), (!n.is_null(r)).then(|| n.value(r)), l.value(r)));
         }
@@ -776,12 +1126,29 @@ fn training_killed_mid_run_resumes_to_the_same_result_as_an_uninterrupted_run() 
     let dir = tempfile::tempdir().unwrap();
     let out = bin()
         .current_dir(dir.path())
-        .args(["synth", "--out", "data", "--count", "400", "--test-count", "20", "--seed", "4"])
+        .args([
+            "synth",
+            "--out",
+            "data",
+            "--count",
+            "400",
+            "--test-count",
+            "20",
+            "--seed",
+            "4",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
     std::fs::write(dir.path().join("p.toml"), NN_PIPELINE).unwrap();
-    let mut args: Vec<&str> = vec!["run", "p.toml", "--until", "evaluate", "--set", "train.epochs=6"];
+    let mut args: Vec<&str> = vec![
+        "run",
+        "p.toml",
+        "--until",
+        "evaluate",
+        "--set",
+        "train.epochs=6",
+    ];
     args.extend(SMALL_NET);
 
     // Uninterrupted, in its own cache.
@@ -809,28 +1176,63 @@ fn training_killed_mid_run_resumes_to_the_same_result_as_an_uninterrupted_run() 
             .any(|e| e.path().join("checkpoint/state.json").exists())
     };
     while !checkpoint() {
-        assert!(std::time::Instant::now() < deadline, "no checkpoint appeared");
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before its first checkpoint");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its first checkpoint"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let (code, resumed, err) = run_real(dir.path(), &args);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(ids_with(&resumed, "ran"), ["train", "evaluate"], "{resumed}");
-    let train = resumed["stages"].as_array().unwrap().iter().find(|s| s["id"] == "train").unwrap();
-    assert!(train["notes"].to_string().contains("resumed from the checkpoint after epoch"), "{train}");
+    assert_eq!(
+        ids_with(&resumed, "ran"),
+        ["train", "evaluate"],
+        "{resumed}"
+    );
+    let train = resumed["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "train")
+        .unwrap();
+    assert!(
+        train["notes"]
+            .to_string()
+            .contains("resumed from the checkpoint after epoch"),
+        "{train}"
+    );
     assert_eq!(
         history_losses(&object_of(&resumed, &cache, "train")),
         history_losses(&object_of(&clean, &clean_cache, "train"))
     );
     let rmse = |v: &serde_json::Value| {
-        v["stages"].as_array().unwrap().iter().find(|s| s["id"] == "evaluate").unwrap()["metrics"]["rmse"]
+        v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "evaluate")
+            .unwrap()["metrics"]["rmse"]
             .as_f64()
             .unwrap()
     };
-    assert_eq!(rmse(&resumed), rmse(&clean), "the resumed model predicts exactly as the uninterrupted one");
-    assert!(std::fs::read_dir(cache.join("work")).unwrap().next().is_none(), "checkpoints removed after publishing");
+    assert_eq!(
+        rmse(&resumed),
+        rmse(&clean),
+        "the resumed model predicts exactly as the uninterrupted one"
+    );
+    assert!(
+        std::fs::read_dir(cache.join("work"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "checkpoints removed after publishing"
+    );
 }
 
 #[test]
@@ -839,7 +1241,17 @@ fn a_trained_model_beats_the_mean_on_synthetic_galaxies_and_submits() {
     std::fs::create_dir(dir.path().join("cache")).unwrap();
     let out = bin()
         .current_dir(dir.path())
-        .args(["synth", "--out", "data", "--count", "600", "--test-count", "30", "--seed", "8"])
+        .args([
+            "synth",
+            "--out",
+            "data",
+            "--count",
+            "600",
+            "--test-count",
+            "30",
+            "--seed",
+            "8",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -857,9 +1269,21 @@ fn a_trained_model_beats_the_mean_on_synthetic_galaxies_and_submits() {
     args.extend(SMALL_NET);
     let (code, v, err) = run_real(dir.path(), &args);
     assert_eq!(code, 0, "{err}");
-    let m = &v["stages"].as_array().unwrap().iter().find(|s| s["id"] == "evaluate").unwrap()["metrics"];
-    assert!(m["rmse"].as_f64().unwrap() < m["rmse_baseline_mean"].as_f64().unwrap(), "{m}");
-    assert_eq!(m["tree_consistent"].as_f64().unwrap(), 1.0, "the tree head only gives consistent answers: {m}");
+    let m = &v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "evaluate")
+        .unwrap()["metrics"];
+    assert!(
+        m["rmse"].as_f64().unwrap() < m["rmse_baseline_mean"].as_f64().unwrap(),
+        "{m}"
+    );
+    assert_eq!(
+        m["tree_consistent"].as_f64().unwrap(),
+        1.0,
+        "the tree head only gives consistent answers: {m}"
+    );
     let csv = std::fs::read_to_string(dir.path().join("out/submission.csv")).unwrap();
     assert_eq!(csv.lines().count(), 31);
 }
@@ -870,8 +1294,14 @@ fn submission_for_the_real_sample_has_the_kaggle_format() {
     let work = tempfile::tempdir().unwrap();
     let out_csv = work.path().join("submission.csv");
     let set_output = format!("submit.output={}", out_csv.display());
-    let mut args: Vec<&str> =
-        vec!["run", "pipelines/sample.toml", "--until", "submit", "--cache-dir", work.path().to_str().unwrap()];
+    let mut args: Vec<&str> = vec![
+        "run",
+        "pipelines/sample.toml",
+        "--until",
+        "submit",
+        "--cache-dir",
+        work.path().to_str().unwrap(),
+    ];
     args.extend(["--set", "train.epochs=1", "--set", &set_output]);
     args.extend(SMALL_NET);
     let (code, _, err) = run_real(&repo_root(), &args);
@@ -879,18 +1309,33 @@ fn submission_for_the_real_sample_has_the_kaggle_format() {
     let csv = std::fs::read_to_string(&out_csv).unwrap();
     let mut lines = csv.lines();
     let header = lines.next().unwrap();
-    assert_eq!(header, format!("GalaxyID,{}", galaxy_pipe::labels::CLASS_NAMES.join(",")));
+    assert_eq!(
+        header,
+        format!("GalaxyID,{}", galaxy_pipe::labels::CLASS_NAMES.join(","))
+    );
     let ids: Vec<u64> = lines
         .map(|l| {
             let fields: Vec<&str> = l.split(',').collect();
             assert_eq!(fields.len(), 38, "{l}");
-            assert!(fields[1..].iter().all(|v| (0.0..=1.0).contains(&v.parse::<f64>().unwrap())), "{l}");
+            assert!(
+                fields[1..]
+                    .iter()
+                    .all(|v| (0.0..=1.0).contains(&v.parse::<f64>().unwrap())),
+                "{l}"
+            );
             fields[0].parse().unwrap()
         })
         .collect();
     let mut expected: Vec<u64> = std::fs::read_dir(sample.join("images_test_rev1"))
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".jpg").parse().unwrap())
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".jpg")
+                .parse()
+                .unwrap()
+        })
         .collect();
     expected.sort();
     assert_eq!(ids, expected, "one row per test image, sorted by id");

@@ -41,13 +41,25 @@ impl Manifest {
 
     /// Files added, removed and changed from `old` to `self` (paths).
     pub fn diff(&self, old: &Manifest) -> (Vec<String>, Vec<String>, Vec<String>) {
-        let before: HashMap<&str, &FileEntry> = old.entries.iter().map(|e| (e.path.as_str(), e)).collect();
-        let after: HashMap<&str, &FileEntry> = self.entries.iter().map(|e| (e.path.as_str(), e)).collect();
-        let mut added: Vec<String> = after.keys().filter(|p| !before.contains_key(*p)).map(|p| p.to_string()).collect();
-        let mut removed: Vec<String> =
-            before.keys().filter(|p| !after.contains_key(*p)).map(|p| p.to_string()).collect();
-        let mut changed: Vec<String> =
-            after.iter().filter(|(p, e)| before.get(*p).is_some_and(|b| b != *e)).map(|(p, _)| p.to_string()).collect();
+        let before: HashMap<&str, &FileEntry> =
+            old.entries.iter().map(|e| (e.path.as_str(), e)).collect();
+        let after: HashMap<&str, &FileEntry> =
+            self.entries.iter().map(|e| (e.path.as_str(), e)).collect();
+        let mut added: Vec<String> = after
+            .keys()
+            .filter(|p| !before.contains_key(*p))
+            .map(|p| p.to_string())
+            .collect();
+        let mut removed: Vec<String> = before
+            .keys()
+            .filter(|p| !after.contains_key(*p))
+            .map(|p| p.to_string())
+            .collect();
+        let mut changed: Vec<String> = after
+            .iter()
+            .filter(|(p, e)| before.get(*p).is_some_and(|b| b != *e))
+            .map(|(p, _)| p.to_string())
+            .collect();
         added.sort();
         removed.sort();
         changed.sort();
@@ -99,10 +111,21 @@ impl StatCache {
             let ino = f.next()?.parse().ok()?;
             let digest = f.next()?.to_string();
             let rel = f.next()?.to_string();
-            entries.push((rel, Stat { size, mtime_ns, ino, digest }));
+            entries.push((
+                rel,
+                Stat {
+                    size,
+                    mtime_ns,
+                    ino,
+                    digest,
+                },
+            ));
         }
         // A garbled or hand-edited cache is never trusted blindly: it must be sorted and unique.
-        entries.windows(2).all(|w| w[0].0 < w[1].0).then_some(StatCache { manifest, entries })
+        entries
+            .windows(2)
+            .all(|w| w[0].0 < w[1].0)
+            .then_some(StatCache { manifest, entries })
     }
 
     fn write(&self, path: &Path) -> Result<(), CacheError> {
@@ -113,9 +136,14 @@ impl StatCache {
         text.push('\n');
         for (rel, s) in &self.entries {
             use std::fmt::Write;
-            let _ = writeln!(text, "{}\t{}\t{}\t{}\t{}", s.size, s.mtime_ns, s.ino, s.digest, rel);
+            let _ = writeln!(
+                text,
+                "{}\t{}\t{}\t{}\t{}",
+                s.size, s.mtime_ns, s.ino, s.digest, rel
+            );
         }
-        write_atomic(path, text.as_bytes()).map_err(|e| CacheError::io("writing the stat cache", path, e))
+        write_atomic(path, text.as_bytes())
+            .map_err(|e| CacheError::io("writing the stat cache", path, e))
     }
 }
 
@@ -131,12 +159,19 @@ pub fn manifest(
     on_hashed: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<(String, Option<Manifest>), CacheError> {
     let found = walk(root)?;
-    let cache = if verify { None } else { StatCache::read(stat_file) };
+    let cache = if verify {
+        None
+    } else {
+        StatCache::read(stat_file)
+    };
     let same = |f: &Found, s: &Stat| s.size == f.size && s.mtime_ns == f.mtime_ns && s.ino == f.ino;
     if let Some(c) = &cache
         && !build
         && c.entries.len() == found.len()
-        && c.entries.iter().zip(&found).all(|((rel, s), f)| *rel == f.rel && same(f, s))
+        && c.entries
+            .iter()
+            .zip(&found)
+            .all(|((rel, s), f)| *rel == f.rel && same(f, s))
     {
         return Ok((c.manifest.clone(), None));
     }
@@ -148,7 +183,10 @@ pub fn manifest(
         while j < cached.len() && cached[j].0 < f.rel {
             j += 1;
         }
-        known.push((j < cached.len() && cached[j].0 == f.rel && same(f, &cached[j].1)).then(|| &cached[j].1));
+        known.push(
+            (j < cached.len() && cached[j].0 == f.rel && same(f, &cached[j].1))
+                .then(|| &cached[j].1),
+        );
     }
     let stale: Vec<usize> = (0..found.len()).filter(|&i| known[i].is_none()).collect();
     let total = stale.len() as u64;
@@ -173,18 +211,36 @@ pub fn manifest(
                 Some(s) => s.digest.clone(),
                 None => fresh.next().expect("one digest per stale file"),
             };
-            (f.rel.clone(), Stat { size: f.size, mtime_ns: f.mtime_ns, ino: f.ino, digest })
+            (
+                f.rel.clone(),
+                Stat {
+                    size: f.size,
+                    mtime_ns: f.mtime_ns,
+                    ino: f.ino,
+                    digest,
+                },
+            )
         })
         .collect();
     let manifest = Manifest {
         entries: entries
             .iter()
-            .map(|(rel, s)| FileEntry { path: rel.clone(), size: s.size, digest: s.digest.clone() })
+            .map(|(rel, s)| FileEntry {
+                path: rel.clone(),
+                size: s.size,
+                digest: s.digest.clone(),
+            })
             .collect(),
     };
     let digest = manifest.digest();
-    let new_cache = StatCache { manifest: digest.clone(), entries };
-    if cache.as_ref().is_none_or(|c| c.manifest != new_cache.manifest || c.entries != new_cache.entries) {
+    let new_cache = StatCache {
+        manifest: digest.clone(),
+        entries,
+    };
+    if cache
+        .as_ref()
+        .is_none_or(|c| c.manifest != new_cache.manifest || c.entries != new_cache.entries)
+    {
         new_cache.write(stat_file)?;
     }
     Ok((digest, Some(manifest)))
@@ -192,8 +248,10 @@ pub fn manifest(
 
 pub fn hash_file(path: &Path) -> Result<String, CacheError> {
     let mut hasher = blake3::Hasher::new();
-    let mut file = std::fs::File::open(path).map_err(|e| CacheError::io("reading input file", path, e))?;
-    std::io::copy(&mut file, &mut hasher).map_err(|e| CacheError::io("reading input file", path, e))?;
+    let mut file =
+        std::fs::File::open(path).map_err(|e| CacheError::io("reading input file", path, e))?;
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(|e| CacheError::io("reading input file", path, e))?;
     Ok(hasher.finalize().to_hex().to_string())
 }
 
@@ -202,7 +260,10 @@ fn walk(root: &Path) -> Result<Vec<Found>, CacheError> {
     let meta = std::fs::metadata(root).map_err(|e| CacheError::io("reading input", root, e))?;
     let mut found = Vec::new();
     if meta.is_file() {
-        let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         found.push(Found {
             rel: name,
             abs: root.to_path_buf(),
@@ -214,28 +275,45 @@ fn walk(root: &Path) -> Result<Vec<Found>, CacheError> {
     }
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| CacheError::io("listing input folder", &dir, e))?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| CacheError::io("listing input folder", &dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| CacheError::io("listing input folder", &dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue; // editor and OS litter (.DS_Store, ._x) is not data
             }
-            let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
             let abs = entry.path();
-            let ft = entry.file_type().map_err(|e| CacheError::io("reading input", &abs, e))?;
+            let ft = entry
+                .file_type()
+                .map_err(|e| CacheError::io("reading input", &abs, e))?;
             if ft.is_dir() {
                 stack.push((abs, rel));
                 continue;
             }
             // Follows file symlinks (a dangling one is reported); plain files are stat'ed relative
             // to the open folder, which is cheaper than a full path lookup.
-            let meta = if ft.is_symlink() { std::fs::metadata(&abs) } else { entry.metadata() }
-                .map_err(|e| CacheError::io("reading input file", &abs, e))?;
+            let meta = if ft.is_symlink() {
+                std::fs::metadata(&abs)
+            } else {
+                entry.metadata()
+            }
+            .map_err(|e| CacheError::io("reading input file", &abs, e))?;
             if meta.is_dir() {
                 continue; // directory symlinks are not followed (no loops)
             }
-            found.push(Found { rel, abs, size: meta.size(), mtime_ns: mtime_ns(&meta), ino: meta.ino() });
+            found.push(Found {
+                rel,
+                abs,
+                size: meta.size(),
+                mtime_ns: mtime_ns(&meta),
+                ino: meta.ino(),
+            });
         }
     }
     found.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));

@@ -34,17 +34,25 @@ impl Fingerprint {
     }
 
     pub fn key(&self) -> String {
-        blake3::hash(self.canonical_json().as_bytes()).to_hex().to_string()
+        blake3::hash(self.canonical_json().as_bytes())
+            .to_hex()
+            .to_string()
     }
 
     /// Human-readable differences from `old` to `self`, one line each.
     pub fn diff(&self, old: &Fingerprint) -> Vec<Change> {
         let mut changes = Vec::new();
         if self.cache_format != old.cache_format {
-            changes.push(Change::Code(format!("cache format {} → {}", old.cache_format, self.cache_format)));
+            changes.push(Change::Code(format!(
+                "cache format {} → {}",
+                old.cache_format, self.cache_format
+            )));
         }
         if self.kind != old.kind {
-            changes.push(Change::Code(format!("stage kind `{}` → `{}`", old.kind, self.kind)));
+            changes.push(Change::Code(format!(
+                "stage kind `{}` → `{}`",
+                old.kind, self.kind
+            )));
         }
         if self.code_version != old.code_version {
             changes.push(Change::Code(format!(
@@ -53,7 +61,11 @@ impl Fingerprint {
             )));
         }
         if self.seed != old.seed {
-            changes.push(Change::Param(format!("pipeline seed {} → {}", show_opt(old.seed), show_opt(self.seed))));
+            changes.push(Change::Param(format!(
+                "pipeline seed {} → {}",
+                show_opt(old.seed),
+                show_opt(self.seed)
+            )));
         }
         let mut params = Vec::new();
         diff_json("", &old.params, &self.params, &mut params);
@@ -69,13 +81,21 @@ impl Fingerprint {
                 Some(_) => {}
             }
         }
-        for id in old.inputs.keys().filter(|id| !self.inputs.contains_key(*id)) {
+        for id in old
+            .inputs
+            .keys()
+            .filter(|id| !self.inputs.contains_key(*id))
+        {
             changes.push(Change::Upstream(format!("input `{id}` removed")));
         }
         for (group, digest) in &self.files {
             match old.files.get(group) {
                 Some(d) if d == digest => {}
-                Some(d) => changes.push(Change::Files { group: group.clone(), old: d.clone(), new: digest.clone() }),
+                Some(d) => changes.push(Change::Files {
+                    group: group.clone(),
+                    old: d.clone(),
+                    new: digest.clone(),
+                }),
                 None => changes.push(Change::Upstream(format!("new input files `{group}`"))),
             }
         }
@@ -102,7 +122,8 @@ pub fn short(digest: &str) -> &str {
 }
 
 fn show_opt(v: Option<u64>) -> String {
-    v.map(|v| v.to_string()).unwrap_or_else(|| "(unused)".into())
+    v.map(|v| v.to_string())
+        .unwrap_or_else(|| "(unused)".into())
 }
 
 fn diff_json(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<String>) {
@@ -111,7 +132,11 @@ fn diff_json(path: &str, old: &serde_json::Value, new: &serde_json::Value, out: 
         (Object(a), Object(b)) => {
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
             for k in keys {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match (a.get(k), b.get(k)) {
                     (Some(x), Some(y)) => diff_json(&p, x, y, out),
                     (None, Some(y)) => out.push(format!("param `{p}` added: {y}")),

@@ -32,7 +32,12 @@ impl KeyLock {
     pub fn acquire(path: &Path, mut on_wait: impl FnMut()) -> std::io::Result<Acquired> {
         let mut waited = false;
         loop {
-            let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path)?;
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(path)?;
             match file.try_lock() {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => {
@@ -47,17 +52,32 @@ impl KeyLock {
             // The previous holder may have removed the file after we opened it: then we hold a
             // lock on an unlinked inode and must retry on the current file.
             if same_file(&file, path) {
-                let lock = KeyLock { file, path: path.to_path_buf() };
-                return Ok(if waited { Acquired::AfterWaiting(lock) } else { Acquired::Immediately(lock) });
+                let lock = KeyLock {
+                    file,
+                    path: path.to_path_buf(),
+                };
+                return Ok(if waited {
+                    Acquired::AfterWaiting(lock)
+                } else {
+                    Acquired::Immediately(lock)
+                });
             }
         }
     }
 
     /// Take the lock only if nobody holds it (used by sweeping).
     pub fn try_acquire(path: &Path) -> std::io::Result<Option<KeyLock>> {
-        let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)?;
         match file.try_lock() {
-            Ok(()) if same_file(&file, path) => Ok(Some(KeyLock { file, path: path.to_path_buf() })),
+            Ok(()) if same_file(&file, path) => Ok(Some(KeyLock {
+                file,
+                path: path.to_path_buf(),
+            })),
             Ok(()) => Ok(None),
             Err(TryLockError::WouldBlock) => Ok(None),
             Err(TryLockError::Error(e)) => Err(e),

@@ -42,7 +42,11 @@ pub enum CacheError {
 
 impl CacheError {
     pub fn io(what: &'static str, path: &Path, source: std::io::Error) -> Self {
-        CacheError::Io { what, path: path.to_path_buf(), source }
+        CacheError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -116,9 +120,12 @@ impl Store {
     pub fn open(root: &Path) -> Result<Self, CacheError> {
         for sub in ["objects", "tmp", "work", "locks", "inputs", "index", "runs"] {
             let dir = root.join(sub);
-            std::fs::create_dir_all(&dir).map_err(|e| CacheError::io("creating cache folder", &dir, e))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| CacheError::io("creating cache folder", &dir, e))?;
         }
-        Ok(Store { root: root.to_path_buf() })
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -165,8 +172,8 @@ impl Store {
         if fp.key() != key {
             return Err("fingerprint.json does not hash to this key".into());
         }
-        let report: StageReport =
-            serde_json::from_slice(&read_json("result.json")?).map_err(|e| format!("result.json is garbled: {e}"))?;
+        let report: StageReport = serde_json::from_slice(&read_json("result.json")?)
+            .map_err(|e| format!("result.json is garbled: {e}"))?;
         let out_dir = dir.join("out");
         let present = list_files(&out_dir).map_err(|e| format!("listing outputs: {e}"))?;
         let expected: BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
@@ -177,7 +184,12 @@ impl Store {
             let path = out_dir.join(&file.path);
             let meta = std::fs::metadata(&path).map_err(|_| format!("{} is missing", file.path))?;
             if meta.size() != file.size {
-                return Err(format!("{} has {} bytes, expected {}", file.path, meta.size(), file.size));
+                return Err(format!(
+                    "{} has {} bytes, expected {}",
+                    file.path,
+                    meta.size(),
+                    file.size
+                ));
             }
             if verify || mtime_ns(&meta) != file.mtime_ns {
                 let digest = files::hash_file(&path).map_err(|e| e.to_string())?;
@@ -189,7 +201,12 @@ impl Store {
         if output_digest(&manifest.files) != manifest.digest {
             return Err("manifest.json digest does not match its files".into());
         }
-        Ok(Artifact { key: key.to_string(), out_dir, digest: manifest.digest, report })
+        Ok(Artifact {
+            key: key.to_string(),
+            out_dir,
+            digest: manifest.digest,
+            report,
+        })
     }
 
     /// Move a damaged object out of the way (into tmp/, swept later).
@@ -218,14 +235,20 @@ impl Store {
             NONCE.fetch_add(1, Ordering::Relaxed)
         ));
         let out_dir = dir.join("out");
-        std::fs::create_dir_all(&out_dir).map_err(|e| CacheError::io("creating temp folder", &out_dir, e))?;
-        Ok(Staging { dir, out_dir, published: false })
+        std::fs::create_dir_all(&out_dir)
+            .map_err(|e| CacheError::io("creating temp folder", &out_dir, e))?;
+        Ok(Staging {
+            dir,
+            out_dir,
+            published: false,
+        })
     }
 
     /// The persistent work area of `key` (checkpoints); removed after publishing.
     pub fn work_dir(&self, key: &str) -> Result<PathBuf, CacheError> {
         let dir = self.root.join("work").join(key);
-        std::fs::create_dir_all(&dir).map_err(|e| CacheError::io("creating work folder", &dir, e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| CacheError::io("creating work folder", &dir, e))?;
         Ok(dir)
     }
 
@@ -239,24 +262,43 @@ impl Store {
     ) -> Result<Artifact, CacheError> {
         let key = fp.key();
         let files = hash_outputs(&staging.out_dir)?;
-        let manifest = OutputManifest { digest: output_digest(&files), files };
+        let manifest = OutputManifest {
+            digest: output_digest(&files),
+            files,
+        };
         let write = |name: &str, bytes: Vec<u8>| -> Result<(), CacheError> {
             let path = staging.dir.join(name);
             write_atomic(&path, &bytes).map_err(|e| CacheError::io("writing", &path, e))
         };
-        write("manifest.json", serde_json::to_vec_pretty(&manifest).expect("serialise"))?;
-        write("fingerprint.json", serde_json::to_vec_pretty(fp).expect("serialise"))?;
-        write("result.json", serde_json::to_vec_pretty(report).expect("serialise"))?;
-        atomic::sync_dir(&staging.out_dir).map_err(|e| CacheError::io("syncing", &staging.out_dir, e))?;
+        write(
+            "manifest.json",
+            serde_json::to_vec_pretty(&manifest).expect("serialise"),
+        )?;
+        write(
+            "fingerprint.json",
+            serde_json::to_vec_pretty(fp).expect("serialise"),
+        )?;
+        write(
+            "result.json",
+            serde_json::to_vec_pretty(report).expect("serialise"),
+        )?;
+        atomic::sync_dir(&staging.out_dir)
+            .map_err(|e| CacheError::io("syncing", &staging.out_dir, e))?;
         let target = self.object_dir(&key);
         if target.exists() {
             self.quarantine(&target, &key);
         }
-        std::fs::rename(&staging.dir, &target).map_err(|e| CacheError::io("publishing", &target, e))?;
+        std::fs::rename(&staging.dir, &target)
+            .map_err(|e| CacheError::io("publishing", &target, e))?;
         staging.published = true;
         let _ = atomic::sync_dir(&self.root.join("objects"));
         let _ = std::fs::remove_dir_all(self.root.join("work").join(&key));
-        Ok(Artifact { key, out_dir: target.join("out"), digest: manifest.digest, report: report.clone() })
+        Ok(Artifact {
+            key,
+            out_dir: target.join("out"),
+            digest: manifest.digest,
+            report: report.clone(),
+        })
     }
 
     /// Remove temp folders no live run is writing (their key lock is free), and lock files a
@@ -296,7 +338,10 @@ impl Store {
     ) -> Result<String, CacheError> {
         let abs = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
         let id = blake3::hash(abs.to_string_lossy().as_bytes()).to_hex();
-        let stat_file = self.root.join("inputs").join(format!("stat-{}.txt", &id[..24]));
+        let stat_file = self
+            .root
+            .join("inputs")
+            .join(format!("stat-{}.txt", &id[..24]));
         let (mut digest, mut built) = files::manifest(root, &stat_file, verify, false, on_hashed)?;
         if built.is_none() && !self.manifest_path(&digest).exists() {
             // Unchanged files, but the stored manifest is gone: rebuild it from the stat cache.
@@ -313,7 +358,9 @@ impl Store {
     }
 
     fn manifest_path(&self, digest: &str) -> PathBuf {
-        self.root.join("inputs").join(format!("manifest-{digest}.json"))
+        self.root
+            .join("inputs")
+            .join(format!("manifest-{digest}.json"))
     }
 
     pub fn stored_manifest(&self, digest: &str) -> Option<Manifest> {
@@ -324,11 +371,19 @@ impl Store {
     fn index_path(&self, pipeline: &Path, stage: &str) -> PathBuf {
         let abs = std::path::absolute(pipeline).unwrap_or_else(|_| pipeline.to_path_buf());
         let id = blake3::hash(abs.to_string_lossy().as_bytes()).to_hex();
-        self.root.join("index").join(&id[..24]).join(format!("{stage}.json"))
+        self.root
+            .join("index")
+            .join(&id[..24])
+            .join(format!("{stage}.json"))
     }
 
     /// Remember the fingerprint a stage of a pipeline last ran or reused.
-    pub fn record_last(&self, pipeline: &Path, stage: &str, fp: &Fingerprint) -> Result<(), CacheError> {
+    pub fn record_last(
+        &self,
+        pipeline: &Path,
+        stage: &str,
+        fp: &Fingerprint,
+    ) -> Result<(), CacheError> {
         let path = self.index_path(pipeline, stage);
         write_atomic(&path, &serde_json::to_vec_pretty(fp).expect("serialise"))
             .map_err(|e| CacheError::io("writing", &path, e))
@@ -346,7 +401,11 @@ impl Store {
     /// Keys of all published objects.
     pub fn object_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = std::fs::read_dir(self.root.join("objects"))
-            .map(|it| it.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|it| {
+                it.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         keys.sort();
         keys
@@ -355,12 +414,16 @@ impl Store {
     /// Delete one object under its lock (skipped if a run is using the key right now).
     pub fn remove_object(&self, key: &str) -> Result<bool, CacheError> {
         let lock_path = self.root.join("locks").join(format!("{key}.lock"));
-        let Some(_lock) = KeyLock::try_acquire(&lock_path).map_err(|e| CacheError::io("locking", &lock_path, e))?
+        let Some(_lock) = KeyLock::try_acquire(&lock_path)
+            .map_err(|e| CacheError::io("locking", &lock_path, e))?
         else {
             return Ok(false);
         };
         let dir = self.object_dir(key);
-        let aside = self.root.join("tmp").join(format!("{key}.gc.{}", std::process::id()));
+        let aside = self
+            .root
+            .join("tmp")
+            .join(format!("{key}.gc.{}", std::process::id()));
         std::fs::rename(&dir, &aside).map_err(|e| CacheError::io("removing", &dir, e))?;
         std::fs::remove_dir_all(&aside).map_err(|e| CacheError::io("removing", &aside, e))?;
         Ok(true)
@@ -370,9 +433,9 @@ impl Store {
     pub fn object_size(&self, key: &str) -> u64 {
         fn size(p: &Path) -> u64 {
             match std::fs::symlink_metadata(p) {
-                Ok(m) if m.is_dir() => {
-                    std::fs::read_dir(p).map(|it| it.flatten().map(|e| size(&e.path())).sum()).unwrap_or(0)
-                }
+                Ok(m) if m.is_dir() => std::fs::read_dir(p)
+                    .map(|it| it.flatten().map(|e| size(&e.path())).sum())
+                    .unwrap_or(0),
                 Ok(m) => m.len(),
                 Err(_) => 0,
             }
@@ -393,7 +456,11 @@ fn list_files(dir: &Path) -> std::io::Result<Vec<String>> {
         for entry in std::fs::read_dir(&d)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
             if entry.file_type()?.is_dir() {
                 stack.push((entry.path(), rel));
             } else {
@@ -412,11 +479,20 @@ fn hash_outputs(out_dir: &Path) -> Result<Vec<OutputFile>, CacheError> {
         .par_iter()
         .map(|rel| {
             let path = out_dir.join(rel);
-            let file = std::fs::File::open(&path).map_err(|e| CacheError::io("reading output", &path, e))?;
-            file.sync_all().map_err(|e| CacheError::io("syncing output", &path, e))?;
-            let meta = file.metadata().map_err(|e| CacheError::io("reading output", &path, e))?;
+            let file = std::fs::File::open(&path)
+                .map_err(|e| CacheError::io("reading output", &path, e))?;
+            file.sync_all()
+                .map_err(|e| CacheError::io("syncing output", &path, e))?;
+            let meta = file
+                .metadata()
+                .map_err(|e| CacheError::io("reading output", &path, e))?;
             let digest = files::hash_file(&path)?;
-            Ok(OutputFile { path: rel.clone(), size: meta.size(), digest, mtime_ns: mtime_ns(&meta) })
+            Ok(OutputFile {
+                path: rel.clone(),
+                size: meta.size(),
+                digest,
+                mtime_ns: mtime_ns(&meta),
+            })
         })
         .collect()
 }

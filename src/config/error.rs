@@ -42,7 +42,13 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    pub fn at(sources: &Sources, source: usize, span: Range<usize>, message: String, help: Option<String>) -> Self {
+    pub fn at(
+        sources: &Sources,
+        source: usize,
+        span: Range<usize>,
+        message: String,
+        help: Option<String>,
+    ) -> Self {
         let src = sources.get(source);
         let label = short_label(&message);
         ConfigError::At {
@@ -68,7 +74,13 @@ impl ConfigError {
             None if known.is_empty() => None,
             None => Some(format!("known {what}s: {}", known.join(", "))),
         };
-        Self::at(sources, source, span, format!("unknown {what} `{name}`"), help)
+        Self::at(
+            sources,
+            source,
+            span,
+            format!("unknown {what} `{name}`"),
+            help,
+        )
     }
 
     /// Replace the headline message (and the label under the caret).

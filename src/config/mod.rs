@@ -102,7 +102,13 @@ fn build(root: &Node, sources: &Sources) -> Result<Pipeline, ConfigError> {
     let top = root.as_table().expect("document is a table");
     for (key, node) in top.iter() {
         if !TOP_KEYS.contains(&key.as_str()) {
-            errors.push(unknown(sources, &node.origin, "top-level key", key, &TOP_KEYS));
+            errors.push(unknown(
+                sources,
+                &node.origin,
+                "top-level key",
+                key,
+                &TOP_KEYS,
+            ));
         }
     }
 
@@ -129,9 +135,11 @@ fn build(root: &Node, sources: &Sources) -> Result<Pipeline, ConfigError> {
             "no stages: add at least one `[stages.<id>]` table".into(),
             None,
         )),
-        Some((node, None)) => {
-            errors.push(type_error(sources, node, "`stages` must be a table of `[stages.<id>]` tables"))
-        }
+        Some((node, None)) => errors.push(type_error(
+            sources,
+            node,
+            "`stages` must be a table of `[stages.<id>]` tables",
+        )),
         Some((_, Some(table))) => {
             for (id, node) in table.iter() {
                 if let Some(stage) = stage(id, node, sources, &mut errors) {
@@ -160,20 +168,34 @@ fn build(root: &Node, sources: &Sources) -> Result<Pipeline, ConfigError> {
     }
 }
 
-fn pipeline_table(node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>) -> (String, u64, Option<PathBuf>) {
+fn pipeline_table(
+    node: &Node,
+    sources: &Sources,
+    errors: &mut Vec<ConfigError>,
+) -> (String, u64, Option<PathBuf>) {
     let Some(table) = node.as_table() else {
         errors.push(type_error(sources, node, "`pipeline` must be a table"));
         return (String::new(), 0, None);
     };
     for (key, n) in table.iter() {
         if !PIPELINE_KEYS.contains(&key.as_str()) {
-            errors.push(unknown(sources, &n.origin, "pipeline key", key, &PIPELINE_KEYS));
+            errors.push(unknown(
+                sources,
+                &n.origin,
+                "pipeline key",
+                key,
+                &PIPELINE_KEYS,
+            ));
         }
     }
     let name = match table.get("name").map(|n| (n, n.to_value())) {
         Some((_, toml::Value::String(s))) if !s.trim().is_empty() => s,
         Some((n, _)) => {
-            errors.push(type_error(sources, n, "`pipeline.name` must be a non-empty string"));
+            errors.push(type_error(
+                sources,
+                n,
+                "`pipeline.name` must be a non-empty string",
+            ));
             String::new()
         }
         None => {
@@ -191,7 +213,11 @@ fn pipeline_table(node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>)
         None => 42,
         Some((_, toml::Value::Integer(i))) if i >= 0 => i as u64,
         Some((n, _)) => {
-            errors.push(type_error(sources, n, "`pipeline.seed` must be a non-negative integer"));
+            errors.push(type_error(
+                sources,
+                n,
+                "`pipeline.seed` must be a non-negative integer",
+            ));
             0
         }
     };
@@ -199,19 +225,35 @@ fn pipeline_table(node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>)
         None => None,
         Some((n, toml::Value::String(s))) => Some(sources.get(n.origin.source).base_dir.join(s)),
         Some((n, _)) => {
-            errors.push(type_error(sources, n, "`pipeline.cache_dir` must be a string"));
+            errors.push(type_error(
+                sources,
+                n,
+                "`pipeline.cache_dir` must be a string",
+            ));
             None
         }
     };
     (name, seed, cache_dir)
 }
 
-fn stage(id: &str, node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>) -> Option<StageSpec> {
+fn stage(
+    id: &str,
+    node: &Node,
+    sources: &Sources,
+    errors: &mut Vec<ConfigError>,
+) -> Option<StageSpec> {
     let Some(table) = node.as_table() else {
-        errors.push(type_error(sources, node, &format!("stage `{id}` must be a table: `[stages.{id}]`")));
+        errors.push(type_error(
+            sources,
+            node,
+            &format!("stage `{id}` must be a table: `[stages.{id}]`"),
+        ));
         return None;
     };
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
         errors.push(ConfigError::at(
             sources,
             node.origin.source,
@@ -221,7 +263,10 @@ fn stage(id: &str, node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>
         ));
         return None;
     }
-    let kind_names: Vec<String> = StageKind::ALL.iter().map(|k| k.name().to_string()).collect();
+    let kind_names: Vec<String> = StageKind::ALL
+        .iter()
+        .map(|k| k.name().to_string())
+        .collect();
     let kind = match table.get("kind") {
         None => {
             errors.push(ConfigError::at(
@@ -257,11 +302,16 @@ fn stage(id: &str, node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>
     let inputs = match table.get("inputs") {
         None => Vec::new(),
         Some(n) => match n.to_value() {
-            toml::Value::Array(items) if items.iter().all(|v| v.is_str()) => {
-                items.into_iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect()
-            }
+            toml::Value::Array(items) if items.iter().all(|v| v.is_str()) => items
+                .into_iter()
+                .map(|v| v.as_str().unwrap_or_default().to_string())
+                .collect(),
             _ => {
-                errors.push(type_error(sources, n, "`inputs` must be an array of stage ids"));
+                errors.push(type_error(
+                    sources,
+                    n,
+                    "`inputs` must be an array of stage ids",
+                ));
                 return None;
             }
         },
@@ -279,8 +329,15 @@ fn stage(id: &str, node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>
             let mut all = known.clone();
             all.extend(["kind".to_string(), "inputs".to_string()]);
             errors.push(
-                ConfigError::unknown_name(sources, n.origin.source, n.origin.key.clone(), "key", key, &all)
-                    .with_message(format!("unknown key `{key}` for a `{kind}` stage")),
+                ConfigError::unknown_name(
+                    sources,
+                    n.origin.source,
+                    n.origin.key.clone(),
+                    "key",
+                    key,
+                    &all,
+                )
+                .with_message(format!("unknown key `{key}` for a `{kind}` stage")),
             );
             ok = false;
             continue;
@@ -299,8 +356,18 @@ fn stage(id: &str, node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>
                 Some(n) => (n.origin.source, n.origin.value.clone()),
                 None => (node.origin.source, node.origin.key.clone()),
             };
-            let what = if first.is_empty() || path == "." { format!("stage `{id}`") } else { format!("`{id}.{path}`") };
-            errors.push(ConfigError::at(sources, src, span, format!("{what}: {}", e.inner().message()), None));
+            let what = if first.is_empty() || path == "." {
+                format!("stage `{id}`")
+            } else {
+                format!("`{id}.{path}`")
+            };
+            errors.push(ConfigError::at(
+                sources,
+                src,
+                span,
+                format!("{what}: {}", e.inner().message()),
+                None,
+            ));
             return None;
         }
     };
@@ -311,7 +378,13 @@ fn stage(id: &str, node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>
             .get(invalid.key)
             .map(|n| (n.origin.source, n.origin.value.clone()))
             .unwrap_or((node.origin.source, node.origin.key.clone()));
-        errors.push(ConfigError::at(sources, src, span, format!("`{id}.{}` {}", invalid.key, invalid.message), None));
+        errors.push(ConfigError::at(
+            sources,
+            src,
+            span,
+            format!("`{id}.{}` {}", invalid.key, invalid.message),
+            None,
+        ));
     }
     if !valid {
         return None;
@@ -333,8 +406,18 @@ fn stage(id: &str, node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>
         };
         (n.origin.clone(), items)
     });
-    let origin = SpecOrigin { table: node.origin.clone(), inputs: inputs_origin };
-    Some(StageSpec { id: id.to_string(), kind, inputs, params, base_dir, origin })
+    let origin = SpecOrigin {
+        table: node.origin.clone(),
+        inputs: inputs_origin,
+    };
+    Some(StageSpec {
+        id: id.to_string(),
+        kind,
+        inputs,
+        params,
+        base_dir,
+        origin,
+    })
 }
 
 fn check_inputs(
@@ -370,15 +453,31 @@ fn check_inputs(
             let others: Vec<String> = ids.iter().filter(|i| **i != stage.id).cloned().collect();
             errors.push(
                 ConfigError::unknown_name(sources, src, span, "input stage", input, &others)
-                    .with_message(format!("stage `{}`: unknown input stage `{input}`", stage.id)),
+                    .with_message(format!(
+                        "stage `{}`: unknown input stage `{input}`",
+                        stage.id
+                    )),
             );
         }
     }
 }
 
-fn unknown(sources: &Sources, origin: &Origin, what: &str, name: &str, known: &[&str]) -> ConfigError {
+fn unknown(
+    sources: &Sources,
+    origin: &Origin,
+    what: &str,
+    name: &str,
+    known: &[&str],
+) -> ConfigError {
     let known: Vec<String> = known.iter().map(|s| s.to_string()).collect();
-    ConfigError::unknown_name(sources, origin.source, origin.key.clone(), what, name, &known)
+    ConfigError::unknown_name(
+        sources,
+        origin.source,
+        origin.key.clone(),
+        what,
+        name,
+        &known,
+    )
 }
 
 fn type_error(sources: &Sources, node: &Node, message: &str) -> ConfigError {

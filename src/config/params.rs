@@ -5,7 +5,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The seven stage kinds of the Galaxy Zoo workflow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum StageKind {
     Ingest,
@@ -268,7 +270,13 @@ pub struct Augment {
 
 impl Default for Augment {
     fn default() -> Self {
-        Augment { rotate: true, flip: false, zoom: 0.0, translate: 0.0, brightness: 0.0 }
+        Augment {
+            rotate: true,
+            flip: false,
+            zoom: 0.0,
+            translate: 0.0,
+            brightness: 0.0,
+        }
     }
 }
 
@@ -389,7 +397,11 @@ mod d {
         207
     }
     pub fn baseline_methods() -> Vec<BaselineMethod> {
-        vec![BaselineMethod::Mean, BaselineMethod::CentralPixel, BaselineMethod::AverageColour]
+        vec![
+            BaselineMethod::Mean,
+            BaselineMethod::CentralPixel,
+            BaselineMethod::AverageColour,
+        ]
     }
     pub fn device() -> Device {
         Device::Auto
@@ -427,13 +439,34 @@ mod d {
     /// The seed's network: conv 9×9×64 → pool → conv 5×5×96 + BN → pool.
     pub fn conv() -> Vec<ConvBlock> {
         vec![
-            ConvBlock { filters: 64, kernel: 9, padding: 0, pool: 2, batch_norm: false },
-            ConvBlock { filters: 96, kernel: 5, padding: 0, pool: 2, batch_norm: true },
+            ConvBlock {
+                filters: 64,
+                kernel: 9,
+                padding: 0,
+                pool: 2,
+                batch_norm: false,
+            },
+            ConvBlock {
+                filters: 96,
+                kernel: 5,
+                padding: 0,
+                pool: 2,
+                batch_norm: true,
+            },
         ]
     }
     /// The seed's head: dense 1/8 → dense 1/4 (of 1024 units), dropout 0.15.
     pub fn dense() -> Vec<DenseLayer> {
-        vec![DenseLayer { units: 128, dropout: 0.15 }, DenseLayer { units: 256, dropout: 0.15 }]
+        vec![
+            DenseLayer {
+                units: 128,
+                dropout: 0.15,
+            },
+            DenseLayer {
+                units: 256,
+                dropout: 0.15,
+            },
+        ]
     }
     pub fn output() -> OutputHead {
         OutputHead::Sigmoid
@@ -463,7 +496,10 @@ pub struct Invalid {
 
 fn check(ok: bool, key: &'static str, message: impl Into<String>, out: &mut Vec<Invalid>) {
     if !ok {
-        out.push(Invalid { key, message: message.into() });
+        out.push(Invalid {
+            key,
+            message: message.into(),
+        });
     }
 }
 
@@ -521,42 +557,111 @@ impl StageParams {
         let mut out = Vec::new();
         match self {
             StageParams::Ingest(p) => {
-                check((0.0..1.0).contains(&p.valid_fraction), "valid_fraction", "must be in [0, 1)", &mut out);
-                check(p.tree_tolerance >= 0.0, "tree_tolerance", "must be ≥ 0", &mut out);
-                check(!p.data_dir.is_empty(), "data_dir", "must name a folder", &mut out);
+                check(
+                    (0.0..1.0).contains(&p.valid_fraction),
+                    "valid_fraction",
+                    "must be in [0, 1)",
+                    &mut out,
+                );
+                check(
+                    p.tree_tolerance >= 0.0,
+                    "tree_tolerance",
+                    "must be ≥ 0",
+                    &mut out,
+                );
+                check(
+                    !p.data_dir.is_empty(),
+                    "data_dir",
+                    "must name a folder",
+                    &mut out,
+                );
             }
             StageParams::Explore(p) => {
-                check((0.0..=1.0).contains(&p.confidence), "confidence", "must be in [0, 1]", &mut out);
+                check(
+                    (0.0..=1.0).contains(&p.confidence),
+                    "confidence",
+                    "must be in [0, 1]",
+                    &mut out,
+                );
             }
             StageParams::Crop(p) => {
-                check((8..=424).contains(&p.size), "size", "must be between 8 and 424 pixels", &mut out);
-                check((0.0..=2.0).contains(&p.padding), "padding", "must be in [0, 2]", &mut out);
-                check((8..=424).contains(&p.center_size), "center_size", "must be between 8 and 424 pixels", &mut out);
+                check(
+                    (8..=424).contains(&p.size),
+                    "size",
+                    "must be between 8 and 424 pixels",
+                    &mut out,
+                );
+                check(
+                    (0.0..=2.0).contains(&p.padding),
+                    "padding",
+                    "must be in [0, 2]",
+                    &mut out,
+                );
+                check(
+                    (8..=424).contains(&p.center_size),
+                    "center_size",
+                    "must be between 8 and 424 pixels",
+                    &mut out,
+                );
             }
             StageParams::Baseline(p) => {
-                check(!p.methods.is_empty(), "methods", "must list at least one method", &mut out);
+                check(
+                    !p.methods.is_empty(),
+                    "methods",
+                    "must list at least one method",
+                    &mut out,
+                );
             }
             StageParams::Train(p) => {
                 check(p.epochs >= 1, "epochs", "must be at least 1", &mut out);
-                check(p.batch_size >= 1, "batch_size", "must be at least 1", &mut out);
+                check(
+                    p.batch_size >= 1,
+                    "batch_size",
+                    "must be at least 1",
+                    &mut out,
+                );
                 check(
                     p.learning_rate > 0.0 && p.learning_rate.is_finite(),
                     "learning_rate",
                     "must be a positive number",
                     &mut out,
                 );
-                check((0.0..1.0).contains(&p.momentum), "momentum", "must be in [0, 1)", &mut out);
-                check(p.weight_decay >= 0.0, "weight_decay", "must be ≥ 0", &mut out);
-                check(p.lr_decay > 0.0 && p.lr_decay <= 1.0, "lr_decay", "must be in (0, 1]", &mut out);
-                check(p.lr_step_epochs >= 1, "lr_step_epochs", "must be at least 1", &mut out);
                 check(
-                    p.conv.iter().all(|c| c.filters >= 1 && c.kernel >= 1 && c.pool >= 1),
+                    (0.0..1.0).contains(&p.momentum),
+                    "momentum",
+                    "must be in [0, 1)",
+                    &mut out,
+                );
+                check(
+                    p.weight_decay >= 0.0,
+                    "weight_decay",
+                    "must be ≥ 0",
+                    &mut out,
+                );
+                check(
+                    p.lr_decay > 0.0 && p.lr_decay <= 1.0,
+                    "lr_decay",
+                    "must be in (0, 1]",
+                    &mut out,
+                );
+                check(
+                    p.lr_step_epochs >= 1,
+                    "lr_step_epochs",
+                    "must be at least 1",
+                    &mut out,
+                );
+                check(
+                    p.conv
+                        .iter()
+                        .all(|c| c.filters >= 1 && c.kernel >= 1 && c.pool >= 1),
                     "conv",
                     "filters, kernel and pool must be at least 1",
                     &mut out,
                 );
                 check(
-                    p.dense.iter().all(|d| d.units >= 1 && (0.0..1.0).contains(&d.dropout)),
+                    p.dense
+                        .iter()
+                        .all(|d| d.units >= 1 && (0.0..1.0).contains(&d.dropout)),
                     "dense",
                     "units must be ≥ 1 and dropout in [0, 1)",
                     &mut out,

@@ -124,9 +124,16 @@ impl Node {
 /// dates parsed by `toml`), `spans` the positions; both come from the same text.
 fn parse_text(text: &str, source: usize) -> Result<Node, (String, Option<Range<usize>>)> {
     let spans = DeTable::parse(text).map_err(|e| (e.message().to_string(), e.span()))?;
-    let values: toml::Table = toml::from_str(text).map_err(|e| (e.message().to_string(), e.span()))?;
+    let values: toml::Table =
+        toml::from_str(text).map_err(|e| (e.message().to_string(), e.span()))?;
     let whole = 0..text.len();
-    Ok(build_table(&values, spans.get_ref(), source, whole.clone(), whole))
+    Ok(build_table(
+        &values,
+        spans.get_ref(),
+        source,
+        whole.clone(),
+        whole,
+    ))
 }
 
 fn build_table(
@@ -144,20 +151,42 @@ fn build_table(
         };
         entries.insert(name.to_string(), build_node(typed, v, source, k.span()));
     }
-    Node { origin: Origin { source, key, value }, kind: NodeKind::Table(entries) }
+    Node {
+        origin: Origin { source, key, value },
+        kind: NodeKind::Table(entries),
+    }
 }
 
-fn build_node(typed: &toml::Value, spanned: &Spanned<DeValue<'_>>, source: usize, key: Range<usize>) -> Node {
+fn build_node(
+    typed: &toml::Value,
+    spanned: &Spanned<DeValue<'_>>,
+    source: usize,
+    key: Range<usize>,
+) -> Node {
     let value_span = spanned.span();
     match (typed, spanned.get_ref()) {
         (toml::Value::Table(t), DeValue::Table(st)) => build_table(t, st, source, key, value_span),
         (v, DeValue::Array(items)) => Node {
-            origin: Origin { source, key, value: value_span },
-            kind: NodeKind::Leaf { value: v.clone(), items: items.iter().map(|i| i.span()).collect() },
+            origin: Origin {
+                source,
+                key,
+                value: value_span,
+            },
+            kind: NodeKind::Leaf {
+                value: v.clone(),
+                items: items.iter().map(|i| i.span()).collect(),
+            },
         },
         (v, _) => Node {
-            origin: Origin { source, key, value: value_span },
-            kind: NodeKind::Leaf { value: v.clone(), items: Vec::new() },
+            origin: Origin {
+                source,
+                key,
+                value: value_span,
+            },
+            kind: NodeKind::Leaf {
+                value: v.clone(),
+                items: Vec::new(),
+            },
         },
     }
 }
@@ -168,7 +197,9 @@ fn merge(base: &mut Node, over: Node) {
         (NodeKind::Table(b), NodeKind::Table(o)) => {
             for (k, v) in o.0 {
                 match b.get_mut(&k) {
-                    Some(existing) if existing.as_table().is_some() && v.as_table().is_some() => merge(existing, v),
+                    Some(existing) if existing.as_table().is_some() && v.as_table().is_some() => {
+                        merge(existing, v)
+                    }
                     _ => b.insert(k, v),
                 }
             }
@@ -200,7 +231,10 @@ fn load_file(
             format!("cannot read extended pipeline {}: {e}", path.display()),
             None,
         ),
-        None => ConfigError::Io { path: path.to_path_buf(), source: e },
+        None => ConfigError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
     })?;
     if !seen.insert(canonical.clone()) {
         let (src, span) = from.expect("the first file cannot be seen twice");
@@ -208,22 +242,47 @@ fn load_file(
             sources,
             src,
             span,
-            format!("`extends` cycle: {} is already part of this chain", path.display()),
+            format!(
+                "`extends` cycle: {} is already part of this chain",
+                path.display()
+            ),
             None,
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io { path: path.to_path_buf(), source: e })?;
-    let base_dir = canonical.parent().map(Path::to_path_buf).unwrap_or_default();
-    sources.0.push(Source { name: path.display().to_string(), base_dir: base_dir.clone(), text });
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let base_dir = canonical
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    sources.0.push(Source {
+        name: path.display().to_string(),
+        base_dir: base_dir.clone(),
+        text,
+    });
     let index = sources.0.len() - 1;
     let mut node = parse_text(&sources.get(index).text, index).map_err(|(msg, span)| {
-        ConfigError::at(sources, index, span.unwrap_or(0..0), format!("TOML syntax: {msg}"), None)
+        ConfigError::at(
+            sources,
+            index,
+            span.unwrap_or(0..0),
+            format!("TOML syntax: {msg}"),
+            None,
+        )
     })?;
-    let NodeKind::Table(entries) = &mut node.kind else { unreachable!("a document is a table") };
+    let NodeKind::Table(entries) = &mut node.kind else {
+        unreachable!("a document is a table")
+    };
     let Some(extends) = entries.remove("extends") else {
         return Ok(node);
     };
-    let NodeKind::Leaf { value: toml::Value::String(parent), .. } = &extends.kind else {
+    let NodeKind::Leaf {
+        value: toml::Value::String(parent),
+        ..
+    } = &extends.kind
+    else {
         return Err(ConfigError::at(
             sources,
             index,
@@ -233,15 +292,29 @@ fn load_file(
         ));
     };
     let parent_path = base_dir.join(parent);
-    let mut merged = load_file(&parent_path, sources, seen, Some((index, extends.origin.value.clone())))?;
+    let mut merged = load_file(
+        &parent_path,
+        sources,
+        seen,
+        Some((index, extends.origin.value.clone())),
+    )?;
     merge(&mut merged, node);
     Ok(merged)
 }
 
 /// Apply one `--set stage.key=value` (or `pipeline.key=value`) override. The value is read as a
 /// TOML value when it parses as one (`10`, `0.5`, `true`, `[1, 2]`, `"x"`), else as a string.
-pub fn apply_override(root: &mut Node, arg: &str, sources: &mut Sources, cwd: &Path) -> Result<(), ConfigError> {
-    sources.0.push(Source { name: "--set".into(), base_dir: cwd.to_path_buf(), text: arg.to_string() });
+pub fn apply_override(
+    root: &mut Node,
+    arg: &str,
+    sources: &mut Sources,
+    cwd: &Path,
+) -> Result<(), ConfigError> {
+    sources.0.push(Source {
+        name: "--set".into(),
+        base_dir: cwd.to_path_buf(),
+        text: arg.to_string(),
+    });
     let index = sources.0.len() - 1;
     let Some(eq) = arg.find('=') else {
         return Err(ConfigError::at(
@@ -255,21 +328,40 @@ pub fn apply_override(root: &mut Node, arg: &str, sources: &mut Sources, cwd: &P
     let (path, raw) = (&arg[..eq], &arg[eq + 1..]);
     let segments: Vec<&str> = path.split('.').collect();
     if segments.len() < 2 || segments.iter().any(|s| s.is_empty()) {
-        return Err(ConfigError::at(sources, index, 0..eq, format!("`{path}` is not STAGE.KEY or pipeline.KEY"), None));
+        return Err(ConfigError::at(
+            sources,
+            index,
+            0..eq,
+            format!("`{path}` is not STAGE.KEY or pipeline.KEY"),
+            None,
+        ));
     }
     let value = parse_override_value(raw);
     let value_span = eq + 1..arg.len();
     let leaf = Node {
-        origin: Origin { source: index, key: 0..eq, value: value_span.clone() },
-        kind: NodeKind::Leaf { value, items: Vec::new() },
+        origin: Origin {
+            source: index,
+            key: 0..eq,
+            value: value_span.clone(),
+        },
+        kind: NodeKind::Leaf {
+            value,
+            items: Vec::new(),
+        },
     };
     // Walk to the parent table: `pipeline.x` → [pipeline], `train.epochs` → [stages, train].
-    let mut table_path: Vec<&str> =
-        if segments[0] == "pipeline" { vec!["pipeline"] } else { vec!["stages", segments[0]] };
+    let mut table_path: Vec<&str> = if segments[0] == "pipeline" {
+        vec!["pipeline"]
+    } else {
+        vec!["stages", segments[0]]
+    };
     table_path.extend(&segments[1..segments.len() - 1]);
     let mut cursor = root;
     for (depth, name) in table_path.iter().enumerate() {
-        if depth == 1 && table_path[0] == "stages" && cursor.as_table().is_some_and(|t| t.get(name).is_none()) {
+        if depth == 1
+            && table_path[0] == "stages"
+            && cursor.as_table().is_some_and(|t| t.get(name).is_none())
+        {
             return Err(ConfigError::unknown_name(
                 sources,
                 index,
@@ -279,29 +371,54 @@ pub fn apply_override(root: &mut Node, arg: &str, sources: &mut Sources, cwd: &P
                 &stage_ids(cursor),
             ));
         }
-        let NodeKind::Table(entries) = &mut cursor.kind else { unreachable!() };
+        let NodeKind::Table(entries) = &mut cursor.kind else {
+            unreachable!()
+        };
         if entries.get(name).is_none() {
-            let origin = Origin { source: index, key: 0..eq, value: 0..eq };
-            entries.insert(name.to_string(), Node { origin, kind: NodeKind::Table(Table::default()) });
+            let origin = Origin {
+                source: index,
+                key: 0..eq,
+                value: 0..eq,
+            };
+            entries.insert(
+                name.to_string(),
+                Node {
+                    origin,
+                    kind: NodeKind::Table(Table::default()),
+                },
+            );
         }
         cursor = entries.get_mut(name).expect("just inserted");
         if cursor.as_table().is_none() {
-            return Err(ConfigError::at(sources, index, 0..eq, format!("`{name}` is not a table"), None));
+            return Err(ConfigError::at(
+                sources,
+                index,
+                0..eq,
+                format!("`{name}` is not a table"),
+                None,
+            ));
         }
     }
-    let NodeKind::Table(entries) = &mut cursor.kind else { unreachable!() };
+    let NodeKind::Table(entries) = &mut cursor.kind else {
+        unreachable!()
+    };
     entries.insert(segments[segments.len() - 1].to_string(), leaf);
     Ok(())
 }
 
 fn stage_ids(stages: &Node) -> Vec<String> {
-    stages.as_table().map(|t| t.keys().map(str::to_string).collect()).unwrap_or_default()
+    stages
+        .as_table()
+        .map(|t| t.keys().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 fn parse_override_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }

@@ -37,22 +37,58 @@ pub struct Transform {
 }
 
 impl Transform {
-    pub const IDENTITY: Transform =
-        Transform { cos: 1.0, sin: 0.0, zoom: 1.0, flip_x: false, tx: 0.0, ty: 0.0, brightness: 1.0 };
+    pub const IDENTITY: Transform = Transform {
+        cos: 1.0,
+        sin: 0.0,
+        zoom: 1.0,
+        flip_x: false,
+        tx: 0.0,
+        ty: 0.0,
+        brightness: 1.0,
+    };
 
     pub fn random(a: &Augment, rng: &mut impl Rng) -> Self {
-        let angle = if a.rotate { rng.random_range(0.0..std::f32::consts::TAU) } else { 0.0 };
+        let angle = if a.rotate {
+            rng.random_range(0.0..std::f32::consts::TAU)
+        } else {
+            0.0
+        };
         let (sin, cos) = angle.sin_cos();
-        let zoom = if a.zoom > 0.0 { rng.random_range(1.0 - a.zoom as f32..1.0 + a.zoom as f32) } else { 1.0 };
+        let zoom = if a.zoom > 0.0 {
+            rng.random_range(1.0 - a.zoom as f32..1.0 + a.zoom as f32)
+        } else {
+            1.0
+        };
         let t = a.translate as f32;
-        let (tx, ty) = if t > 0.0 { (rng.random_range(-t..t), rng.random_range(-t..t)) } else { (0.0, 0.0) };
+        let (tx, ty) = if t > 0.0 {
+            (rng.random_range(-t..t), rng.random_range(-t..t))
+        } else {
+            (0.0, 0.0)
+        };
         let b = a.brightness as f32;
-        let brightness = if b > 0.0 { rng.random_range(1.0 - b..1.0 + b) } else { 1.0 };
-        Transform { cos, sin, zoom, flip_x: a.flip && rng.random_bool(0.5), tx, ty, brightness }
+        let brightness = if b > 0.0 {
+            rng.random_range(1.0 - b..1.0 + b)
+        } else {
+            1.0
+        };
+        Transform {
+            cos,
+            sin,
+            zoom,
+            flip_x: a.flip && rng.random_bool(0.5),
+            tx,
+            ty,
+            brightness,
+        }
     }
 
     fn is_identity(&self) -> bool {
-        self.cos == 1.0 && self.sin == 0.0 && self.zoom == 1.0 && !self.flip_x && self.tx == 0.0 && self.ty == 0.0
+        self.cos == 1.0
+            && self.sin == 0.0
+            && self.zoom == 1.0
+            && !self.flip_x
+            && self.tx == 0.0
+            && self.ty == 0.0
     }
 }
 
@@ -124,7 +160,11 @@ pub fn assemble<'a>(
         .zip(indices.par_iter().zip(transforms))
         .for_each(|(out, (i, t))| render(pixels(*i), size, t, out));
     let labels = indices.iter().flat_map(|i| labels(*i)).collect();
-    Batch { n: indices.len(), images, labels }
+    Batch {
+        n: indices.len(),
+        images,
+        labels,
+    }
 }
 
 /// The 8 symmetries of the square (rotations by 90° and their mirror images), applied exactly to
@@ -153,7 +193,9 @@ mod tests {
     use super::*;
 
     fn gradient(size: usize) -> Vec<u8> {
-        (0..size * size).flat_map(|i| [(i % 251) as u8, (i / size * 3) as u8, 7]).collect()
+        (0..size * size)
+            .flat_map(|i| [(i % 251) as u8, (i / size * 3) as u8, 7])
+            .collect()
     }
 
     #[test]
@@ -168,7 +210,11 @@ mod tests {
     #[test]
     fn a_half_turn_maps_pixels_to_the_opposite_corner() {
         let src = gradient(8);
-        let t = Transform { cos: -1.0, sin: 0.0, ..Transform::IDENTITY };
+        let t = Transform {
+            cos: -1.0,
+            sin: 0.0,
+            ..Transform::IDENTITY
+        };
         let mut out = vec![0f32; 3 * 64];
         render(&src, 8, &t, &mut out);
         assert!((out[0] - src[63 * 3] as f32 / 255.0).abs() < 1e-5);
@@ -193,7 +239,13 @@ mod tests {
 
     #[test]
     fn augmentation_is_deterministic_per_position() {
-        let a = Augment { rotate: true, flip: true, zoom: 0.1, translate: 2.0, brightness: 0.1 };
+        let a = Augment {
+            rotate: true,
+            flip: true,
+            zoom: 0.1,
+            translate: 2.0,
+            brightness: 0.1,
+        };
         let t1 = Transform::random(&a, &mut rng_for(1, 2, 3));
         let t2 = Transform::random(&a, &mut rng_for(1, 2, 3));
         let src = gradient(8);

@@ -16,7 +16,10 @@ use crate::labels::N_CLASSES;
 const BATCH: usize = 256;
 
 /// Rebuild the network stored by `train` in `dir` (`model.json` + `model.bin`).
-pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Net<B>, Architecture), String> {
+pub fn load_model<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(Net<B>, Architecture), String> {
     let arch: Architecture = std::fs::read(dir.join("model.json"))
         .map_err(|e| format!("{}: {e}", dir.join("model.json").display()))
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("model.json: {e}")))?;
@@ -24,7 +27,11 @@ pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<(Net<B>,
     let _rng = super::training::rng_guard();
     let net = arch.init::<B>(device)?;
     let net = net
-        .load_file(dir.join("model"), &BinFileRecorder::<FullPrecisionSettings>::new(), device)
+        .load_file(
+            dir.join("model"),
+            &BinFileRecorder::<FullPrecisionSettings>::new(),
+            device,
+        )
         .map_err(|e| format!("loading {}: {e}", dir.join("model.bin").display()))?;
     Ok((net, arch))
 }
@@ -44,17 +51,27 @@ pub fn predict_crops<B: Backend>(
         let transformed: Vec<Vec<u8>> = if k == 0 {
             Vec::new()
         } else {
-            indices.iter().map(|&i| data::dihedral(crops.pixels_of(i), size, k)).collect()
+            indices
+                .iter()
+                .map(|&i| data::dihedral(crops.pixels_of(i), size, k))
+                .collect()
         };
         for (chunk_no, chunk) in indices.chunks(BATCH).enumerate() {
             let local: Vec<usize> = (chunk_no * BATCH..chunk_no * BATCH + chunk.len()).collect();
             let identity = vec![Transform::IDENTITY; chunk.len()];
             let batch = if k == 0 {
-                data::assemble(&|i| crops.pixels_of(i), size, chunk, &identity, &|_| [0.0; N_CLASSES])
+                data::assemble(&|i| crops.pixels_of(i), size, chunk, &identity, &|_| {
+                    [0.0; N_CLASSES]
+                })
             } else {
-                data::assemble(&|j| &transformed[j], size, &local, &identity, &|_| [0.0; N_CLASSES])
+                data::assemble(&|j| &transformed[j], size, &local, &identity, &|_| {
+                    [0.0; N_CLASSES]
+                })
             };
-            let images = Tensor::<B, 4>::from_data(TensorData::new(batch.images, [batch.n, 3, size, size]), device);
+            let images = Tensor::<B, 4>::from_data(
+                TensorData::new(batch.images, [batch.n, 3, size, size]),
+                device,
+            );
             let out = model.forward(images).into_data();
             let values: Vec<f32> = out.to_vec().expect("f32 outputs");
             for (r, row) in values.chunks_exact(N_CLASSES).enumerate() {
@@ -64,5 +81,7 @@ pub fn predict_crops<B: Backend>(
             }
         }
     }
-    sums.iter().map(|s| s.map(|v| v / variants as f32)).collect()
+    sums.iter()
+        .map(|s| s.map(|v| v / variants as f32))
+        .collect()
 }

@@ -3,7 +3,9 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d,
+};
 use burn::tensor::activation;
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
@@ -60,7 +62,10 @@ impl Architecture {
             }
             side /= c.pool as i64;
             if side < 1 {
-                return Err(format!("pooling after conv block {} leaves no pixels", i + 1));
+                return Err(format!(
+                    "pooling after conv block {} leaves no pixels",
+                    i + 1
+                ));
             }
             channels = c.filters as usize;
         }
@@ -75,14 +80,20 @@ impl Architecture {
             .iter()
             .map(|c| {
                 let p = c.padding as usize;
-                let conv = Conv2dConfig::new([in_ch, c.filters as usize], [c.kernel as usize, c.kernel as usize])
-                    .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-                    .init(device);
+                let conv = Conv2dConfig::new(
+                    [in_ch, c.filters as usize],
+                    [c.kernel as usize, c.kernel as usize],
+                )
+                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                .init(device);
                 in_ch = c.filters as usize;
                 ConvLayer {
                     conv,
-                    norm: c.batch_norm.then(|| BatchNormConfig::new(c.filters as usize).init(device)),
-                    pool: (c.pool > 1).then(|| MaxPool2dConfig::new([c.pool as usize, c.pool as usize]).init()),
+                    norm: c
+                        .batch_norm
+                        .then(|| BatchNormConfig::new(c.filters as usize).init(device)),
+                    pool: (c.pool > 1)
+                        .then(|| MaxPool2dConfig::new([c.pool as usize, c.pool as usize]).init()),
                 }
             })
             .collect();
@@ -100,7 +111,13 @@ impl Architecture {
             })
             .collect();
         let head = LinearConfig::new(width, N_CLASSES).init(device);
-        Ok(Net { convs, dense, head, activation: self.activation, output: self.output })
+        Ok(Net {
+            convs,
+            dense,
+            head,
+            activation: self.activation,
+            output: self.output,
+        })
     }
 }
 
@@ -145,7 +162,10 @@ impl<B: Backend> Net<B> {
 pub fn tree_head<B: Backend>(logits: Tensor<B, 2>) -> Tensor<B, 2> {
     let mut columns: Vec<Option<Tensor<B, 2>>> = vec![None; N_CLASSES];
     for q in QUESTIONS.iter() {
-        let probs = activation::softmax(logits.clone().narrow(1, q.columns.start, q.columns.len()), 1);
+        let probs = activation::softmax(
+            logits.clone().narrow(1, q.columns.start, q.columns.len()),
+            1,
+        );
         let scaled = match q.parent {
             None => probs,
             Some(p) => probs * columns[p].clone().expect("parents come first"),
@@ -154,7 +174,13 @@ pub fn tree_head<B: Backend>(logits: Tensor<B, 2>) -> Tensor<B, 2> {
             columns[c] = Some(scaled.clone().narrow(1, k, 1));
         }
     }
-    Tensor::cat(columns.into_iter().map(|c| c.expect("every column set")).collect(), 1)
+    Tensor::cat(
+        columns
+            .into_iter()
+            .map(|c| c.expect("every column set"))
+            .collect(),
+        1,
+    )
 }
 
 #[cfg(test)]
@@ -188,8 +214,15 @@ mod tests {
             activation: Activation::Relu,
             output: OutputHead::Sigmoid,
         };
-        assert_eq!(arch.conv_output().unwrap(), (12, 96), "the seed's stack: 64 → 56 → 28 → 24 → 12");
-        let tiny = Architecture { input_size: 8, ..arch };
+        assert_eq!(
+            arch.conv_output().unwrap(),
+            (12, 96),
+            "the seed's stack: 64 → 56 → 28 → 24 → 12"
+        );
+        let tiny = Architecture {
+            input_size: 8,
+            ..arch
+        };
         assert!(tiny.conv_output().unwrap_err().contains("leaves no pixels"));
     }
 }

@@ -85,7 +85,9 @@ pub fn learning_rate(p: &TrainParams, epoch: u32) -> f64 {
             let t = epoch as f64 / p.epochs.max(1) as f64;
             p.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
         }
-        LrSchedule::Step => p.learning_rate * p.lr_decay.powi((epoch / p.lr_step_epochs.max(1)) as i32),
+        LrSchedule::Step => {
+            p.learning_rate * p.lr_decay.powi((epoch / p.lr_step_epochs.max(1)) as i32)
+        }
     }
 }
 
@@ -97,18 +99,37 @@ static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Hold Burn's process-wide RNG for the guard's lifetime.
 pub fn rng_guard() -> std::sync::MutexGuard<'static, ()> {
-    TRAINING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    TRAINING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-pub fn train<B: AutodiffBackend>(device: B::Device, inp: &TrainInputs) -> Result<TrainReport, String> {
+pub fn train<B: AutodiffBackend>(
+    device: B::Device,
+    inp: &TrainInputs,
+) -> Result<TrainReport, String> {
     let _one_at_a_time = rng_guard();
     let p = inp.params;
     let decay = (p.weight_decay > 0.0).then(|| WeightDecayConfig::new(p.weight_decay as f32));
     match p.optimizer {
-        OptimizerKind::Adam => run::<B, _>(device, inp, AdamConfig::new().with_weight_decay(decay).init()),
+        OptimizerKind::Adam => run::<B, _>(
+            device,
+            inp,
+            AdamConfig::new().with_weight_decay(decay).init(),
+        ),
         OptimizerKind::Sgd => {
-            let momentum = MomentumConfig::new().with_momentum(p.momentum).with_dampening(0.0).with_nesterov(true);
-            run::<B, _>(device, inp, SgdConfig::new().with_weight_decay(decay).with_momentum(Some(momentum)).init())
+            let momentum = MomentumConfig::new()
+                .with_momentum(p.momentum)
+                .with_dampening(0.0)
+                .with_nesterov(true);
+            run::<B, _>(
+                device,
+                inp,
+                SgdConfig::new()
+                    .with_weight_decay(decay)
+                    .with_momentum(Some(momentum))
+                    .init(),
+            )
         }
     }
 }
@@ -120,20 +141,26 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
 ) -> Result<TrainReport, String> {
     let p = inp.params;
     let crops = inp.crops;
-    let train_idx: Vec<usize> =
-        (0..crops.ids.len()).filter(|&i| crops.splits[i] == Split::Train && crops.labels[i].is_some()).collect();
-    let valid_idx: Vec<usize> =
-        (0..crops.ids.len()).filter(|&i| crops.splits[i] == Split::Valid && crops.labels[i].is_some()).collect();
+    let train_idx: Vec<usize> = (0..crops.ids.len())
+        .filter(|&i| crops.splits[i] == Split::Train && crops.labels[i].is_some())
+        .collect();
+    let valid_idx: Vec<usize> = (0..crops.ids.len())
+        .filter(|&i| crops.splits[i] == Split::Valid && crops.labels[i].is_some())
+        .collect();
     if train_idx.is_empty() {
         return Err("no labelled training crops".into());
     }
-    let train_labels: Vec<[f32; N_CLASSES]> = train_idx.iter().map(|&i| crops.labels[i].expect("filtered")).collect();
+    let train_labels: Vec<[f32; N_CLASSES]> = train_idx
+        .iter()
+        .map(|&i| crops.labels[i].expect("filtered"))
+        .collect();
     let weights = match p.loss {
         Loss::Mse => [1f32; N_CLASSES],
         Loss::WeightedMse => class_weights(&train_labels),
     };
     let weights_t =
-        Tensor::<B, 1>::from_data(TensorData::new(weights.to_vec(), [N_CLASSES]), &device).reshape([1, N_CLASSES]);
+        Tensor::<B, 1>::from_data(TensorData::new(weights.to_vec(), [N_CLASSES]), &device)
+            .reshape([1, N_CLASSES]);
 
     B::seed(&device, inp.seed);
     let mut model: Net<B> = inp.arch.init::<B>(&device)?;
@@ -146,11 +173,13 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
         && let Ok(state) = serde_json::from_slice::<CheckpointState>(&bytes)
     {
         let rec = recorder();
-        let model_rec: <Net<B> as Module<B>>::Record =
-            rec.load(ckpt.join("model"), &device).map_err(|e| format!("loading checkpoint: {e}"))?;
+        let model_rec: <Net<B> as Module<B>>::Record = rec
+            .load(ckpt.join("model"), &device)
+            .map_err(|e| format!("loading checkpoint: {e}"))?;
         model = model.load_record(model_rec);
-        let optim_rec =
-            rec.load(ckpt.join("optim"), &device).map_err(|e| format!("loading optimizer checkpoint: {e}"))?;
+        let optim_rec = rec
+            .load(ckpt.join("optim"), &device)
+            .map_err(|e| format!("loading optimizer checkpoint: {e}"))?;
         optim = optim.load_record(optim_rec);
         start_epoch = state.epochs_done;
         history = state.history;
@@ -171,7 +200,10 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
         ));
         let batches: Vec<Vec<usize>> = order.chunks(batch_size).map(<[usize]>::to_vec).collect();
         let lr = learning_rate(p, epoch);
-        inp.progress.start(batches.len() as u64, &format!("epoch {}/{}", epoch + 1, p.epochs));
+        inp.progress.start(
+            batches.len() as u64,
+            &format!("epoch {}/{}", epoch + 1, p.epochs),
+        );
         let epoch_start = Instant::now();
         let mut epoch_loss = 0f64;
         let augment = &p.augment;
@@ -186,13 +218,17 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
                 for indices in batches_ref {
                     let transforms: Vec<Transform> = (0..indices.len())
                         .map(|k| {
-                            Transform::random(augment, &mut data::rng_for(seed, epoch as u64, position + k as u64))
+                            Transform::random(
+                                augment,
+                                &mut data::rng_for(seed, epoch as u64, position + k as u64),
+                            )
                         })
                         .collect();
                     position += indices.len() as u64;
-                    let batch = data::assemble(&|i| crops.pixels_of(i), size, indices, &transforms, &|i| {
-                        crops.labels[i].expect("labelled")
-                    });
+                    let batch =
+                        data::assemble(&|i| crops.pixels_of(i), size, indices, &transforms, &|i| {
+                            crops.labels[i].expect("labelled")
+                        });
                     if tx.send(batch).is_err() {
                         return;
                     }
@@ -200,10 +236,17 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
             });
             for (b, _) in batches.iter().enumerate() {
                 let step_start = Instant::now();
-                let batch = rx.recv().map_err(|_| "the batch producer stopped".to_string())?;
-                let images =
-                    Tensor::<B, 4>::from_data(TensorData::new(batch.images, [batch.n, 3, size, size]), &device);
-                let targets = Tensor::<B, 2>::from_data(TensorData::new(batch.labels, [batch.n, N_CLASSES]), &device);
+                let batch = rx
+                    .recv()
+                    .map_err(|_| "the batch producer stopped".to_string())?;
+                let images = Tensor::<B, 4>::from_data(
+                    TensorData::new(batch.images, [batch.n, 3, size, size]),
+                    &device,
+                );
+                let targets = Tensor::<B, 2>::from_data(
+                    TensorData::new(batch.labels, [batch.n, N_CLASSES]),
+                    &device,
+                );
                 wait_time += step_start.elapsed();
                 let preds = model.forward(images);
                 let diff = preds - targets;
@@ -242,8 +285,17 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
         last_rmse = if valid_idx.is_empty() {
             f64::NAN
         } else {
-            let preds = inference::predict_crops::<B::InnerBackend>(&valid_model, &device, crops, &valid_idx, false);
-            let truth: Vec<[f32; N_CLASSES]> = valid_idx.iter().map(|&i| crops.labels[i].expect("labelled")).collect();
+            let preds = inference::predict_crops::<B::InnerBackend>(
+                &valid_model,
+                &device,
+                crops,
+                &valid_idx,
+                false,
+            );
+            let truth: Vec<[f32; N_CLASSES]> = valid_idx
+                .iter()
+                .map(|&i| crops.labels[i].expect("labelled"))
+                .collect();
             crate::stages::baseline::rmse(&preds, &truth)
         };
         history.push(HistoryRow {
@@ -260,7 +312,10 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
     {
         last_rmse = row.valid_rmse.unwrap_or(f64::NAN);
     }
-    model.clone().save_file(inp.out_dir.join("model"), &recorder()).map_err(|e| format!("saving the model: {e}"))?;
+    model
+        .clone()
+        .save_file(inp.out_dir.join("model"), &recorder())
+        .map_err(|e| format!("saving the model: {e}"))?;
     Ok(TrainReport {
         history,
         resumed_from_epoch: start_epoch,
@@ -282,11 +337,19 @@ fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| format!("checkpoint {}: {e}", tmp.display()))?;
     let rec = recorder();
-    rec.record(model.clone().into_record(), tmp.join("model")).map_err(|e| format!("checkpoint: {e}"))?;
-    rec.record(optim.to_record(), tmp.join("optim")).map_err(|e| format!("checkpoint: {e}"))?;
-    let state = CheckpointState { epochs_done, history: history.to_vec() };
-    std::fs::write(tmp.join("state.json"), serde_json::to_vec(&state).expect("serialise"))
+    rec.record(model.clone().into_record(), tmp.join("model"))
         .map_err(|e| format!("checkpoint: {e}"))?;
+    rec.record(optim.to_record(), tmp.join("optim"))
+        .map_err(|e| format!("checkpoint: {e}"))?;
+    let state = CheckpointState {
+        epochs_done,
+        history: history.to_vec(),
+    };
+    std::fs::write(
+        tmp.join("state.json"),
+        serde_json::to_vec(&state).expect("serialise"),
+    )
+    .map_err(|e| format!("checkpoint: {e}"))?;
     let old = dir.with_extension("old");
     let _ = std::fs::remove_dir_all(&old);
     if dir.exists() {
@@ -321,7 +384,13 @@ mod tests {
             l[1] = 1.0 - l[0];
             labels.push(Some(l));
         }
-        Crops { size, ids: (0..n as u64).collect(), splits: vec![Split::Train; n], pixels, labels }
+        Crops {
+            size,
+            ids: (0..n as u64).collect(),
+            splits: vec![Split::Train; n],
+            pixels,
+            labels,
+        }
     }
 
     fn params(epochs: u32) -> TrainParams {
@@ -330,15 +399,30 @@ mod tests {
         p.batch_size = 8;
         p.learning_rate = 0.01;
         p.loss = Loss::Mse;
-        p.augment = Augment { rotate: false, flip: false, zoom: 0.0, translate: 0.0, brightness: 0.0 };
+        p.augment = Augment {
+            rotate: false,
+            flip: false,
+            zoom: 0.0,
+            translate: 0.0,
+            brightness: 0.0,
+        };
         p
     }
 
     fn arch() -> Architecture {
         Architecture {
             input_size: 16,
-            conv: vec![ConvBlock { filters: 8, kernel: 3, padding: 1, pool: 2, batch_norm: false }],
-            dense: vec![DenseLayer { units: 32, dropout: 0.0 }],
+            conv: vec![ConvBlock {
+                filters: 8,
+                kernel: 3,
+                padding: 1,
+                pool: 2,
+                batch_norm: false,
+            }],
+            dense: vec![DenseLayer {
+                units: 32,
+                dropout: 0.0,
+            }],
             activation: Activation::Relu,
             output: OutputHead::Sigmoid,
         }
@@ -346,13 +430,24 @@ mod tests {
 
     fn run_training(p: &TrainParams, crops: &Crops, work: &Path, out: &Path) -> TrainReport {
         let progress = Progress::hidden();
-        let inputs =
-            TrainInputs { params: p, arch: &arch(), crops, seed: 7, work_dir: work, out_dir: out, progress: &progress };
+        let inputs = TrainInputs {
+            params: p,
+            arch: &arch(),
+            crops,
+            seed: 7,
+            work_dir: work,
+            out_dir: out,
+            progress: &progress,
+        };
         train::<Autodiff<Flex>>(FlexDevice, &inputs).unwrap()
     }
 
     fn epoch_losses(r: &TrainReport) -> Vec<f64> {
-        r.history.iter().filter(|h| h.batch.is_none()).map(|h| h.loss).collect()
+        r.history
+            .iter()
+            .filter(|h| h.batch.is_none())
+            .map(|h| h.loss)
+            .collect()
     }
 
     #[test]
@@ -361,15 +456,31 @@ mod tests {
         let (work, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let report = run_training(&params(40), &crops, work.path(), out.path());
         let losses = epoch_losses(&report);
-        assert!(losses[39] < losses[0] / 10.0, "loss fell by a large factor: {} → {}", losses[0], losses[39]);
+        assert!(
+            losses[39] < losses[0] / 10.0,
+            "loss fell by a large factor: {} → {}",
+            losses[0],
+            losses[39]
+        );
         assert!(out.path().join("model.bin").exists());
-        std::fs::write(out.path().join("model.json"), serde_json::to_vec(&arch()).unwrap()).unwrap();
-        let (net, _) = super::super::inference::load_model::<Flex>(out.path(), &FlexDevice).unwrap();
-        let preds = super::super::inference::predict_crops(&net, &FlexDevice, &crops, &[0, 1, 2, 3], false);
+        std::fs::write(
+            out.path().join("model.json"),
+            serde_json::to_vec(&arch()).unwrap(),
+        )
+        .unwrap();
+        let (net, _) =
+            super::super::inference::load_model::<Flex>(out.path(), &FlexDevice).unwrap();
+        let preds =
+            super::super::inference::predict_crops(&net, &FlexDevice, &crops, &[0, 1, 2, 3], false);
         // The saved model learned the blob-size → label relation (monotonic, close to the truth).
         for (i, p) in preds.iter().enumerate() {
             let truth = crops.labels[i].unwrap();
-            assert!((p[0] - truth[0]).abs() < 0.15, "galaxy {i}: predicted {} for {}", p[0], truth[0]);
+            assert!(
+                (p[0] - truth[0]).abs() < 0.15,
+                "galaxy {i}: predicted {} for {}",
+                p[0],
+                truth[0]
+            );
         }
         assert!(preds.windows(2).all(|w| w[0][0] < w[1][0]), "{preds:?}");
     }
@@ -382,8 +493,17 @@ mod tests {
         let full = run_training(&p, &crops, w1.path(), o1.path());
         let (w2, o2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let again = run_training(&p, &crops, w2.path(), o2.path());
-        let losses = |r: &TrainReport| r.history.iter().map(|h| (h.epoch, h.batch, h.loss)).collect::<Vec<_>>();
-        assert_eq!(losses(&full), losses(&again), "same config, same loss history");
+        let losses = |r: &TrainReport| {
+            r.history
+                .iter()
+                .map(|h| (h.epoch, h.batch, h.loss))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            losses(&full),
+            losses(&again),
+            "same config, same loss history"
+        );
         // Interrupted after 2 epochs (what a kill leaves: a checkpoint), then resumed.
         let (w3, o3) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut two = p.clone();
@@ -391,7 +511,11 @@ mod tests {
         run_training(&two, &crops, w3.path(), o3.path());
         let resumed = run_training(&p, &crops, w3.path(), o3.path());
         assert_eq!(resumed.resumed_from_epoch, 2);
-        assert_eq!(losses(&resumed), losses(&full), "resume equals an uninterrupted run");
+        assert_eq!(
+            losses(&resumed),
+            losses(&full),
+            "resume equals an uninterrupted run"
+        );
         // The final weights agree too (compared by their predictions: the files also hold
         // parameter ids, which differ between a fresh and a restored model).
         let predict = |dir: &Path| {

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float32Builder, Float64Array, RecordBatch, StringArray, StringBuilder, UInt64Builder};
+use arrow::array::{
+    ArrayRef, Float32Builder, Float64Array, RecordBatch, StringArray, StringBuilder, UInt64Builder,
+};
 use nalgebra::DMatrix;
 
 use crate::artifacts::{self, Crops, Split};
@@ -88,32 +90,58 @@ impl Stage for Baseline {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let StageParams::Baseline(p) = &ctx.spec.params else { unreachable!("registry maps baseline to Baseline") };
-        let catalog = artifacts::read_catalog(&ctx.input_of(StageKind::Ingest)?.dir.join("catalog.parquet"))
-            .map_err(|e| StageError::Other(Box::new(e)))?;
-        let labels: HashMap<u64, [f32; N_CLASSES]> =
-            catalog.iter().filter_map(|r| r.labels.map(|l| (r.id, l))).collect();
+        let StageParams::Baseline(p) = &ctx.spec.params else {
+            unreachable!("registry maps baseline to Baseline")
+        };
+        let catalog =
+            artifacts::read_catalog(&ctx.input_of(StageKind::Ingest)?.dir.join("catalog.parquet"))
+                .map_err(|e| StageError::Other(Box::new(e)))?;
+        let labels: HashMap<u64, [f32; N_CLASSES]> = catalog
+            .iter()
+            .filter_map(|r| r.labels.map(|l| (r.id, l)))
+            .collect();
         let crop_input = ctx.inputs.values().find(|i| i.kind == StageKind::Crop);
         let needs_pixels = p.methods.iter().any(|m| *m != BaselineMethod::Mean);
         let crops = match crop_input {
-            Some(input) => {
-                artifacts::read_crops(&input.dir.join("crops.parquet")).map_err(|e| StageError::Other(Box::new(e)))?
-            }
+            Some(input) => artifacts::read_crops(&input.dir.join("crops.parquet"))
+                .map_err(|e| StageError::Other(Box::new(e)))?,
             None if needs_pixels => {
-                return Err(StageError::msg("central_pixel and average_colour need a `crop` input"));
+                return Err(StageError::msg(
+                    "central_pixel and average_colour need a `crop` input",
+                ));
             }
-            None => Crops { size: 0, ids: Vec::new(), splits: Vec::new(), pixels: Vec::new(), labels: Vec::new() },
+            None => Crops {
+                size: 0,
+                ids: Vec::new(),
+                splits: Vec::new(),
+                pixels: Vec::new(),
+                labels: Vec::new(),
+            },
         };
         // Rows used: crops when present (the pixels the regressions see), else the catalog.
         let rows: Vec<(usize, u64, Split)> = if crop_input.is_some() {
-            crops.ids.iter().zip(&crops.splits).enumerate().map(|(i, (id, s))| (i, *id, *s)).collect()
+            crops
+                .ids
+                .iter()
+                .zip(&crops.splits)
+                .enumerate()
+                .map(|(i, (id, s))| (i, *id, *s))
+                .collect()
         } else {
-            catalog.iter().enumerate().map(|(i, r)| (i, r.id, r.split)).collect()
+            catalog
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i, r.id, r.split))
+                .collect()
         };
-        let train: Vec<&(usize, u64, Split)> =
-            rows.iter().filter(|r| r.2 == Split::Train && labels.contains_key(&r.1)).collect();
-        let valid: Vec<&(usize, u64, Split)> =
-            rows.iter().filter(|r| r.2 == Split::Valid && labels.contains_key(&r.1)).collect();
+        let train: Vec<&(usize, u64, Split)> = rows
+            .iter()
+            .filter(|r| r.2 == Split::Train && labels.contains_key(&r.1))
+            .collect();
+        let valid: Vec<&(usize, u64, Split)> = rows
+            .iter()
+            .filter(|r| r.2 == Split::Valid && labels.contains_key(&r.1))
+            .collect();
         if train.is_empty() || valid.is_empty() {
             return Err(StageError::msg(format!(
                 "need labelled galaxies in both splits (train {}, valid {})",
@@ -129,18 +157,33 @@ impl Stage for Baseline {
         let mut pred_rows: Vec<(u64, &'static str, [f32; N_CLASSES])> = Vec::new();
         ctx.progress.start(p.methods.len() as u64, "fitting");
         for &method in &p.methods {
-            let x_train: Vec<Vec<f64>> = train.iter().map(|r| features(method, &crops, r.0)).collect();
-            let beta = fit(&x_train, &y_train)
-                .map_err(|e| StageError::msg(format!("{}: least squares failed: {e}", method.name())))?;
-            let preds: Vec<[f32; N_CLASSES]> =
-                valid.iter().map(|r| predict(&beta, &features(method, &crops, r.0))).collect();
+            let x_train: Vec<Vec<f64>> = train
+                .iter()
+                .map(|r| features(method, &crops, r.0))
+                .collect();
+            let beta = fit(&x_train, &y_train).map_err(|e| {
+                StageError::msg(format!("{}: least squares failed: {e}", method.name()))
+            })?;
+            let preds: Vec<[f32; N_CLASSES]> = valid
+                .iter()
+                .map(|r| predict(&beta, &features(method, &crops, r.0)))
+                .collect();
             let score = rmse(&preds, &y_valid);
             metrics.insert(format!("rmse_{}", method.name()), score);
             metric_rows.push((method.name().to_string(), score));
-            pred_rows.extend(valid.iter().zip(preds).map(|(r, p)| (r.1, method.name(), p)));
+            pred_rows.extend(
+                valid
+                    .iter()
+                    .zip(preds)
+                    .map(|(r, p)| (r.1, method.name(), p)),
+            );
             ctx.progress.inc(1);
         }
-        write_metrics(&ctx.out_dir.join("metrics.parquet"), &metric_rows, valid.len())?;
+        write_metrics(
+            &ctx.out_dir.join("metrics.parquet"),
+            &metric_rows,
+            valid.len(),
+        )?;
         write_predictions(&ctx.out_dir.join("predictions.parquet"), &pred_rows)?;
         let notes = metric_rows
             .iter()
@@ -150,14 +193,22 @@ impl Stage for Baseline {
     }
 }
 
-fn write_metrics(path: &std::path::Path, rows: &[(String, f64)], n_valid: usize) -> Result<(), StageError> {
+fn write_metrics(
+    path: &std::path::Path,
+    rows: &[(String, f64)],
+    n_valid: usize,
+) -> Result<(), StageError> {
     let schema = artifacts::metrics_schema();
     let batch = RecordBatch::try_new(
         Arc::new(schema),
         vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.0.as_str()),
+            )),
             Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.1))),
-            Arc::new(arrow::array::UInt64Array::from_iter_values(rows.iter().map(|_| n_valid as u64))),
+            Arc::new(arrow::array::UInt64Array::from_iter_values(
+                rows.iter().map(|_| n_valid as u64),
+            )),
         ],
     )
     .expect("columns match");
@@ -165,7 +216,10 @@ fn write_metrics(path: &std::path::Path, rows: &[(String, f64)], n_valid: usize)
 }
 
 /// `predictions.parquet`: GalaxyID, method, and the 37 predicted outputs.
-pub fn write_predictions(path: &std::path::Path, rows: &[(u64, &str, [f32; N_CLASSES])]) -> Result<(), StageError> {
+pub fn write_predictions(
+    path: &std::path::Path,
+    rows: &[(u64, &str, [f32; N_CLASSES])],
+) -> Result<(), StageError> {
     let mut id = UInt64Builder::new();
     let mut method = StringBuilder::new();
     let mut cols: Vec<Float32Builder> = (0..N_CLASSES).map(|_| Float32Builder::new()).collect();
@@ -178,7 +232,8 @@ pub fn write_predictions(path: &std::path::Path, rows: &[(u64, &str, [f32; N_CLA
     }
     let mut columns: Vec<ArrayRef> = vec![Arc::new(id.finish()), Arc::new(method.finish())];
     columns.extend(cols.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-    let batch = RecordBatch::try_new(Arc::new(artifacts::predictions_schema()), columns).expect("columns match");
+    let batch = RecordBatch::try_new(Arc::new(artifacts::predictions_schema()), columns)
+        .expect("columns match");
     artifacts::write_parquet(path, &batch).map_err(|e| StageError::Other(Box::new(e)))
 }
 
@@ -188,8 +243,13 @@ mod tests {
 
     #[test]
     fn least_squares_recovers_a_linear_relation() {
-        let x: Vec<Vec<f64>> = (0..50).map(|i| vec![i as f64 / 50.0, ((i * 7) % 11) as f64 / 11.0]).collect();
-        let y: Vec<[f32; N_CLASSES]> = x.iter().map(|r| [(0.1 + 0.5 * r[0] + 0.2 * r[1]) as f32; N_CLASSES]).collect();
+        let x: Vec<Vec<f64>> = (0..50)
+            .map(|i| vec![i as f64 / 50.0, ((i * 7) % 11) as f64 / 11.0])
+            .collect();
+        let y: Vec<[f32; N_CLASSES]> = x
+            .iter()
+            .map(|r| [(0.1 + 0.5 * r[0] + 0.2 * r[1]) as f32; N_CLASSES])
+            .collect();
         let beta = fit(&x, &y).unwrap();
         assert!(
             (beta[(0, 0)] - 0.1).abs() < 1e-5

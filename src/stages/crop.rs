@@ -23,17 +23,33 @@ const CHUNK: usize = 1024;
 pub const IMAGE_SIZE: (usize, usize) = (424, 424);
 
 /// The crop of one image, or why it could not be made.
-pub fn crop_one(path: &Path, p: &CropParams) -> Result<((u16, u16, u16), Placement, Vec<u8>), String> {
+pub fn crop_one(
+    path: &Path,
+    p: &CropParams,
+) -> Result<((u16, u16, u16), Placement, Vec<u8>), String> {
     let img = vision::decode_jpeg(path, Some(IMAGE_SIZE)).map_err(|e| e.to_string())?;
     let (square, placement) = match p.method {
-        CropMethod::Center => (vision::centre_square(img.width, img.height, p.center_size as usize), Placement::Roi),
+        CropMethod::Center => (
+            vision::centre_square(img.width, img.height, p.center_size as usize),
+            Placement::Roi,
+        ),
         CropMethod::Roi => {
             let roi = vision::roi_box(&img, p.threshold);
-            vision::square_around(roi, p.padding, img.width, img.height, p.fallback == CropFallback::Clamp)
+            vision::square_around(
+                roi,
+                p.padding,
+                img.width,
+                img.height,
+                p.fallback == CropFallback::Clamp,
+            )
         }
     };
     let pixels = vision::crop_resize(&img, square, p.size as usize);
-    Ok(((square.x as u16, square.y as u16, square.w as u16), placement, pixels))
+    Ok((
+        (square.x as u16, square.y as u16, square.w as u16),
+        placement,
+        pixels,
+    ))
 }
 
 impl Stage for Crop {
@@ -42,9 +58,12 @@ impl Stage for Crop {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let StageParams::Crop(p) = &ctx.spec.params else { unreachable!("registry maps crop to Crop") };
+        let StageParams::Crop(p) = &ctx.spec.params else {
+            unreachable!("registry maps crop to Crop")
+        };
         let catalog_path = ctx.input_of(StageKind::Ingest)?.dir.join("catalog.parquet");
-        let catalog = artifacts::read_catalog(&catalog_path).map_err(|e| StageError::Other(Box::new(e)))?;
+        let catalog =
+            artifacts::read_catalog(&catalog_path).map_err(|e| StageError::Other(Box::new(e)))?;
         let size = p.size as usize;
         let out_path = ctx.out_dir.join("crops.parquet");
         let mut stream = ParquetStream::create(&out_path, Arc::new(artifacts::crops_schema(size)))
@@ -56,7 +75,10 @@ impl Stage for Crop {
         let mut sheet: Vec<Vec<u8>> = Vec::new();
         let mut written = 0usize;
         for chunk in catalog.chunks(CHUNK) {
-            let results: Vec<(&CatalogRow, Result<((u16, u16, u16), Placement, Vec<u8>), String>)> = chunk
+            let results: Vec<(
+                &CatalogRow,
+                Result<((u16, u16, u16), Placement, Vec<u8>), String>,
+            )> = chunk
                 .par_iter()
                 .map(|row| {
                     let r = crop_one(Path::new(&row.image_path), p);
@@ -93,16 +115,22 @@ impl Stage for Crop {
                                 row.image_path, row.id
                             )));
                         }
-                        OnProblem::Skip => skipped.push((row.id, format!("{}: {reason}", row.image_path))),
+                        OnProblem::Skip => {
+                            skipped.push((row.id, format!("{}: {reason}", row.image_path)))
+                        }
                     },
                 }
             }
             written += rows.len();
             if !rows.is_empty() {
-                stream.write(&artifacts::crops_batch(size, &rows)).map_err(|e| StageError::Other(Box::new(e)))?;
+                stream
+                    .write(&artifacts::crops_batch(size, &rows))
+                    .map_err(|e| StageError::Other(Box::new(e)))?;
             }
         }
-        stream.finish().map_err(|e| StageError::Other(Box::new(e)))?;
+        stream
+            .finish()
+            .map_err(|e| StageError::Other(Box::new(e)))?;
         if written == 0 {
             return Err(StageError::msg("no image could be cropped"));
         }
@@ -125,7 +153,10 @@ impl Stage for Crop {
                 .map_err(|e| StageError::Other(Box::new(e)))?;
         }
         if let Some(whole) = placements.get("whole") {
-            notes.push(format!("{:.1}% of crops fell back to the whole image", 100.0 * *whole as f64 / written as f64));
+            notes.push(format!(
+                "{:.1}% of crops fell back to the whole image",
+                100.0 * *whole as f64 / written as f64
+            ));
         }
         Ok(StageOutcome { metrics, notes })
     }
@@ -142,9 +173,14 @@ fn write_contact_sheet(path: &Path, size: usize, crops: &[Vec<u8>]) -> Result<()
         for y in 0..size {
             for x in 0..size {
                 let p = &c[(y * size + x) * 3..(y * size + x) * 3 + 3];
-                img.put_pixel((ox + x) as u32, (oy + y) as u32, image::Rgb([p[0], p[1], p[2]]));
+                img.put_pixel(
+                    (ox + x) as u32,
+                    (oy + y) as u32,
+                    image::Rgb([p[0], p[1], p[2]]),
+                );
             }
         }
     }
-    img.save(path).map_err(|e| StageError::msg(format!("writing {}: {e}", path.display())))
+    img.save(path)
+        .map_err(|e| StageError::msg(format!("writing {}: {e}", path.display())))
 }

@@ -37,9 +37,15 @@ pub fn score(pred: &[[f32; N_CLASSES]], truth: &[[f32; N_CLASSES]]) -> Scores {
     let classes: Vec<f64> = sq.iter().map(|s| (s / n).sqrt()).collect();
     let questions = QUESTIONS
         .iter()
-        .map(|q| (q.columns.clone().map(|c| sq[c]).sum::<f64>() / (n * q.columns.len() as f64)).sqrt())
+        .map(|q| {
+            (q.columns.clone().map(|c| sq[c]).sum::<f64>() / (n * q.columns.len() as f64)).sqrt()
+        })
         .collect();
-    Scores { overall: (sq.iter().sum::<f64>() / (n * N_CLASSES as f64)).sqrt(), questions, classes }
+    Scores {
+        overall: (sq.iter().sum::<f64>() / (n * N_CLASSES as f64)).sqrt(),
+        questions,
+        classes,
+    }
 }
 
 /// Predict `indices` with the model stored in `model_dir`, on the device `requested` resolves to.
@@ -72,29 +78,50 @@ impl Stage for Evaluate {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let StageParams::Evaluate(p) = &ctx.spec.params else { unreachable!("registry maps evaluate to Evaluate") };
+        let StageParams::Evaluate(p) = &ctx.spec.params else {
+            unreachable!("registry maps evaluate to Evaluate")
+        };
         let model_dir = &ctx.input_of(StageKind::Train)?.dir;
-        let crops = artifacts::read_crops(&ctx.input_of(StageKind::Crop)?.dir.join("crops.parquet"))
-            .map_err(|e| StageError::Other(Box::new(e)))?;
-        let valid: Vec<usize> =
-            (0..crops.ids.len()).filter(|&i| crops.splits[i] == Split::Valid && crops.labels[i].is_some()).collect();
+        let crops =
+            artifacts::read_crops(&ctx.input_of(StageKind::Crop)?.dir.join("crops.parquet"))
+                .map_err(|e| StageError::Other(Box::new(e)))?;
+        let valid: Vec<usize> = (0..crops.ids.len())
+            .filter(|&i| crops.splits[i] == Split::Valid && crops.labels[i].is_some())
+            .collect();
         if valid.is_empty() {
-            return Err(StageError::msg("no labelled validation crops to evaluate on"));
+            return Err(StageError::msg(
+                "no labelled validation crops to evaluate on",
+            ));
         }
-        let truth: Vec<[f32; N_CLASSES]> = valid.iter().map(|&i| crops.labels[i].expect("labelled")).collect();
+        let truth: Vec<[f32; N_CLASSES]> = valid
+            .iter()
+            .map(|&i| crops.labels[i].expect("labelled"))
+            .collect();
         ctx.progress.start(valid.len() as u64, "predicting");
         let preds = predict(model_dir, p.device, &crops, &valid, p.tta).map_err(StageError::msg)?;
         ctx.progress.set_position(valid.len() as u64);
 
         let mut table: Vec<(String, Scores)> = vec![("model".into(), score(&preds, &truth))];
-        let consistent = preds.iter().filter(|p| tree_deviation(&p[..]) < 1e-3).count() as f64 / preds.len() as f64;
+        let consistent = preds
+            .iter()
+            .filter(|p| tree_deviation(&p[..]) < 1e-3)
+            .count() as f64
+            / preds.len() as f64;
         // Baselines side by side, on the same galaxies.
-        let truth_by_id: HashMap<u64, [f32; N_CLASSES]> =
-            valid.iter().map(|&i| (crops.ids[i], crops.labels[i].expect("labelled"))).collect();
-        for (id, input) in ctx.inputs.iter().filter(|(_, i)| i.kind == StageKind::Baseline) {
+        let truth_by_id: HashMap<u64, [f32; N_CLASSES]> = valid
+            .iter()
+            .map(|&i| (crops.ids[i], crops.labels[i].expect("labelled")))
+            .collect();
+        for (id, input) in ctx
+            .inputs
+            .iter()
+            .filter(|(_, i)| i.kind == StageKind::Baseline)
+        {
             for (method, rows) in read_predictions(&input.dir.join("predictions.parquet"))? {
-                let (p, t): (Vec<_>, Vec<_>) =
-                    rows.iter().filter_map(|(g, pr)| truth_by_id.get(g).map(|t| (*pr, *t))).unzip();
+                let (p, t): (Vec<_>, Vec<_>) = rows
+                    .iter()
+                    .filter_map(|(g, pr)| truth_by_id.get(g).map(|t| (*pr, *t)))
+                    .unzip();
                 if !p.is_empty() {
                     table.push((format!("{id}:{method}"), score(&p, &t)));
                 }
@@ -102,8 +129,11 @@ impl Stage for Evaluate {
         }
 
         let ids: Vec<u64> = valid.iter().map(|&i| crops.ids[i]).collect();
-        let pred_rows: Vec<(u64, &str, [f32; N_CLASSES])> =
-            ids.iter().zip(&preds).map(|(g, p)| (*g, "model", *p)).collect();
+        let pred_rows: Vec<(u64, &str, [f32; N_CLASSES])> = ids
+            .iter()
+            .zip(&preds)
+            .map(|(g, p)| (*g, "model", *p))
+            .collect();
         super::baseline::write_predictions(&ctx.out_dir.join("predictions.parquet"), &pred_rows)?;
         write_metrics(&ctx.out_dir.join("metrics.parquet"), &table)?;
         per_class_chart(&ctx.out_dir.join("per_class_rmse.png"), &table)?;
@@ -117,18 +147,29 @@ impl Stage for Evaluate {
         for (name, s) in &table[1..] {
             metrics.insert(format!("rmse_{}", name.replace(':', "_")), s.overall);
         }
-        let mut text =
-            format!("validation RMSE on {} galaxies{}:\n", valid.len(), if p.tta { " (8-fold TTA)" } else { "" });
+        let mut text = format!(
+            "validation RMSE on {} galaxies{}:\n",
+            valid.len(),
+            if p.tta { " (8-fold TTA)" } else { "" }
+        );
         for (name, s) in &table {
             text.push_str(&format!("            {name:<28} {:.5}\n", s.overall));
         }
-        text.push_str(&format!("            tree-consistent predictions: {:.1}%", 100.0 * consistent));
-        Ok(StageOutcome { metrics, notes: vec![text] })
+        text.push_str(&format!(
+            "            tree-consistent predictions: {:.1}%",
+            100.0 * consistent
+        ));
+        Ok(StageOutcome {
+            metrics,
+            notes: vec![text],
+        })
     }
 }
 
 /// `predictions.parquet` of a baseline: method → [(GalaxyID, prediction)].
-fn read_predictions(path: &Path) -> Result<BTreeMap<String, Vec<(u64, [f32; N_CLASSES])>>, StageError> {
+fn read_predictions(
+    path: &Path,
+) -> Result<BTreeMap<String, Vec<(u64, [f32; N_CLASSES])>>, StageError> {
     let bad = |what: &str| StageError::msg(format!("{}: {what}", path.display()));
     let mut out: BTreeMap<String, Vec<(u64, [f32; N_CLASSES])>> = BTreeMap::new();
     for batch in artifacts::read_parquet(path).map_err(|e| StageError::Other(Box::new(e)))? {
@@ -140,10 +181,13 @@ fn read_predictions(path: &Path) -> Result<BTreeMap<String, Vec<(u64, [f32; N_CL
             .column_by_name("method")
             .and_then(|a| a.as_any().downcast_ref::<StringArray>())
             .ok_or_else(|| bad("method"))?;
-        let cols = artifacts::label_columns(&batch, path).map_err(|e| StageError::Other(Box::new(e)))?;
+        let cols =
+            artifacts::label_columns(&batch, path).map_err(|e| StageError::Other(Box::new(e)))?;
         for r in 0..batch.num_rows() {
             let p = artifacts::labels_at(&cols, r).ok_or_else(|| bad("null prediction"))?;
-            out.entry(methods.value(r).to_string()).or_default().push((ids.value(r), p));
+            out.entry(methods.value(r).to_string())
+                .or_default()
+                .push((ids.value(r), p));
         }
     }
     Ok(out)
@@ -169,8 +213,11 @@ fn write_metrics(path: &Path, table: &[(String, Scores)]) -> Result<(), StageErr
         }
     }
     let schema = artifacts::evaluation_schema();
-    let columns: Vec<ArrayRef> =
-        vec![Arc::new(StringArray::from(who)), Arc::new(StringArray::from(scope)), Arc::new(Float64Array::from(value))];
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(who)),
+        Arc::new(StringArray::from(scope)),
+        Arc::new(Float64Array::from(value)),
+    ];
     let batch = RecordBatch::try_new(Arc::new(schema), columns).expect("columns match");
     artifacts::write_parquet(path, &batch).map_err(|e| StageError::Other(Box::new(e)))
 }
@@ -184,30 +231,52 @@ fn per_class_chart(path: &Path, table: &[(String, Scores)]) -> Result<(), StageE
     crate::figures::register_font();
     let root = BitMapBackend::new(path, (1400, 620)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
-    let max = table.iter().flat_map(|(_, s)| s.classes.iter().copied()).fold(1e-6, f64::max);
+    let max = table
+        .iter()
+        .flat_map(|(_, s)| s.classes.iter().copied())
+        .fold(1e-6, f64::max);
     let mut chart =
-        crate::figures::class_axes(&root, "Validation RMSE per class", "RMSE", max * 1.1).map_err(StageError::msg)?;
+        crate::figures::class_axes(&root, "Validation RMSE per class", "RMSE", max * 1.1)
+            .map_err(StageError::msg)?;
     chart
         .draw_series(table[0].1.classes.iter().enumerate().map(|(i, v)| {
             Rectangle::new(
-                [(SegmentValue::Exact(i), 0.0), (SegmentValue::Exact(i + 1), *v)],
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), *v),
+                ],
                 RGBColor(70, 110, 180).filled(),
             )
         }))
         .map_err(plot_err)?
         .label("model")
-        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], RGBColor(70, 110, 180).filled()));
-    let palette = [RGBColor(200, 80, 60), RGBColor(60, 160, 90), RGBColor(150, 90, 180), RGBColor(220, 150, 30)];
+        .legend(|(x, y)| {
+            Rectangle::new(
+                [(x, y - 5), (x + 14, y + 5)],
+                RGBColor(70, 110, 180).filled(),
+            )
+        });
+    let palette = [
+        RGBColor(200, 80, 60),
+        RGBColor(60, 160, 90),
+        RGBColor(150, 90, 180),
+        RGBColor(220, 150, 30),
+    ];
     for (k, (name, s)) in table.iter().skip(1).enumerate() {
         let colour = palette[k % palette.len()];
         chart
             .draw_series(LineSeries::new(
-                s.classes.iter().enumerate().map(|(i, v)| (SegmentValue::CenterOf(i), *v)),
+                s.classes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (SegmentValue::CenterOf(i), *v)),
                 colour.stroke_width(2),
             ))
             .map_err(plot_err)?
             .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()

@@ -34,7 +34,9 @@ fn plot_err(e: impl std::fmt::Display) -> StageError {
 pub fn terminal_class(l: &[f32; N_CLASSES]) -> usize {
     let argmax = |q: usize| {
         let cols = QUESTIONS[q].columns.clone();
-        cols.clone().max_by(|a, b| l[*a].total_cmp(&l[*b])).unwrap_or(cols.start)
+        cols.clone()
+            .max_by(|a, b| l[*a].total_cmp(&l[*b]))
+            .unwrap_or(cols.start)
     };
     match argmax(0) {
         0 => argmax(6), // smooth → Q7 roundness
@@ -57,20 +59,27 @@ impl Stage for Explore {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let StageParams::Explore(p) = &ctx.spec.params else { unreachable!("registry maps explore to Explore") };
+        let StageParams::Explore(p) = &ctx.spec.params else {
+            unreachable!("registry maps explore to Explore")
+        };
         crate::figures::register_font();
-        let catalog = artifacts::read_catalog(&ctx.input_of(StageKind::Ingest)?.dir.join("catalog.parquet"))
-            .map_err(|e| StageError::Other(Box::new(e)))?;
-        let train: Vec<(&CatalogRow, [f32; N_CLASSES])> =
-            catalog.iter().filter(|r| r.split == Split::Train).filter_map(|r| r.labels.map(|l| (r, l))).collect();
+        let catalog =
+            artifacts::read_catalog(&ctx.input_of(StageKind::Ingest)?.dir.join("catalog.parquet"))
+                .map_err(|e| StageError::Other(Box::new(e)))?;
+        let train: Vec<(&CatalogRow, [f32; N_CLASSES])> = catalog
+            .iter()
+            .filter(|r| r.split == Split::Train)
+            .filter_map(|r| r.labels.map(|l| (r, l)))
+            .collect();
         if train.is_empty() {
             return Err(StageError::msg("no labelled training galaxies to explore"));
         }
         let out = &ctx.out_dir;
         let threshold = p.confidence as f32;
 
-        let confident: Vec<u64> =
-            (0..N_CLASSES).map(|c| train.iter().filter(|(_, l)| l[c] >= threshold).count() as u64).collect();
+        let confident: Vec<u64> = (0..N_CLASSES)
+            .map(|c| train.iter().filter(|(_, l)| l[c] >= threshold).count() as u64)
+            .collect();
         let mut terminal = vec![0u64; N_CLASSES];
         for (_, l) in &train {
             terminal[terminal_class(l)] += 1;
@@ -80,29 +89,44 @@ impl Stage for Explore {
             &format!("Training galaxies with vote ≥ {}", p.confidence),
             &confident,
         )?;
-        bar_chart(&out.join("terminal_classes.png"), "Where the most-voted path through the tree ends", &terminal)?;
+        bar_chart(
+            &out.join("terminal_classes.png"),
+            "Where the most-voted path through the tree ends",
+            &terminal,
+        )?;
 
         let mut correlations = Vec::new();
         for q in QUESTIONS.iter() {
             let cols: Vec<usize> = q.columns.clone().collect();
-            let matrix: Vec<Vec<f64>> =
-                cols.iter().map(|a| cols.iter().map(|b| pearson(&train, *a, *b)).collect()).collect();
+            let matrix: Vec<Vec<f64>> = cols
+                .iter()
+                .map(|a| cols.iter().map(|b| pearson(&train, *a, *b)).collect())
+                .collect();
             for (i, a) in cols.iter().enumerate() {
                 for (j, b) in cols.iter().enumerate() {
                     correlations.push((q.number, CLASS_NAMES[*a], CLASS_NAMES[*b], matrix[i][j]));
                 }
             }
-            heatmap(&out.join(format!("correlation_q{:02}.png", q.number)), q.number, &cols, &matrix)?;
+            heatmap(
+                &out.join(format!("correlation_q{:02}.png", q.number)),
+                q.number,
+                &cols,
+                &matrix,
+            )?;
         }
 
         // Mean image over (up to `mean_image_limit`) training images, decoded in parallel.
-        let limit = if p.mean_image_limit == 0 { train.len() } else { (p.mean_image_limit as usize).min(train.len()) };
+        let limit = if p.mean_image_limit == 0 {
+            train.len()
+        } else {
+            (p.mean_image_limit as usize).min(train.len())
+        };
         ctx.progress.start(limit as u64, "mean image");
         let (sum, n) = train[..limit]
             .par_iter()
             .map(|(r, _)| {
-                let img =
-                    vision::decode_jpeg(Path::new(&r.image_path), None).map_err(|e| format!("{}: {e}", r.image_path));
+                let img = vision::decode_jpeg(Path::new(&r.image_path), None)
+                    .map_err(|e| format!("{}: {e}", r.image_path));
                 ctx.progress.inc(1);
                 img
             })
@@ -116,7 +140,9 @@ impl Stage for Explore {
                     if acc.len() != img.data.len() {
                         return Err("training images differ in size".to_string());
                     }
-                    acc.iter_mut().zip(&img.data).for_each(|(a, v)| *a += *v as u64);
+                    acc.iter_mut()
+                        .zip(&img.data)
+                        .for_each(|(a, v)| *a += *v as u64);
                     Ok((acc, n + 1))
                 },
             )
@@ -134,7 +160,10 @@ impl Stage for Explore {
             )
             .map_err(StageError::msg)?;
         let side = ((sum.len() / 3) as f64).sqrt() as u32;
-        let mean: Vec<u8> = sum.iter().map(|v| (*v as f64 / n.max(1) as f64).round() as u8).collect();
+        let mean: Vec<u8> = sum
+            .iter()
+            .map(|v| (*v as f64 / n.max(1) as f64).round() as u8)
+            .collect();
         image::RgbImage::from_raw(side, side, mean)
             .ok_or_else(|| StageError::msg("mean image is not square"))?
             .save(out.join("mean_image.png"))
@@ -142,22 +171,39 @@ impl Stage for Explore {
 
         // Gallery: the highest-vote galaxy of each class.
         let best: Vec<(usize, f32)> = (0..N_CLASSES)
-            .map(|c| train.iter().enumerate().map(|(i, (_, l))| (i, l[c])).max_by(|a, b| a.1.total_cmp(&b.1)).unwrap())
+            .map(|c| {
+                train
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, l))| (i, l[c]))
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .unwrap()
+            })
             .collect();
         let crops = match ctx.inputs.values().find(|i| i.kind == StageKind::Crop) {
             Some(input) => Some(
-                artifacts::read_crops(&input.dir.join("crops.parquet")).map_err(|e| StageError::Other(Box::new(e)))?,
+                artifacts::read_crops(&input.dir.join("crops.parquet"))
+                    .map_err(|e| StageError::Other(Box::new(e)))?,
             ),
             None => None,
         };
         gallery(&out.join("gallery.png"), &train, &best, crops.as_ref())?;
 
-        write_summary(&out.join("summary.parquet"), &train, &confident, &terminal, &best)?;
+        write_summary(
+            &out.join("summary.parquet"),
+            &train,
+            &confident,
+            &terminal,
+            &best,
+        )?;
         write_correlations(&out.join("correlations.parquet"), &correlations)?;
         let mut metrics = BTreeMap::new();
         metrics.insert("train_galaxies".into(), train.len() as f64);
         metrics.insert("mean_image_galaxies".into(), n as f64);
-        Ok(StageOutcome { metrics, notes: Vec::new() })
+        Ok(StageOutcome {
+            metrics,
+            notes: Vec::new(),
+        })
     }
 }
 
@@ -175,14 +221,19 @@ fn pearson(rows: &[(&CatalogRow, [f32; N_CLASSES])], a: usize, b: usize) -> f64 
     let cov = sab / n - (sa / n) * (sb / n);
     let va = saa / n - (sa / n).powi(2);
     let vb = sbb / n - (sb / n).powi(2);
-    if va <= 1e-15 || vb <= 1e-15 { 0.0 } else { (cov / (va * vb).sqrt()).clamp(-1.0, 1.0) }
+    if va <= 1e-15 || vb <= 1e-15 {
+        0.0
+    } else {
+        (cov / (va * vb).sqrt()).clamp(-1.0, 1.0)
+    }
 }
 
 fn bar_chart(path: &Path, title: &str, counts: &[u64]) -> Result<(), StageError> {
     let root = BitMapBackend::new(path, (1400, 620)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
-    let mut chart = crate::figures::class_axes(&root, title, "galaxies", max * 1.1 + 1.0).map_err(StageError::msg)?;
+    let mut chart = crate::figures::class_axes(&root, title, "galaxies", max * 1.1 + 1.0)
+        .map_err(StageError::msg)?;
     chart
         .draw_series(
             Histogram::vertical(&chart)
@@ -198,9 +249,15 @@ fn heatmap(path: &Path, question: u8, cols: &[usize], m: &[Vec<f64>]) -> Result<
     let n = cols.len();
     let root = BitMapBackend::new(path, (560, 560)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
-    let names: Vec<String> = cols.iter().map(|c| CLASS_NAMES[*c].trim_start_matches("Class").to_string()).collect();
+    let names: Vec<String> = cols
+        .iter()
+        .map(|c| CLASS_NAMES[*c].trim_start_matches("Class").to_string())
+        .collect();
     let mut chart = ChartBuilder::on(&root)
-        .caption(format!("Question {question}: answer correlations"), ("sans-serif", 22))
+        .caption(
+            format!("Question {question}: answer correlations"),
+            ("sans-serif", 22),
+        )
         .margin(12)
         .x_label_area_size(50)
         .y_label_area_size(60)
@@ -236,7 +293,10 @@ fn heatmap(path: &Path, question: u8, cols: &[usize], m: &[Vec<f64>]) -> Result<
             let (x0, x1) = (SegmentValue::Exact(i), SegmentValue::Exact(i + 1));
             let (y0, y1) = (SegmentValue::Exact(j), SegmentValue::Exact(j + 1));
             chart
-                .draw_series(std::iter::once(Rectangle::new([(x0, y0), (x1, y1)], colour(m[i][j]).filled())))
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x0, y0), (x1, y1)],
+                    colour(m[i][j]).filled(),
+                )))
                 .map_err(plot_err)?;
             chart
                 .draw_series(std::iter::once(Text::new(
@@ -264,22 +324,56 @@ fn gallery(
     let rows = (N_CLASSES as u32).div_ceil(cols);
     let (w, h) = (cols * cell_w + 10, rows * cell_h + 50);
     let mut canvas = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
-    let crop_index: BTreeMap<u64, usize> =
-        crops.map(|c| c.ids.iter().enumerate().map(|(i, id)| (*id, i)).collect()).unwrap_or_default();
+    let crop_index: BTreeMap<u64, usize> = crops
+        .map(|c| c.ids.iter().enumerate().map(|(i, id)| (*id, i)).collect())
+        .unwrap_or_default();
     let mut captions = Vec::new();
     for (c, (row, vote)) in best.iter().enumerate() {
         let (galaxy, _) = &train[*row];
-        let (x0, y0) = (10 + (c as u32 % cols) * cell_w, 40 + (c as u32 / cols) * cell_h);
+        let (x0, y0) = (
+            10 + (c as u32 % cols) * cell_w,
+            40 + (c as u32 / cols) * cell_h,
+        );
         let raw = vision::decode_jpeg(Path::new(&galaxy.image_path), None)
             .map_err(|e| StageError::msg(format!("{}: {e}", galaxy.image_path)))?;
-        let whole = vision::BoxPx { x: 0, y: 0, w: raw.width, h: raw.height };
-        blit(&mut canvas, x0, y0, TILE, &vision::crop_resize(&raw, whole, TILE as usize));
+        let whole = vision::BoxPx {
+            x: 0,
+            y: 0,
+            w: raw.width,
+            h: raw.height,
+        };
+        blit(
+            &mut canvas,
+            x0,
+            y0,
+            TILE,
+            &vision::crop_resize(&raw, whole, TILE as usize),
+        );
         if let (Some(crops), Some(i)) = (crops, crop_index.get(&galaxy.id)) {
-            let small = vision::Rgb { width: crops.size, height: crops.size, data: crops.pixels_of(*i).to_vec() };
-            let full = vision::BoxPx { x: 0, y: 0, w: crops.size, h: crops.size };
-            blit(&mut canvas, x0 + TILE + 2, y0, TILE, &vision::crop_resize(&small, full, TILE as usize));
+            let small = vision::Rgb {
+                width: crops.size,
+                height: crops.size,
+                data: crops.pixels_of(*i).to_vec(),
+            };
+            let full = vision::BoxPx {
+                x: 0,
+                y: 0,
+                w: crops.size,
+                h: crops.size,
+            };
+            blit(
+                &mut canvas,
+                x0 + TILE + 2,
+                y0,
+                TILE,
+                &vision::crop_resize(&small, full, TILE as usize),
+            );
         }
-        captions.push((x0, y0 + TILE + 4, format!("{} {:.2} #{}", CLASS_NAMES[c], vote, galaxy.id)));
+        captions.push((
+            x0,
+            y0 + TILE + 4,
+            format!("{} {:.2} #{}", CLASS_NAMES[c], vote, galaxy.id),
+        ));
     }
     // Captions drawn with plotters over the pixel buffer.
     let mut buf = canvas.into_raw();
@@ -290,9 +384,15 @@ fn gallery(
         } else {
             "Highest-vote galaxy per class"
         };
-        root.draw(&Text::new(title, (10, 8), ("sans-serif", 24).into_font())).map_err(plot_err)?;
+        root.draw(&Text::new(title, (10, 8), ("sans-serif", 24).into_font()))
+            .map_err(plot_err)?;
         for (x, y, text) in captions {
-            root.draw(&Text::new(text, (x as i32, y as i32), ("sans-serif", 14).into_font())).map_err(plot_err)?;
+            root.draw(&Text::new(
+                text,
+                (x as i32, y as i32),
+                ("sans-serif", 14).into_font(),
+            ))
+            .map_err(plot_err)?;
         }
         root.present().map_err(plot_err)?;
     }
@@ -319,15 +419,21 @@ fn write_summary(
     best: &[(usize, f32)],
 ) -> Result<(), StageError> {
     let n = train.len() as f64;
-    let mean: Vec<f64> = (0..N_CLASSES).map(|c| train.iter().map(|(_, l)| l[c] as f64).sum::<f64>() / n).collect();
+    let mean: Vec<f64> = (0..N_CLASSES)
+        .map(|c| train.iter().map(|(_, l)| l[c] as f64).sum::<f64>() / n)
+        .collect();
     let schema = artifacts::summary_schema();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(CLASS_NAMES)),
         Arc::new(UInt64Array::from(confident.to_vec())),
         Arc::new(UInt64Array::from(terminal.to_vec())),
         Arc::new(Float64Array::from(mean)),
-        Arc::new(Float64Array::from_iter_values(best.iter().map(|b| b.1 as f64))),
-        Arc::new(UInt64Array::from_iter_values(best.iter().map(|b| train[b.0].0.id))),
+        Arc::new(Float64Array::from_iter_values(
+            best.iter().map(|b| b.1 as f64),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            best.iter().map(|b| train[b.0].0.id),
+        )),
     ];
     let batch = RecordBatch::try_new(Arc::new(schema), columns).expect("columns match");
     artifacts::write_parquet(path, &batch).map_err(|e| StageError::Other(Box::new(e)))
@@ -336,7 +442,9 @@ fn write_summary(
 fn write_correlations(path: &Path, rows: &[(u8, &str, &str, f64)]) -> Result<(), StageError> {
     let schema = artifacts::correlations_schema();
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0 as u64))),
+        Arc::new(UInt64Array::from_iter_values(
+            rows.iter().map(|r| r.0 as u64),
+        )),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
         Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3))),

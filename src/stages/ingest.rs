@@ -26,17 +26,28 @@ impl Stage for Ingest {
         };
         let root = spec.resolve(&p.data_dir);
         let mut inputs = vec![
-            FileInput { group: "images".into(), path: root.join(&p.images) },
-            FileInput { group: "labels".into(), path: root.join(&p.labels) },
+            FileInput {
+                group: "images".into(),
+                path: root.join(&p.images),
+            },
+            FileInput {
+                group: "labels".into(),
+                path: root.join(&p.labels),
+            },
         ];
         if !p.test_images.is_empty() {
-            inputs.push(FileInput { group: "test_images".into(), path: root.join(&p.test_images) });
+            inputs.push(FileInput {
+                group: "test_images".into(),
+                path: root.join(&p.test_images),
+            });
         }
         inputs
     }
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let StageParams::Ingest(p) = &ctx.spec.params else { unreachable!("registry maps ingest to Ingest") };
+        let StageParams::Ingest(p) = &ctx.spec.params else {
+            unreachable!("registry maps ingest to Ingest")
+        };
         let root = ctx.spec.resolve(&p.data_dir);
         let images_dir = root.join(&p.images);
         let labels_path = root.join(&p.labels);
@@ -92,7 +103,11 @@ impl Stage for Ingest {
                 }
             }
         }
-        let unlabelled: Vec<String> = images.keys().filter(|id| !labels.contains_key(id)).map(u64::to_string).collect();
+        let unlabelled: Vec<String> = images
+            .keys()
+            .filter(|id| !labels.contains_key(id))
+            .map(u64::to_string)
+            .collect();
         if !unlabelled.is_empty() {
             notes.push(format!(
                 "{} image(s) in {} have no label row and are left out: {}",
@@ -102,11 +117,18 @@ impl Stage for Ingest {
             ));
         }
 
-        let violations =
-            rows.iter().filter(|r| r.labels.is_some_and(|l| tree_deviation(&l) > p.tree_tolerance as f32)).count();
+        let violations = rows
+            .iter()
+            .filter(|r| {
+                r.labels
+                    .is_some_and(|l| tree_deviation(&l) > p.tree_tolerance as f32)
+            })
+            .count();
         if violations > 0 {
-            notes
-                .push(format!("{violations} label row(s) break a decision-tree sum by more than {}", p.tree_tolerance));
+            notes.push(format!(
+                "{violations} label row(s) break a decision-tree sum by more than {}",
+                p.tree_tolerance
+            ));
         }
 
         if !p.test_images.is_empty() {
@@ -147,7 +169,8 @@ impl Stage for Ingest {
 
         ctx.progress.message("writing catalog.parquet");
         let out = ctx.out_dir.join("catalog.parquet");
-        artifacts::write_parquet(&out, &artifacts::catalog_batch(&rows)).map_err(|e| StageError::Other(Box::new(e)))?;
+        artifacts::write_parquet(&out, &artifacts::catalog_batch(&rows))
+            .map_err(|e| StageError::Other(Box::new(e)))?;
         if !skipped.is_empty() {
             artifacts::write_skipped(&ctx.out_dir.join("skipped.parquet"), &skipped)
                 .map_err(|e| StageError::Other(Box::new(e)))?;
@@ -161,7 +184,11 @@ fn image_index(manifest: &Manifest) -> (BTreeMap<u64, (String, String)>, Vec<Str
     let mut images = BTreeMap::new();
     let mut ignored = Vec::new();
     for e in &manifest.entries {
-        let id = e.path.strip_suffix(".jpg").filter(|s| !s.contains('/')).and_then(|s| s.parse::<u64>().ok());
+        let id = e
+            .path
+            .strip_suffix(".jpg")
+            .filter(|s| !s.contains('/'))
+            .and_then(|s| s.parse::<u64>().ok());
         match id {
             Some(id) => {
                 images.insert(id, (e.path.clone(), e.digest.clone()));
@@ -179,14 +206,21 @@ pub fn split_of(seed: u64, id: u64, valid_fraction: f64) -> Split {
     h.update(&id.to_le_bytes());
     let bytes: [u8; 8] = h.finalize().as_bytes()[..8].try_into().expect("8 bytes");
     let u = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
-    if u < valid_fraction { Split::Valid } else { Split::Train }
+    if u < valid_fraction {
+        Split::Valid
+    } else {
+        Split::Train
+    }
 }
 
 /// Parse and validate the label CSV; every problem names the file and line.
 pub fn read_labels(path: &Path) -> Result<BTreeMap<u64, [f32; 37]>, StageError> {
-    let file = std::fs::File::open(path).map_err(|e| StageError::io("cannot open label CSV", path, e))?;
-    let mut reader =
-        csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(std::io::BufReader::new(file));
+    let file =
+        std::fs::File::open(path).map_err(|e| StageError::io("cannot open label CSV", path, e))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(std::io::BufReader::new(file));
     let name = path.display();
     let mut records = reader.records();
     let header = match records.next() {
@@ -198,12 +232,20 @@ pub fn read_labels(path: &Path) -> Result<BTreeMap<u64, [f32; 37]>, StageError> 
         Some(Err(e)) => return Err(StageError::msg(format!("{name}:1: {e}"))),
         Some(Ok(h)) => h,
     };
-    let got: Vec<&str> = header.iter().map(|h| h.trim_start_matches('\u{feff}').trim()).collect();
+    let got: Vec<&str> = header
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').trim())
+        .collect();
     let mut expected = vec!["GalaxyID"];
     expected.extend(CLASS_NAMES);
     if got != expected {
         let detail = match got.iter().zip(&expected).position(|(g, e)| g != e) {
-            Some(i) => format!("column {} is `{}`, expected `{}`", i + 1, got[i], expected[i]),
+            Some(i) => format!(
+                "column {} is `{}`, expected `{}`",
+                i + 1,
+                got[i],
+                expected[i]
+            ),
             None => format!("{} columns, expected {}", got.len(), expected.len()),
         };
         return Err(StageError::msg(format!("{name}:1: wrong header: {detail}")));
@@ -233,13 +275,19 @@ pub fn read_labels(path: &Path) -> Result<BTreeMap<u64, [f32; 37]>, StageError> 
             continue; // a blank line
         }
         if record.len() != 38 {
-            problem(format!("{name}:{line}: {} columns, expected 38", record.len()));
+            problem(format!(
+                "{name}:{line}: {} columns, expected 38",
+                record.len()
+            ));
             continue;
         }
         let id = match record[0].trim().parse::<u64>() {
             Ok(id) => id,
             Err(_) => {
-                problem(format!("{name}:{line}: GalaxyID `{}` is not a non-negative integer", &record[0]));
+                problem(format!(
+                    "{name}:{line}: GalaxyID `{}` is not a non-negative integer",
+                    &record[0]
+                ));
                 continue;
             }
         };
@@ -254,12 +302,17 @@ pub fn read_labels(path: &Path) -> Result<BTreeMap<u64, [f32; 37]>, StageError> 
         }
         let ok = bad.is_empty();
         if let Some(first) = bad.first() {
-            let more =
-                if bad.len() > 1 { format!(" (and {} more on this line)", bad.len() - 1) } else { String::new() };
+            let more = if bad.len() > 1 {
+                format!(" (and {} more on this line)", bad.len() - 1)
+            } else {
+                String::new()
+            };
             problem(format!("{name}:{line}: {first}{more}"));
         }
         if let Some(first) = first_line.get(&id) {
-            problem(format!("{name}:{line}: GalaxyID {id} already appeared on line {first}"));
+            problem(format!(
+                "{name}:{line}: GalaxyID {id} already appeared on line {first}"
+            ));
             continue;
         }
         first_line.insert(id, line);
@@ -279,14 +332,20 @@ pub fn read_labels(path: &Path) -> Result<BTreeMap<u64, [f32; 37]>, StageError> 
         )));
     }
     if labels.is_empty() {
-        return Err(StageError::msg(format!("{name}: no label rows after the header")));
+        return Err(StageError::msg(format!(
+            "{name}: no label rows after the header"
+        )));
     }
     Ok(labels)
 }
 
 fn preview(items: &[String]) -> String {
     let shown: Vec<&str> = items.iter().take(5).map(String::as_str).collect();
-    if items.len() > 5 { format!("{}, …", shown.join(", ")) } else { shown.join(", ") }
+    if items.len() > 5 {
+        format!("{}, …", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
 }
 
 #[cfg(test)]
@@ -295,10 +354,14 @@ mod tests {
 
     #[test]
     fn split_is_deterministic_and_close_to_the_fraction() {
-        let valid = (0..20_000u64).filter(|id| split_of(7, *id, 0.1) == Split::Valid).count();
+        let valid = (0..20_000u64)
+            .filter(|id| split_of(7, *id, 0.1) == Split::Valid)
+            .count();
         assert!((1_700..2_300).contains(&valid), "{valid} of 20000 in valid");
         assert_eq!(split_of(7, 123, 0.1), split_of(7, 123, 0.1));
-        let moved = (0..2_000u64).filter(|id| split_of(7, *id, 0.5) != split_of(8, *id, 0.5)).count();
+        let moved = (0..2_000u64)
+            .filter(|id| split_of(7, *id, 0.5) != split_of(8, *id, 0.5))
+            .count();
         assert!(moved > 500, "changing the seed reshuffles the split");
     }
 
@@ -322,13 +385,20 @@ mod tests {
     fn bad_values_are_reported_with_their_line() {
         let f = csv_file(&(header() + &row("1", "0.5") + &row("2", "1.5") + &row("x", "0.1")));
         let err = read_labels(f.path()).unwrap_err().to_string();
-        assert!(err.contains(":3: Class1.1 = 1.5 is outside [0, 1]"), "{err}");
+        assert!(
+            err.contains(":3: Class1.1 = 1.5 is outside [0, 1]"),
+            "{err}"
+        );
         assert!(err.contains(":4: GalaxyID `x`"), "{err}");
     }
 
     #[test]
     fn bom_and_crlf_are_accepted() {
-        let text = format!("\u{feff}{}{}", header().replace('\n', "\r\n"), row("5", "0.25").replace('\n', "\r\n"));
+        let text = format!(
+            "\u{feff}{}{}",
+            header().replace('\n', "\r\n"),
+            row("5", "0.25").replace('\n', "\r\n")
+        );
         let f = csv_file(&text);
         let labels = read_labels(f.path()).unwrap();
         assert_eq!(labels[&5][0], 0.25);
@@ -338,15 +408,28 @@ mod tests {
     fn duplicate_ids_and_short_rows_are_errors() {
         let f = csv_file(&(header() + &row("1", "0.5") + &row("1", "0.5") + "3,0.1,0.2\n"));
         let err = read_labels(f.path()).unwrap_err().to_string();
-        assert!(err.contains(":3: GalaxyID 1 already appeared on line 2"), "{err}");
+        assert!(
+            err.contains(":3: GalaxyID 1 already appeared on line 2"),
+            "{err}"
+        );
         assert!(err.contains(":4: 3 columns, expected 38"), "{err}");
     }
 
     #[test]
     fn wrong_header_and_empty_file_are_errors() {
         let f = csv_file(&header().replace("Class1.2", "Class1.9"));
-        assert!(read_labels(f.path()).unwrap_err().to_string().contains("column 3 is `Class1.9`, expected `Class1.2`"));
+        assert!(
+            read_labels(f.path())
+                .unwrap_err()
+                .to_string()
+                .contains("column 3 is `Class1.9`, expected `Class1.2`")
+        );
         let f = csv_file("");
-        assert!(read_labels(f.path()).unwrap_err().to_string().contains("empty"));
+        assert!(
+            read_labels(f.path())
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
     }
 }

@@ -54,7 +54,9 @@ impl StageContext<'_> {
         self.inputs
             .values()
             .find(|i| i.kind == kind)
-            .ok_or_else(|| StageError::msg(format!("stage `{}` has no `{kind}` input", self.spec.id)))
+            .ok_or_else(|| {
+                StageError::msg(format!("stage `{}` has no `{kind}` input", self.spec.id))
+            })
     }
 }
 
@@ -85,7 +87,11 @@ impl StageError {
         StageError::Message(m.into())
     }
     pub fn io(what: impl Into<String>, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StageError::Io { what: what.into(), path: path.into(), source }
+        StageError::Io {
+            what: what.into(),
+            path: path.into(),
+            source,
+        }
     }
 }
 

@@ -21,22 +21,32 @@ impl Stage for Submit {
     }
 
     fn exports(&self, spec: &StageSpec) -> Vec<(String, PathBuf)> {
-        let StageParams::Submit(p) = &spec.params else { return Vec::new() };
+        let StageParams::Submit(p) = &spec.params else {
+            return Vec::new();
+        };
         vec![(FILE.to_string(), spec.resolve(&p.output))]
     }
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let StageParams::Submit(p) = &ctx.spec.params else { unreachable!("registry maps submit to Submit") };
+        let StageParams::Submit(p) = &ctx.spec.params else {
+            unreachable!("registry maps submit to Submit")
+        };
         let model_dir = &ctx.input_of(StageKind::Train)?.dir;
-        let crops = artifacts::read_crops(&ctx.input_of(StageKind::Crop)?.dir.join("crops.parquet"))
-            .map_err(|e| StageError::Other(Box::new(e)))?;
-        let mut test: Vec<usize> = (0..crops.ids.len()).filter(|&i| crops.splits[i] == Split::Test).collect();
+        let crops =
+            artifacts::read_crops(&ctx.input_of(StageKind::Crop)?.dir.join("crops.parquet"))
+                .map_err(|e| StageError::Other(Box::new(e)))?;
+        let mut test: Vec<usize> = (0..crops.ids.len())
+            .filter(|&i| crops.splits[i] == Split::Test)
+            .collect();
         if test.is_empty() {
-            return Err(StageError::msg("no test images in the crops (is ingest.test_images set?)"));
+            return Err(StageError::msg(
+                "no test images in the crops (is ingest.test_images set?)",
+            ));
         }
         test.sort_by_key(|&i| crops.ids[i]);
         ctx.progress.start(test.len() as u64, "predicting");
-        let preds = super::evaluate::predict(model_dir, p.device, &crops, &test, p.tta).map_err(StageError::msg)?;
+        let preds = super::evaluate::predict(model_dir, p.device, &crops, &test, p.tta)
+            .map_err(StageError::msg)?;
         let mut csv = format!("GalaxyID,{}\n", CLASS_NAMES.join(","));
         for (&i, pred) in test.iter().zip(&preds) {
             write!(csv, "{}", crops.ids[i]).expect("string write");
@@ -49,6 +59,9 @@ impl Stage for Submit {
         std::fs::write(&path, csv).map_err(|e| StageError::io("writing", &path, e))?;
         let mut metrics = BTreeMap::new();
         metrics.insert("test_images".into(), test.len() as f64);
-        Ok(StageOutcome { metrics, notes: vec![format!("{} test predictions", test.len())] })
+        Ok(StageOutcome {
+            metrics,
+            notes: vec![format!("{} test predictions", test.len())],
+        })
     }
 }

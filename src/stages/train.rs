@@ -22,9 +22,12 @@ impl Stage for Train {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let StageParams::Train(p) = &ctx.spec.params else { unreachable!("registry maps train to Train") };
-        let crops = artifacts::read_crops(&ctx.input_of(StageKind::Crop)?.dir.join("crops.parquet"))
-            .map_err(|e| StageError::Other(Box::new(e)))?;
+        let StageParams::Train(p) = &ctx.spec.params else {
+            unreachable!("registry maps train to Train")
+        };
+        let crops =
+            artifacts::read_crops(&ctx.input_of(StageKind::Crop)?.dir.join("crops.parquet"))
+                .map_err(|e| StageError::Other(Box::new(e)))?;
         let arch = Architecture {
             input_size: crops.size,
             conv: p.conv.clone(),
@@ -32,8 +35,12 @@ impl Stage for Train {
             activation: p.activation,
             output: p.output,
         };
-        arch.conv_output()
-            .map_err(|e| StageError::msg(format!("the architecture does not fit {}-pixel crops: {e}", crops.size)))?;
+        arch.conv_output().map_err(|e| {
+            StageError::msg(format!(
+                "the architecture does not fit {}-pixel crops: {e}",
+                crops.size
+            ))
+        })?;
         let (resolved, notice) = device::resolve(p.device).map_err(StageError::msg)?;
         let mut notes: Vec<String> = notice.into_iter().collect();
         notes.push(format!("device: {}", resolved.name()));
@@ -53,18 +60,25 @@ impl Stage for Train {
                 &inputs,
             ),
             #[cfg(feature = "cuda")]
-            Resolved::Cuda => {
-                training::train::<burn::backend::Autodiff<burn::backend::Cuda>>(Default::default(), &inputs)
-            }
+            Resolved::Cuda => training::train::<burn::backend::Autodiff<burn::backend::Cuda>>(
+                Default::default(),
+                &inputs,
+            ),
         }
         .map_err(StageError::msg)?;
 
-        std::fs::write(ctx.out_dir.join("model.json"), serde_json::to_vec_pretty(&arch).expect("serialise"))
-            .map_err(|e| StageError::io("writing", ctx.out_dir.join("model.json"), e))?;
+        std::fs::write(
+            ctx.out_dir.join("model.json"),
+            serde_json::to_vec_pretty(&arch).expect("serialise"),
+        )
+        .map_err(|e| StageError::io("writing", ctx.out_dir.join("model.json"), e))?;
         write_history(&ctx.out_dir.join("history.parquet"), &report.history)?;
         loss_curve(&ctx.out_dir.join("loss_curve.png"), &report.history)?;
         if report.resumed_from_epoch > 0 {
-            notes.push(format!("resumed from the checkpoint after epoch {}", report.resumed_from_epoch));
+            notes.push(format!(
+                "resumed from the checkpoint after epoch {}",
+                report.resumed_from_epoch
+            ));
         }
         notes.push(format!(
             "validation RMSE {:.5} after {} epoch(s); {:.1} images/s; {:.1}% of step time waiting for data",
@@ -85,10 +99,16 @@ fn write_history(path: &Path, rows: &[HistoryRow]) -> Result<(), StageError> {
     let schema = artifacts::history_schema();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.epoch))),
-        Arc::new(UInt32Array::from(rows.iter().map(|r| r.batch).collect::<Vec<_>>())),
+        Arc::new(UInt32Array::from(
+            rows.iter().map(|r| r.batch).collect::<Vec<_>>(),
+        )),
         Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.loss))),
-        Arc::new(Float64Array::from(rows.iter().map(|r| r.valid_rmse).collect::<Vec<_>>())),
-        Arc::new(Float64Array::from(rows.iter().map(|r| r.images_per_sec).collect::<Vec<_>>())),
+        Arc::new(Float64Array::from(
+            rows.iter().map(|r| r.valid_rmse).collect::<Vec<_>>(),
+        )),
+        Arc::new(Float64Array::from(
+            rows.iter().map(|r| r.images_per_sec).collect::<Vec<_>>(),
+        )),
     ];
     let batch = RecordBatch::try_new(Arc::new(schema), columns).expect("columns match");
     artifacts::write_parquet(path, &batch).map_err(|e| StageError::Other(Box::new(e)))
@@ -104,8 +124,12 @@ fn loss_curve(path: &Path, rows: &[HistoryRow]) -> Result<(), StageError> {
     let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let (left, right) = root.split_horizontally(700);
-    let batches: Vec<(f64, f64)> =
-        rows.iter().filter(|r| r.batch.is_some()).enumerate().map(|(i, r)| (i as f64 + 1.0, r.loss)).collect();
+    let batches: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| r.batch.is_some())
+        .enumerate()
+        .map(|(i, r)| (i as f64 + 1.0, r.loss))
+        .collect();
     let max_loss = batches.iter().map(|b| b.1).fold(1e-6, f64::max);
     let steps = batches.len().max(1) as f64;
     let mut chart = ChartBuilder::on(&left)
@@ -122,10 +146,19 @@ fn loss_curve(path: &Path, rows: &[HistoryRow]) -> Result<(), StageError> {
         .axis_desc_style(("sans-serif", 16))
         .draw()
         .map_err(plot_err)?;
-    chart.draw_series(LineSeries::new(batches, RGBColor(70, 110, 180))).map_err(plot_err)?;
-    let epochs: Vec<(f64, f64)> =
-        rows.iter().filter(|r| r.batch.is_none()).filter_map(|r| r.valid_rmse.map(|v| (r.epoch as f64, v))).collect();
-    let max_rmse = epochs.iter().map(|e| e.1).filter(|v| v.is_finite()).fold(1e-6, f64::max);
+    chart
+        .draw_series(LineSeries::new(batches, RGBColor(70, 110, 180)))
+        .map_err(plot_err)?;
+    let epochs: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| r.batch.is_none())
+        .filter_map(|r| r.valid_rmse.map(|v| (r.epoch as f64, v)))
+        .collect();
+    let max_rmse = epochs
+        .iter()
+        .map(|e| e.1)
+        .filter(|v| v.is_finite())
+        .fold(1e-6, f64::max);
     let n_epochs = epochs.len().max(1) as f64;
     let mut chart = ChartBuilder::on(&right)
         .caption("Validation RMSE", ("sans-serif", 24))
@@ -141,7 +174,15 @@ fn loss_curve(path: &Path, rows: &[HistoryRow]) -> Result<(), StageError> {
         .axis_desc_style(("sans-serif", 16))
         .draw()
         .map_err(plot_err)?;
-    chart.draw_series(LineSeries::new(epochs.clone(), RGBColor(200, 80, 60))).map_err(plot_err)?;
-    chart.draw_series(epochs.iter().map(|p| Circle::new(*p, 4, RGBColor(200, 80, 60).filled()))).map_err(plot_err)?;
+    chart
+        .draw_series(LineSeries::new(epochs.clone(), RGBColor(200, 80, 60)))
+        .map_err(plot_err)?;
+    chart
+        .draw_series(
+            epochs
+                .iter()
+                .map(|p| Circle::new(*p, 4, RGBColor(200, 80, 60).filled())),
+        )
+        .map_err(plot_err)?;
     root.present().map_err(plot_err)
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use galaxy_pipe::config::{StageKind, StageParams, StageSpec};
 use galaxy_pipe::labels::CLASS_NAMES;
-use galaxy_pipe::stages::{FileInput, Registry, Stage, StageContext, StageError, StageOutcome, ingest::Ingest};
+use galaxy_pipe::stages::{
+    FileInput, Registry, Stage, StageContext, StageError, StageOutcome, ingest::Ingest,
+};
 
 /// Env var carrying the CLI arguments to the re-executed child.
 pub const CHILD_ARGS: &str = "GP_CHILD_ARGS";
@@ -25,7 +27,10 @@ pub struct TestStages {
 
 impl Default for TestStages {
     fn default() -> Self {
-        TestStages { ingest: Ingest, fake: Fake }
+        TestStages {
+            ingest: Ingest,
+            fake: Fake,
+        }
     }
 }
 
@@ -43,13 +48,20 @@ struct Fake;
 
 fn log_exec(id: &str, what: &str) {
     if let Ok(path) = std::env::var("GP_EXEC_LOG") {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
         writeln!(f, "{id} {what} {}", std::process::id()).unwrap();
     }
 }
 
 fn sleep() {
-    let ms: u64 = std::env::var("GP_SLEEP_MS").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let ms: u64 = std::env::var("GP_SLEEP_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     std::thread::sleep(Duration::from_millis(ms));
 }
 
@@ -72,7 +84,10 @@ impl Stage for Fake {
         let mut h = blake3::Hasher::new();
         for (name, input) in &ctx.inputs {
             h.update(name.as_bytes());
-            let mut files: Vec<PathBuf> = std::fs::read_dir(&input.dir).unwrap().map(|e| e.unwrap().path()).collect();
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&input.dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
             files.sort();
             for f in files {
                 h.update(&std::fs::read(f).unwrap());
@@ -87,8 +102,9 @@ impl Stage for Fake {
             }
             StageParams::Train(p) => {
                 // One checkpoint per epoch in the work area; a killed run resumes after the last.
-                let done =
-                    (0..p.epochs).take_while(|e| ctx.work_dir.join(format!("epoch-{e}")).exists()).count() as u32;
+                let done = (0..p.epochs)
+                    .take_while(|e| ctx.work_dir.join(format!("epoch-{e}")).exists())
+                    .count() as u32;
                 if done > 0 {
                     log_exec(id, &format!("resume-from-{done}"));
                 }
@@ -107,7 +123,10 @@ impl Stage for Fake {
         let digest = h.finalize();
         std::fs::write(ctx.out_dir.join("out.bin"), digest.as_bytes()).unwrap();
         metrics.insert("fake_metric".into(), digest.as_bytes()[0] as f64);
-        Ok(StageOutcome { metrics, notes: Vec::new() })
+        Ok(StageOutcome {
+            metrics,
+            notes: Vec::new(),
+        })
     }
 }
 
@@ -160,7 +179,9 @@ pub fn label_row(id: u64) -> String {
     v[15] = 0.5; // Class7.1
     v[18] = 1.0; // Class8.1
     v[25] = 0.25; // Class9.1
-    let fields: Vec<String> = std::iter::once(id.to_string()).chain(v.iter().map(|x| x.to_string())).collect();
+    let fields: Vec<String> = std::iter::once(id.to_string())
+        .chain(v.iter().map(|x| x.to_string()))
+        .collect();
     fields.join(",")
 }
 
@@ -173,15 +194,21 @@ impl Project {
         let mut csv = format!("GalaxyID,{}\n", CLASS_NAMES.join(","));
         for i in 0..n_train {
             let id = 100_000 + i;
-            std::fs::write(data.join("images_training_rev1").join(format!("{id}.jpg")), format!("fake image {id}"))
-                .unwrap();
+            std::fs::write(
+                data.join("images_training_rev1").join(format!("{id}.jpg")),
+                format!("fake image {id}"),
+            )
+            .unwrap();
             csv.push_str(&label_row(id));
             csv.push('\n');
         }
         for i in 0..n_test {
             let id = 900_000 + i;
-            std::fs::write(data.join("images_test_rev1").join(format!("{id}.jpg")), format!("fake test image {id}"))
-                .unwrap();
+            std::fs::write(
+                data.join("images_test_rev1").join(format!("{id}.jpg")),
+                format!("fake test image {id}"),
+            )
+            .unwrap();
         }
         std::fs::write(data.join("training_solutions_rev1.csv"), csv).unwrap();
         std::fs::create_dir_all(dir.path().join("cache")).unwrap();
@@ -212,7 +239,11 @@ impl Project {
     }
 
     pub fn log_lines(&self) -> Vec<String> {
-        std::fs::read_to_string(self.exec_log()).unwrap_or_default().lines().map(str::to_string).collect()
+        std::fs::read_to_string(self.exec_log())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn clear_log(&self) {
@@ -224,11 +255,17 @@ impl Project {
         let mut full = vec!["galaxy-pipe".to_string()];
         full.extend(args.iter().map(|s| s.to_string()));
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["child_entry", "--exact", "--nocapture", "--test-threads=1", "-q"])
-            .env(CHILD_ARGS, serde_json::to_string(&full).unwrap())
-            .env("GP_EXEC_LOG", self.exec_log())
-            .env_remove("GALAXY_PIPE_CACHE_DIR")
-            .current_dir(self.path());
+        cmd.args([
+            "child_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(CHILD_ARGS, serde_json::to_string(&full).unwrap())
+        .env("GP_EXEC_LOG", self.exec_log())
+        .env_remove("GALAXY_PIPE_CACHE_DIR")
+        .current_dir(self.path());
         cmd
     }
 
@@ -241,10 +278,18 @@ impl Project {
         let mut all = args.to_vec();
         all.push("--json");
         let out = self.run(&all);
-        let line = String::from_utf8_lossy(&out.stdout).lines().find(|l| l.starts_with('{')).map(str::to_string);
-        let value = line.map(|l| serde_json::from_str(&l).unwrap()).unwrap_or_else(|| {
-            panic!("no JSON on stdout; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
-        });
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .map(str::to_string);
+        let value = line
+            .map(|l| serde_json::from_str(&l).unwrap())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no JSON on stdout; stderr:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            });
         (out.status.code().unwrap_or(-1), value)
     }
 }
@@ -255,12 +300,21 @@ pub fn outcomes(v: &serde_json::Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["id"].as_str().unwrap().to_string(), s["outcome"].as_str().unwrap().to_string()))
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_string(),
+                s["outcome"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
 pub fn ids_with(v: &serde_json::Value, outcome: &str) -> Vec<String> {
-    outcomes(v).into_iter().filter(|(_, o)| o == outcome).map(|(id, _)| id).collect()
+    outcomes(v)
+        .into_iter()
+        .filter(|(_, o)| o == outcome)
+        .map(|(id, _)| id)
+        .collect()
 }
 
 /// Every file under `dir` with its bytes (for comparing final outputs of two runs).
@@ -273,7 +327,10 @@ pub fn tree_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.push((p.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&p).unwrap()));
+                out.push((
+                    p.strip_prefix(dir).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                ));
             }
         }
     }
