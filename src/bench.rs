@@ -8,8 +8,6 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::stages::StandardStages;
-
 pub struct BenchOptions {
     /// The real Kaggle sample (for the crop and training figures).
     pub sample: PathBuf,
@@ -42,12 +40,12 @@ fn jpegs(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(files)
 }
 
-/// Run the CLI in this process (same code path as a user's `run`), returning its JSON result.
+/// Run the CLI (same code path as a user's `run`) and return its JSON result.
 fn cli_json(args: &[&str]) -> Result<serde_json::Value, String> {
     let mut full = vec!["galaxy-pipe".to_string()];
     full.extend(args.iter().map(|s| s.to_string()));
     full.push("--json".into());
-    // The CLI prints JSON on stdout; capture it through a pipe-less path: run as a child.
+    // A child process, so stage times include everything a user's `run` pays.
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = std::process::Command::new(exe)
         .args(&full[1..])
@@ -236,7 +234,6 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
     let rss_before = children_max_rss();
     let cropped = cli_json(&["run", lp.to_str().unwrap(), "--cache-dir", &large_cache_arg])?;
     let crop_rss = children_max_rss().max(rss_before);
-    let _ = cropped;
     // No-op run of the whole (ingest → crop) pipeline, cache warm, vs a stat walk.
     let t = Instant::now();
     let mut stat_n = 0;
@@ -380,7 +377,6 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
         baseline_what: "% of step time waiting for data",
         target: "data < 10%",
     });
-    let _ = StandardStages::default();
 
     let rows: Vec<serde_json::Value> = figures
         .iter()

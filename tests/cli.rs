@@ -993,7 +993,6 @@ fn bad_images_fail_the_crop_naming_the_file_or_are_skipped() {
         let dir = data_with_bad_image(&bytes);
         let (code, v, err) = run_real(dir.path(), &["run", "p.toml", "--until", "crop"]);
         assert_eq!(code, 1, "{err}");
-        let _ = &v;
         assert_eq!(ids_with(&v, "failed"), ["crop"]);
         assert!(err.contains("100004.jpg") && err.contains(expect), "{err}");
         assert_eq!(
