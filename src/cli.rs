@@ -114,6 +114,21 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Recent runs, newest first (optionally of one pipeline file).
+    Runs {
+        pipeline: Option<PathBuf>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Runs side by side: the parameters that differ and every metric (best marked).
+    Compare {
+        /// Run ids (or unique prefixes) from `galaxy-pipe runs`.
+        #[arg(required = true, num_args = 1..)]
+        runs: Vec<String>,
+        /// Comma-separated values instead of a table.
+        #[arg(long)]
+        csv: bool,
+    },
     /// Print the JSON Schema of pipeline files (or, with --artifacts, the Parquet artifact schemas).
     Schema {
         #[arg(long)]
@@ -508,6 +523,27 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
             } else {
                 crate::bench::print_table(&v);
             }
+            Ok(exit::OK)
+        }
+        Command::Runs { pipeline, limit } => {
+            let store = match &pipeline {
+                Some(p) => open_store(cache_flag, Some(&config::load(p, &[])?))?,
+                None => open_store(cache_flag, None)?,
+            };
+            crate::compare::runs(&store, pipeline.as_deref(), limit, json)
+                .map_err(Failure::Runtime)?;
+            Ok(exit::OK)
+        }
+        Command::Compare { runs, csv } => {
+            let format = if json {
+                crate::compare::Format::Json
+            } else if csv {
+                crate::compare::Format::Csv
+            } else {
+                crate::compare::Format::Text
+            };
+            crate::compare::compare(&open_store(cache_flag, None)?, &runs, format)
+                .map_err(Failure::Usage)?;
             Ok(exit::OK)
         }
         Command::Gc { keep_runs, dry_run } => {

@@ -7,6 +7,7 @@ pub mod artifacts;
 pub mod bench;
 pub mod cache;
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod figures;
 pub mod gc;

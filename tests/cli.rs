@@ -735,6 +735,41 @@ fn stat_cache_avoids_rehashing_and_verify_inputs_rehashes() {
 }
 
 #[test]
+fn runs_lists_history_and_compare_shows_what_differs() {
+    let p = Project::new(5, 0);
+    assert_eq!(p.run_json(&["run", "p.toml"]).0, 0);
+    assert_eq!(
+        p.run_json(&["run", "p.toml", "--set", "train.epochs=2"]).0,
+        0
+    );
+    let (code, v) = p.run_json(&["runs", "p.toml"]);
+    assert_eq!(code, 0);
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        runs[0]["overrides"],
+        serde_json::json!(["train.epochs=2"]),
+        "newest first"
+    );
+    assert_eq!(
+        (runs[0]["ran"].as_u64(), runs[0]["cached"].as_u64()),
+        (Some(2), Some(3))
+    );
+    let ids: Vec<&str> = runs.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let (code, c) = p.run_json(&["compare", ids[0], ids[1]]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        c["params"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["train.epochs"],
+        "{c}"
+    );
+    assert_eq!(c["params"]["train.epochs"], serde_json::json!(["2", "3"]));
+    assert!(c["metrics"]["train.fake_metric"].is_array());
+    let (code, _) = p.run_json(&["compare", "nonexistent"]);
+    assert_eq!(code, 2);
+}
+
+#[test]
 fn dag_renders_text_dot_and_mermaid() {
     let p = Project::new(1, 0);
     let out = p.run(&["dag", "p.toml"]);
