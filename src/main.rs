@@ -1,6 +1,12 @@
 use galaxy_pipe::stages::StandardStages;
 
 fn main() {
+    // A file-size limit (`ulimit -f`) must turn into a clear "File too large" error naming the
+    // stage and file, not a silent kill by SIGXFSZ.
+    // SAFETY: installing SIG_IGN for one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let code =
         galaxy_pipe::cli::main_with(std::env::args_os().collect(), &StandardStages::default());
     std::process::exit(code);

@@ -1063,6 +1063,67 @@ fn bad_images_fail_the_crop_naming_the_file_or_are_skipped() {
 }
 
 #[test]
+fn a_full_disk_fails_the_stage_naming_the_file_and_publishes_nothing() {
+    // RLIMIT_FSIZE stands in for a full disk: writes past 200 KiB fail with EFBIG.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("cache")).unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args([
+            "synth",
+            "--out",
+            "data",
+            "--count",
+            "60",
+            "--test-count",
+            "0",
+            "--seed",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(dir.path().join("p.toml"), DATA_PIPELINE).unwrap();
+    let bin_path = assert_cmd::cargo::cargo_bin("galaxy-pipe");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 200 && exec '{}' run p.toml --until crop --set crop.size=128",
+            bin_path.display()
+        ))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stage `crop`")
+            && err.contains("crops.parquet")
+            && err.contains("File too large"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("cache/objects"))
+            .unwrap()
+            .count(),
+        1,
+        "only ingest was published"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("cache/tmp"))
+            .unwrap()
+            .count(),
+        0,
+        "the partial output was removed"
+    );
+    let (code, _, err) = run_real(
+        dir.path(),
+        &["run", "p.toml", "--until", "crop", "--set", "crop.size=128"],
+    );
+    assert_eq!(code, 0, "with space again the run succeeds: {err}");
+}
+
+#[test]
 fn label_rows_without_images_fail_ingest_or_are_skipped() {
     let dir = data_with_bad_image(b"x");
     std::fs::remove_file(dir.path().join("data/images_training_rev1/100004.jpg")).unwrap();
