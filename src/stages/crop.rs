@@ -74,63 +74,75 @@ impl Stage for Crop {
         let mut placements: BTreeMap<&'static str, usize> = BTreeMap::new();
         let mut sheet: Vec<Vec<u8>> = Vec::new();
         let mut written = 0usize;
-        for chunk in catalog.chunks(CHUNK) {
-            let results: Vec<(
-                &CatalogRow,
-                Result<((u16, u16, u16), Placement, Vec<u8>), String>,
-            )> = chunk
-                .par_iter()
-                .map(|row| {
-                    let r = crop_one(Path::new(&row.image_path), p);
-                    ctx.progress.inc(1);
-                    (row, r)
-                })
-                .collect();
-            let mut rows = Vec::with_capacity(results.len());
-            for (row, result) in results {
-                match result {
-                    Ok((roi, placement, pixels)) => {
-                        let name = match placement {
-                            Placement::Roi => "roi",
-                            Placement::Clamped => "clamped",
-                            Placement::Whole => "whole",
-                        };
-                        *placements.entry(name).or_default() += 1;
-                        if sheet.len() < 64 {
-                            sheet.push(pixels.clone());
+        // A writer thread encodes and writes chunk k while the cores crop chunk k + 1.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<CropRow>>(1);
+        std::thread::scope(|scope| -> Result<(), StageError> {
+            let tx = tx;
+            let writer = scope.spawn(move || -> Result<(), StageError> {
+                for rows in rx {
+                    stream
+                        .write(&artifacts::crops_batch(size, &rows))
+                        .map_err(|e| StageError::Other(Box::new(e)))?;
+                }
+                stream.finish().map_err(|e| StageError::Other(Box::new(e)))
+            });
+            for chunk in catalog.chunks(CHUNK) {
+                let results: Vec<(
+                    &CatalogRow,
+                    Result<((u16, u16, u16), Placement, Vec<u8>), String>,
+                )> = chunk
+                    .par_iter()
+                    .map(|row| {
+                        let r = crop_one(Path::new(&row.image_path), p);
+                        ctx.progress.inc(1);
+                        (row, r)
+                    })
+                    .collect();
+                let mut rows = Vec::with_capacity(results.len());
+                for (row, result) in results {
+                    match result {
+                        Ok((roi, placement, pixels)) => {
+                            let name = match placement {
+                                Placement::Roi => "roi",
+                                Placement::Clamped => "clamped",
+                                Placement::Whole => "whole",
+                            };
+                            *placements.entry(name).or_default() += 1;
+                            if sheet.len() < 64 {
+                                sheet.push(pixels.clone());
+                            }
+                            rows.push(CropRow {
+                                id: row.id,
+                                split: row.split,
+                                roi,
+                                placement: name,
+                                pixels,
+                                labels: row.labels,
+                            });
                         }
-                        rows.push(CropRow {
-                            id: row.id,
-                            split: row.split,
-                            roi,
-                            placement: name,
-                            pixels,
-                            labels: row.labels,
-                        });
+                        Err(reason) => match p.on_bad_image {
+                            OnProblem::Error => {
+                                return Err(StageError::msg(format!(
+                                    "{}: {reason} (galaxy {}); set on_bad_image = \"skip\" to leave such images out",
+                                    row.image_path, row.id
+                                )));
+                            }
+                            OnProblem::Skip => {
+                                skipped.push((row.id, format!("{}: {reason}", row.image_path)))
+                            }
+                        },
                     }
-                    Err(reason) => match p.on_bad_image {
-                        OnProblem::Error => {
-                            return Err(StageError::msg(format!(
-                                "{}: {reason} (galaxy {}); set on_bad_image = \"skip\" to leave such images out",
-                                row.image_path, row.id
-                            )));
-                        }
-                        OnProblem::Skip => {
-                            skipped.push((row.id, format!("{}: {reason}", row.image_path)))
-                        }
-                    },
+                }
+                written += rows.len();
+                if !rows.is_empty() && tx.send(rows).is_err() {
+                    break; // the writer failed; its error is reported below
                 }
             }
-            written += rows.len();
-            if !rows.is_empty() {
-                stream
-                    .write(&artifacts::crops_batch(size, &rows))
-                    .map_err(|e| StageError::Other(Box::new(e)))?;
-            }
-        }
-        stream
-            .finish()
-            .map_err(|e| StageError::Other(Box::new(e)))?;
+            drop(tx);
+            writer
+                .join()
+                .expect("the Parquet writer thread does not panic")
+        })?;
         if written == 0 {
             return Err(StageError::msg("no image could be cropped"));
         }
