@@ -449,7 +449,10 @@ impl ParquetStream {
             .set_column_compression("pixels".into(), Compression::UNCOMPRESSED)
             .set_column_dictionary_enabled("pixels".into(), false)
             // Min/max of 12 KB pixel blobs are useless and costly to compute.
-            .set_column_statistics_enabled("pixels".into(), parquet::file::properties::EnabledStatistics::None)
+            .set_column_statistics_enabled(
+                "pixels".into(),
+                parquet::file::properties::EnabledStatistics::None,
+            )
             .build();
         let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| {
             ArtifactError::Parquet {
