@@ -378,6 +378,29 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
         target: "data < 10%",
     });
 
+    // The other pure-Rust CPU backend, when built in (`--features ndarray`), on the same batches.
+    #[cfg(feature = "ndarray")]
+    {
+        let tmp = tempfile::tempdir_in(&work).map_err(|e| e.to_string())?;
+        let inputs = crate::model::training::TrainInputs {
+            work_dir: tmp.path(),
+            out_dir: tmp.path(),
+            ..inputs
+        };
+        let other = crate::model::training::train::<burn::backend::Autodiff<burn::backend::NdArray>>(
+            Default::default(),
+            &inputs,
+        )?;
+        figures.push(Figure {
+            what: "CPU training, seed network, Burn ndarray",
+            value: other.images_per_sec,
+            unit: "images/s",
+            baseline: report.images_per_sec,
+            baseline_what: "Burn flex, same batches, same run",
+            target: "pick the faster",
+        });
+    }
+
     let rows: Vec<serde_json::Value> = figures
         .iter()
         .map(|f| json!({ "what": f.what, "value": f.value, "unit": f.unit, "baseline": f.baseline, "baseline_what": f.baseline_what, "ratio": f.value / f.baseline, "target": f.target }))
