@@ -32,12 +32,7 @@ impl KeyLock {
     pub fn acquire(path: &Path, mut on_wait: impl FnMut()) -> std::io::Result<Acquired> {
         let mut waited = false;
         loop {
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .read(true)
-                .write(true)
-                .open(path)?;
+            let file = open(path)?;
             match file.try_lock() {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => {
@@ -67,12 +62,7 @@ impl KeyLock {
 
     /// Take the lock only if nobody holds it (used by sweeping).
     pub fn try_acquire(path: &Path) -> std::io::Result<Option<KeyLock>> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)?;
+        let file = open(path)?;
         match file.try_lock() {
             Ok(()) if same_file(&file, path) => Ok(Some(KeyLock {
                 file,
@@ -83,6 +73,16 @@ impl KeyLock {
             Err(TryLockError::Error(e)) => Err(e),
         }
     }
+}
+
+/// Open (creating if needed) a lock file without truncating it.
+fn open(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
 }
 
 fn same_file(file: &File, path: &Path) -> bool {

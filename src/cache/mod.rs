@@ -132,6 +132,10 @@ impl Store {
         &self.root
     }
 
+    fn lock_path(&self, key: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{key}.lock"))
+    }
+
     fn object_dir(&self, key: &str) -> PathBuf {
         self.root.join("objects").join(key)
     }
@@ -223,7 +227,7 @@ impl Store {
 
     /// Take the lock for `key`, calling `on_wait` if another run holds it.
     pub fn lock(&self, key: &str, on_wait: impl FnMut()) -> Result<Acquired, CacheError> {
-        let path = self.root.join("locks").join(format!("{key}.lock"));
+        let path = self.lock_path(key);
         KeyLock::acquire(&path, on_wait).map_err(|e| CacheError::io("locking", &path, e))
     }
 
@@ -317,7 +321,7 @@ impl Store {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let key = name.split('.').next().unwrap_or_default().to_string();
-            let lock_path = self.root.join("locks").join(format!("{key}.lock"));
+            let lock_path = self.lock_path(&key);
             if let Ok(Some(_lock)) = KeyLock::try_acquire(&lock_path) {
                 // Nobody is computing this key: anything under tmp/ for it is an orphan.
                 if std::fs::remove_dir_all(entry.path()).is_ok() {
@@ -413,7 +417,7 @@ impl Store {
 
     /// Delete one object under its lock (skipped if a run is using the key right now).
     pub fn remove_object(&self, key: &str) -> Result<bool, CacheError> {
-        let lock_path = self.root.join("locks").join(format!("{key}.lock"));
+        let lock_path = self.lock_path(key);
         let Some(_lock) = KeyLock::try_acquire(&lock_path)
             .map_err(|e| CacheError::io("locking", &lock_path, e))?
         else {

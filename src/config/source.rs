@@ -166,28 +166,23 @@ fn build_node(
     let value_span = spanned.span();
     match (typed, spanned.get_ref()) {
         (toml::Value::Table(t), DeValue::Table(st)) => build_table(t, st, source, key, value_span),
-        (v, DeValue::Array(items)) => Node {
-            origin: Origin {
-                source,
-                key,
-                value: value_span,
-            },
-            kind: NodeKind::Leaf {
-                value: v.clone(),
-                items: items.iter().map(|i| i.span()).collect(),
-            },
-        },
-        (v, _) => Node {
-            origin: Origin {
-                source,
-                key,
-                value: value_span,
-            },
-            kind: NodeKind::Leaf {
-                value: v.clone(),
-                items: Vec::new(),
-            },
-        },
+        (v, de) => {
+            let items = match de {
+                DeValue::Array(items) => items.iter().map(|i| i.span()).collect(),
+                _ => Vec::new(),
+            };
+            Node {
+                origin: Origin {
+                    source,
+                    key,
+                    value: value_span,
+                },
+                kind: NodeKind::Leaf {
+                    value: v.clone(),
+                    items,
+                },
+            }
+        }
     }
 }
 
