@@ -215,14 +215,15 @@ pub fn correlations_schema() -> Schema {
     ])
 }
 
-/// `history.parquet` of `train`: one row per batch (loss), and per epoch (batch null; mean loss, validation RMSE, images/s).
+/// `history.parquet` of `train`: one row per batch (loss), and per epoch (batch null; mean loss,
+/// validation RMSE). Only deterministic values: throughput goes to the run record, so a
+/// retrained model is byte-identical and downstream stages stay cached.
 pub fn history_schema() -> Schema {
     Schema::new(vec![
         Field::new("epoch", DataType::UInt32, false),
         Field::new("batch", DataType::UInt32, true),
         Field::new("loss", DataType::Float64, false),
         Field::new("valid_rmse", DataType::Float64, true),
-        Field::new("images_per_sec", DataType::Float64, true),
     ])
 }
 

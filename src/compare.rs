@@ -25,7 +25,7 @@ pub fn runs(
 ) -> Result<(), String> {
     let (all, warnings) = records::list(&store.runs_dir());
     for w in &warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: ignoring {w}");
     }
     let wanted = pipeline.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
     let selected: Vec<&RunRecord> = all
@@ -87,8 +87,12 @@ pub fn runs(
     Ok(())
 }
 
-/// Find runs by id or unique id prefix.
-fn resolve<'a>(all: &'a [RunRecord], wanted: &[String]) -> Result<Vec<&'a RunRecord>, String> {
+/// Find runs by id or unique id prefix; a miss that matches an unreadable record says so.
+fn resolve<'a>(
+    all: &'a [RunRecord],
+    unreadable: &[String],
+    wanted: &[String],
+) -> Result<Vec<&'a RunRecord>, String> {
     wanted
         .iter()
         .map(|w| {
@@ -98,7 +102,10 @@ fn resolve<'a>(all: &'a [RunRecord], wanted: &[String]) -> Result<Vec<&'a RunRec
                 .collect();
             match hits.len() {
                 1 => Ok(hits[0]),
-                0 => Err(format!("no run `{w}` (see `galaxy-pipe runs`)")),
+                0 => match unreadable.iter().find(|u| u.contains(w.as_str())) {
+                    Some(warning) => Err(format!("run `{w}`: {warning}")),
+                    None => Err(format!("no run `{w}` (see `galaxy-pipe runs`)")),
+                },
                 n => Err(format!("`{w}` matches {n} runs; give more of the id")),
             }
         })
@@ -154,8 +161,8 @@ pub enum Format {
 
 /// Runs side by side: only the parameters that differ, and every metric (best RMSE marked).
 pub fn compare(store: &Store, ids: &[String], format: Format) -> Result<(), String> {
-    let (all, _) = records::list(&store.runs_dir());
-    let runs = resolve(&all, ids)?;
+    let (all, unreadable) = records::list(&store.runs_dir());
+    let runs = resolve(&all, &unreadable, ids)?;
     let cols: Vec<_> = runs.iter().map(|r| columns(store, r)).collect();
     let param_names: BTreeSet<&String> = cols.iter().flat_map(|(p, _)| p.keys()).collect();
     let differing: Vec<&String> = param_names

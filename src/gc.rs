@@ -10,7 +10,7 @@ use crate::records;
 pub fn gc(store: &Store, keep_runs: usize, dry_run: bool, json: bool) -> Result<i32, String> {
     let (runs, warnings) = records::list(&store.runs_dir());
     for w in &warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: ignoring {w}");
     }
     let mut keep: BTreeSet<String> = runs
         .iter()

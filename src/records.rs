@@ -111,10 +111,7 @@ pub fn list(runs_dir: &Path) -> (Vec<RunRecord>, Vec<String>) {
             .and_then(|b| serde_json::from_slice::<RunRecord>(&b).map_err(|e| e.to_string()))
         {
             Ok(r) => records.push(r),
-            Err(e) => warnings.push(format!(
-                "ignoring unreadable run record {}: {e}",
-                path.display()
-            )),
+            Err(e) => warnings.push(format!("unreadable run record {}: {e}", path.display())),
         }
     }
     (records, warnings)

@@ -7,31 +7,12 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use assert_cmd::Command as BinCommand;
 use support::*;
 
 /// Entry point of the re-executed child process; a no-op in a normal test run.
 #[test]
 fn child_entry() {
-    let Ok(args) = std::env::var(CHILD_ARGS) else {
-        return;
-    };
-    let args: Vec<String> = serde_json::from_str(&args).unwrap();
-    let code = galaxy_pipe::cli::main_with(
-        args.into_iter().map(Into::into).collect(),
-        &TestStages::default(),
-    );
-    std::process::exit(code);
-}
-
-fn bin() -> BinCommand {
-    let mut cmd = BinCommand::cargo_bin("galaxy-pipe").unwrap();
-    cmd.env_remove("GALAXY_PIPE_CACHE_DIR").env("NO_COLOR", "1");
-    cmd
-}
-
-fn repo_root() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    child_main();
 }
 
 // ---------------------------------------------------------------- pipelines and the schema
@@ -814,41 +795,6 @@ fn cache_dir_flag_and_env_are_honoured() {
 
 // ---------------------------------------------------------------- data stages on real JPEGs
 
-fn object_of(v: &serde_json::Value, cache: &std::path::Path, id: &str) -> std::path::PathBuf {
-    let key = v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    cache.join("objects").join(key).join("out")
-}
-
-fn run_real(dir: &std::path::Path, args: &[&str]) -> (i32, serde_json::Value, String) {
-    let out = bin()
-        .current_dir(dir)
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let v = stdout
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .unwrap_or_default();
-    (
-        out.status.code().unwrap_or(-1),
-        v,
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
-const DATA_PIPELINE: &str = "[pipeline]\nname = \"t\"\n\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"data\"\n\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingest\"]\n\n[stages.baseline]\nkind = \"baseline\"\ninputs = [\"ingest\", \"crop\"]\n\n[stages.explore]\nkind = \"explore\"\ninputs = [\"ingest\", \"crop\"]\n";
-
 #[test]
 fn synthetic_data_runs_through_ingest_crop_and_baseline() {
     let dir = tempfile::tempdir().unwrap();
@@ -919,24 +865,6 @@ fn synthetic_data_runs_through_ingest_crop_and_baseline() {
     assert_eq!(summary[0].num_rows(), 37);
 }
 
-fn sample_dir() -> Option<std::path::PathBuf> {
-    let dir = repo_root().join("../shared/data/galaxy-zoo-sample");
-    if dir.join("training_solutions_rev1.csv").exists() {
-        return Some(dir);
-    }
-    if std::env::var_os("GALAXY_PIPE_REQUIRE_SAMPLE").is_some() {
-        panic!(
-            "the real Kaggle sample is required (GALAXY_PIPE_REQUIRE_SAMPLE) but {} is missing",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "\n!!! SKIPPED: the real Kaggle sample is not at {} !!!\n",
-        dir.display()
-    );
-    None
-}
-
 #[test]
 fn real_sample_runs_through_ingest_crop_and_baseline() {
     let Some(_) = sample_dir() else { return };
@@ -978,31 +906,6 @@ fn real_sample_runs_through_ingest_crop_and_baseline() {
             && m["rmse_average_colour"].as_f64().unwrap() < mean,
         "{m}"
     );
-}
-
-/// A small real-JPEG data set with one bad image of the given bytes.
-fn data_with_bad_image(bad: &[u8]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("cache")).unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .args([
-            "synth",
-            "--out",
-            "data",
-            "--count",
-            "12",
-            "--test-count",
-            "0",
-            "--seed",
-            "9",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    std::fs::write(dir.path().join("data/images_training_rev1/100004.jpg"), bad).unwrap();
-    std::fs::write(dir.path().join("p.toml"), DATA_PIPELINE).unwrap();
-    dir
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The CNN, built from the architecture declared in the pipeline (generic over Burn backends).
 
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{
@@ -43,6 +43,45 @@ pub struct Net<B: Backend> {
     head: Linear<B>,
     activation: Activation,
     output: OutputHead,
+}
+
+/// Replaces each parameter's random id with its position in the module.
+#[derive(Default)]
+struct SequentialIds {
+    next: u64,
+}
+
+impl SequentialIds {
+    fn next(&mut self) -> ParamId {
+        self.next += 1;
+        self.next.into()
+    }
+}
+
+impl<B: Backend> ModuleMapper<B> for SequentialIds {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (_, tensor, mapper) = param.consume();
+        Param::from_mapped_value(self.next(), tensor, mapper)
+    }
+}
+
+impl<B: Backend> Net<B> {
+    /// The same network with parameter ids numbered in module order. Burn draws ids at random
+    /// and stores them with the weights; numbering them makes the saved file a function of the
+    /// weights alone, so retraining with the same seed gives a byte-identical `model.bin`.
+    pub fn with_sequential_ids(self) -> Self {
+        let mut ids = SequentialIds::default();
+        let net = self.map(&mut ids);
+        // Batch-norm running statistics keep their own id through `map`; renumber in the record.
+        let mut record = net.clone().into_record();
+        for layer in &mut record.convs {
+            if let Some(norm) = &mut layer.norm {
+                norm.running_mean = Param::initialized(ids.next(), norm.running_mean.val());
+                norm.running_var = Param::initialized(ids.next(), norm.running_var.val());
+            }
+        }
+        net.load_record(record)
+    }
 }
 
 impl Architecture {

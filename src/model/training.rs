@@ -314,6 +314,7 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
     }
     model
         .clone()
+        .with_sequential_ids()
         .save_file(inp.out_dir.join("model"), &recorder())
         .map_err(|e| format!("saving the model: {e}"))?;
     Ok(TrainReport {

@@ -18,7 +18,7 @@ pub struct Train;
 
 impl Stage for Train {
     fn code_version(&self) -> u32 {
-        1
+        2
     }
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
@@ -105,9 +105,6 @@ fn write_history(path: &Path, rows: &[HistoryRow]) -> Result<(), StageError> {
         Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.loss))),
         Arc::new(Float64Array::from(
             rows.iter().map(|r| r.valid_rmse).collect::<Vec<_>>(),
-        )),
-        Arc::new(Float64Array::from(
-            rows.iter().map(|r| r.images_per_sec).collect::<Vec<_>>(),
         )),
     ];
     let batch = RecordBatch::try_new(Arc::new(schema), columns).expect("columns match");

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use assert_cmd::Command as BinCommand;
 use galaxy_pipe::config::{StageKind, StageParams, StageSpec};
 use galaxy_pipe::labels::CLASS_NAMES;
 use galaxy_pipe::stages::{
@@ -17,6 +18,20 @@ use galaxy_pipe::stages::{
 
 /// Env var carrying the CLI arguments to the re-executed child.
 pub const CHILD_ARGS: &str = "GP_CHILD_ARGS";
+
+/// The body of each test binary's `child_entry` test: when `CHILD_ARGS` is set, run the CLI
+/// with the fake registry and exit with its code.
+pub fn child_main() {
+    let Ok(args) = std::env::var(CHILD_ARGS) else {
+        return;
+    };
+    let args: Vec<String> = serde_json::from_str(&args).unwrap();
+    let code = galaxy_pipe::cli::main_with(
+        args.into_iter().map(Into::into).collect(),
+        &TestStages::default(),
+    );
+    std::process::exit(code);
+}
 
 /// Fake stages. Each appends `<stage id> <pid>` to `$GP_EXEC_LOG` when it starts, sleeps
 /// `$GP_SLEEP_MS` (per epoch for train), and fails if `$GP_FAIL` names it.
@@ -336,4 +351,94 @@ pub fn tree_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     }
     out.sort();
     out
+}
+
+// ---------------------------------------------------------------- the real binary
+
+pub fn bin() -> BinCommand {
+    let mut cmd = BinCommand::cargo_bin("galaxy-pipe").unwrap();
+    cmd.env_remove("GALAXY_PIPE_CACHE_DIR").env("NO_COLOR", "1");
+    cmd
+}
+
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn object_of(v: &serde_json::Value, cache: &std::path::Path, id: &str) -> std::path::PathBuf {
+    let key = v["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cache.join("objects").join(key).join("out")
+}
+
+pub fn run_real(dir: &std::path::Path, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = bin()
+        .current_dir(dir)
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let v = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or_default();
+    (
+        out.status.code().unwrap_or(-1),
+        v,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+pub const DATA_PIPELINE: &str = "[pipeline]\nname = \"t\"\n\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"data\"\n\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingest\"]\n\n[stages.baseline]\nkind = \"baseline\"\ninputs = [\"ingest\", \"crop\"]\n\n[stages.explore]\nkind = \"explore\"\ninputs = [\"ingest\", \"crop\"]\n";
+
+pub fn sample_dir() -> Option<std::path::PathBuf> {
+    let dir = repo_root().join("../shared/data/galaxy-zoo-sample");
+    if dir.join("training_solutions_rev1.csv").exists() {
+        return Some(dir);
+    }
+    if std::env::var_os("GALAXY_PIPE_REQUIRE_SAMPLE").is_some() {
+        panic!(
+            "the real Kaggle sample is required (GALAXY_PIPE_REQUIRE_SAMPLE) but {} is missing",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "\n!!! SKIPPED: the real Kaggle sample is not at {} !!!\n",
+        dir.display()
+    );
+    None
+}
+
+/// A small real-JPEG data set with one bad image of the given bytes.
+pub fn data_with_bad_image(bad: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("cache")).unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args([
+            "synth",
+            "--out",
+            "data",
+            "--count",
+            "12",
+            "--test-count",
+            "0",
+            "--seed",
+            "9",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(dir.path().join("data/images_training_rev1/100004.jpg"), bad).unwrap();
+    std::fs::write(dir.path().join("p.toml"), DATA_PIPELINE).unwrap();
+    dir
 }
