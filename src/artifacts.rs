@@ -241,6 +241,36 @@ pub fn predictions_schema() -> Schema {
     Schema::new(fields)
 }
 
+/// `predictions.parquet` of `baseline` or `evaluate`: method → [(GalaxyID, prediction)].
+pub fn read_predictions(path: &Path) -> Result<PredictionsByMethod, ArtifactError> {
+    use arrow::array::{Array, StringArray, UInt64Array};
+    let bad = |what: &str| ArtifactError::Schema {
+        path: path.display().to_string(),
+        what: what.to_string(),
+    };
+    let mut out = PredictionsByMethod::new();
+    for batch in read_parquet(path)? {
+        let ids = batch
+            .column_by_name("GalaxyID")
+            .and_then(|a| a.as_any().downcast_ref::<UInt64Array>())
+            .ok_or_else(|| bad("GalaxyID"))?;
+        let methods = batch
+            .column_by_name("method")
+            .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| bad("method"))?;
+        let cols = label_columns(&batch, path)?;
+        for r in 0..batch.num_rows() {
+            let p = labels_at(&cols, r).ok_or_else(|| bad("null prediction"))?;
+            out.entry(methods.value(r).to_string())
+                .or_default()
+                .push((ids.value(r), p));
+        }
+    }
+    Ok(out)
+}
+
+pub type PredictionsByMethod = std::collections::BTreeMap<String, Vec<(u64, [f32; 37])>>;
+
 /// Every artifact's Arrow schema, as committed in `schemas/artifacts.json` (crops at size 64).
 pub fn documented_schemas() -> serde_json::Value {
     let describe = |s: Schema| -> serde_json::Value {

@@ -95,6 +95,10 @@ enum Command {
         /// Re-hash every reused artifact instead of trusting unchanged file stats.
         #[arg(long)]
         verify: bool,
+        /// Run a grid: every combination of the values of each `--sweep` (repeatable), sharing
+        /// cached upstream stages, then print the compare table of those runs.
+        #[arg(long, value_name = "STAGE.KEY=V1,V2,...")]
+        sweep: Vec<String>,
     },
     /// Per stage: fresh or stale, and why. Nothing runs.
     Status(PipelineArgs),
@@ -120,14 +124,25 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         limit: usize,
     },
-    /// Runs side by side: the parameters that differ and every metric (best marked).
+    /// Runs (or pipelines) side by side: the parameters that differ and every metric (best marked).
+    #[command(group = clap::ArgGroup::new("what").required(true).args(["runs", "pipelines"]))]
     Compare {
         /// Run ids (or unique prefixes) from `galaxy-pipe runs`.
-        #[arg(required = true, num_args = 1..)]
         runs: Vec<String>,
+        /// Compare pipeline files as they are now (their cached stages) instead of runs.
+        #[arg(long, num_args = 1.., value_name = "PIPELINE", conflicts_with = "runs")]
+        pipelines: Vec<PathBuf>,
         /// Comma-separated values instead of a table.
         #[arg(long)]
         csv: bool,
+    },
+    /// Write a self-contained HTML report of a run (default: the newest).
+    Report {
+        /// Run id (or unique prefix) from `galaxy-pipe runs`.
+        run: Option<String>,
+        /// The HTML file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
     /// Print the JSON Schema of pipeline files (or, with --artifacts, the Parquet artifact schemas).
     Schema {
@@ -363,18 +378,28 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
             dry_run,
             verify_inputs,
             verify,
+            sweep,
         } => {
+            if !sweep.is_empty() {
+                let opts = RunOptions {
+                    until,
+                    only,
+                    force,
+                    force_all,
+                    jobs: jobs.unwrap_or_else(default_jobs),
+                    dry_run,
+                    verify_inputs,
+                    verify,
+                };
+                return run_sweep(&args, &sweep, cache_flag, registry, &opts, json);
+            }
             let (pipeline, graph) = load(&args)?;
             for id in force.iter().chain(&only) {
                 crate::graph::index_of(&pipeline, id)?;
             }
             let selected = graph.select(&pipeline, until.as_deref(), &only)?;
             let store = open_store(cache_flag, Some(&pipeline))?;
-            let jobs = jobs.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
+            let jobs = jobs.unwrap_or_else(default_jobs);
             let opts = RunOptions {
                 until,
                 only,
@@ -385,7 +410,7 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
                 verify_inputs,
                 verify,
             };
-            run(&pipeline, &graph, &store, registry, &selected, &opts, json)
+            run(&pipeline, &graph, &store, registry, &selected, &opts, json).map(|(code, _)| code)
         }
         Command::Status(args) => {
             let (pipeline, graph) = load(&args)?;
@@ -534,16 +559,48 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
                 .map_err(Failure::Runtime)?;
             Ok(exit::OK)
         }
-        Command::Compare { runs, csv } => {
-            let format = if json {
-                crate::compare::Format::Json
-            } else if csv {
-                crate::compare::Format::Csv
+        Command::Compare {
+            runs,
+            pipelines,
+            csv,
+        } => {
+            let format = compare_format(json, csv);
+            let columns = if pipelines.is_empty() {
+                crate::compare::run_columns(&open_store(cache_flag, None)?, &runs)
+                    .map_err(Failure::Usage)?
             } else {
-                crate::compare::Format::Text
+                pipeline_columns(&pipelines, cache_flag, registry)?
             };
-            crate::compare::compare(&open_store(cache_flag, None)?, &runs, format)
-                .map_err(Failure::Usage)?;
+            crate::compare::print(&columns, format).map_err(Failure::Runtime)?;
+            Ok(exit::OK)
+        }
+        Command::Report { run, out } => {
+            let store = open_store(cache_flag, None)?;
+            let (all, unreadable) = records::list(&store.runs_dir());
+            let record = match &run {
+                Some(id) => crate::compare::resolve(&all, &unreadable, std::slice::from_ref(id))
+                    .map_err(Failure::Usage)?[0],
+                None => all
+                    .first()
+                    .ok_or_else(|| Failure::Usage("no runs yet on this cache".into()))?,
+            };
+            let html = crate::report::render(&store, record);
+            crate::cache::write_atomic(&out, html.as_bytes()).map_err(|e| {
+                Failure::Runtime(format!("writing the report {}: {e}", out.display()))
+            })?;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "run_id": record.id, "out": out, "bytes": html.len() })
+                );
+            } else {
+                eprintln!(
+                    "wrote {} ({:.1} MiB) for run {}",
+                    out.display(),
+                    html.len() as f64 / (1 << 20) as f64,
+                    record.id
+                );
+            }
             Ok(exit::OK)
         }
         Command::Gc { keep_runs, dry_run } => {
@@ -585,7 +642,7 @@ fn run(
     selected: &BTreeSet<usize>,
     opts: &RunOptions,
     json: bool,
-) -> Result<i32, Failure> {
+) -> Result<(i32, String), Failure> {
     let start = Instant::now();
     let (run_id, started) = records::new_run_id();
     let bars = Bars::new(bars_enabled(json));
@@ -646,5 +703,168 @@ fn run(
             );
         }
     }
-    Ok(if failed { exit::STAGE_FAILED } else { exit::OK })
+    let code = if failed { exit::STAGE_FAILED } else { exit::OK };
+    Ok((code, run_id))
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn compare_format(json: bool, csv: bool) -> crate::compare::Format {
+    if json {
+        crate::compare::Format::Json
+    } else if csv {
+        crate::compare::Format::Csv
+    } else {
+        crate::compare::Format::Text
+    }
+}
+
+/// Splits `V1,V2,...` at the commas outside brackets, braces and quotes, so a value may be a
+/// TOML array or inline table.
+fn split_values(text: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut current = String::new();
+    for c in text.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                values.push(std::mem::take(&mut current).trim().to_string());
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    values.push(current.trim().to_string());
+    values
+}
+
+/// The `--set` lists of a sweep's grid, in the order the sweeps were given (last varies fastest).
+fn sweep_grid(sweeps: &[String]) -> Result<Vec<Vec<String>>, Failure> {
+    let mut grid: Vec<Vec<String>> = vec![Vec::new()];
+    for sweep in sweeps {
+        let (key, values) = sweep.split_once('=').ok_or_else(|| {
+            Failure::Usage(format!(
+                "--sweep `{sweep}`: expected STAGE.KEY=V1,V2,... (e.g. train.epochs=5,10)"
+            ))
+        })?;
+        let values = split_values(values);
+        if values.iter().any(String::is_empty) {
+            return Err(Failure::Usage(format!(
+                "--sweep `{sweep}`: empty value in the list"
+            )));
+        }
+        grid = grid
+            .into_iter()
+            .flat_map(|point| {
+                values.iter().map(move |v| {
+                    let mut next = point.clone();
+                    next.push(format!("{}={v}", key.trim()));
+                    next
+                })
+            })
+            .collect();
+    }
+    Ok(grid)
+}
+
+/// `run --sweep`: every grid point as its own run (one at a time, sharing the cache), then
+/// the compare table of those runs. Every point is validated before anything runs.
+fn run_sweep(
+    args: &PipelineArgs,
+    sweeps: &[String],
+    cache_flag: Option<&Path>,
+    registry: &dyn Registry,
+    opts: &RunOptions,
+    json: bool,
+) -> Result<i32, Failure> {
+    let grid = sweep_grid(sweeps)?;
+    let mut points = Vec::new();
+    for sets in &grid {
+        let point_args = PipelineArgs {
+            pipeline: args.pipeline.clone(),
+            set: args.set.iter().chain(sets).cloned().collect(),
+        };
+        let (pipeline, graph) = load(&point_args)?;
+        let selected = graph.select(&pipeline, opts.until.as_deref(), &opts.only)?;
+        points.push((sets, pipeline, graph, selected));
+    }
+    let store = open_store(cache_flag, Some(&points[0].1))?;
+    let mut run_ids = Vec::new();
+    let mut worst = exit::OK;
+    for (i, (sets, pipeline, graph, selected)) in points.iter().enumerate() {
+        eprintln!(
+            "sweep {}/{}: --set {}",
+            i + 1,
+            points.len(),
+            sets.join(" --set ")
+        );
+        let (code, id) = run(pipeline, graph, &store, registry, selected, opts, false)?;
+        worst = worst.max(code);
+        run_ids.push(id);
+    }
+    if !opts.dry_run {
+        if !json {
+            println!();
+        }
+        let columns = crate::compare::run_columns(&store, &run_ids).map_err(Failure::Runtime)?;
+        crate::compare::print(&columns, compare_format(json, false)).map_err(Failure::Runtime)?;
+    }
+    Ok(worst)
+}
+
+/// `compare --pipelines`: each pipeline as it is now, from the stages that are cached.
+fn pipeline_columns(
+    paths: &[PathBuf],
+    cache_flag: Option<&Path>,
+    registry: &dyn Registry,
+) -> Result<Vec<crate::compare::Column>, Failure> {
+    let mut loaded = Vec::new();
+    for path in paths {
+        let args = PipelineArgs {
+            pipeline: path.clone(),
+            set: Vec::new(),
+        };
+        loaded.push(load(&args)?);
+    }
+    let store = open_store(cache_flag, Some(&loaded[0].0))?;
+    let mut columns = Vec::new();
+    for (path, (pipeline, graph)) in paths.iter().zip(&loaded) {
+        let runner = Runner {
+            pipeline,
+            graph,
+            store: &store,
+            registry,
+            bars: Bars::new(false),
+        };
+        let all: BTreeSet<usize> = (0..pipeline.stages.len()).collect();
+        let mut cached = Vec::new();
+        for entry in runner.plan(&all, &RunOptions::default()) {
+            let id = &pipeline.stages[entry.index].id;
+            match entry.state {
+                PlanState::Fresh { key } => cached.push((id.clone(), key)),
+                other => eprintln!(
+                    "warning: {}: stage `{id}` is {} (run the pipeline to compare its metrics)",
+                    path.display(),
+                    describe(&other).0
+                ),
+            }
+        }
+        columns.push(crate::compare::state_column(
+            &store,
+            path.display().to_string(),
+            &cached,
+        ));
+    }
+    Ok(columns)
 }

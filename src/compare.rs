@@ -88,7 +88,7 @@ pub fn runs(
 }
 
 /// Find runs by id or unique id prefix; a miss that matches an unreadable record says so.
-fn resolve<'a>(
+pub fn resolve<'a>(
     all: &'a [RunRecord],
     unreadable: &[String],
     wanted: &[String],
@@ -126,31 +126,79 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, Strin
     }
 }
 
-/// Parameters (from the stored fingerprints) and metrics of one run.
-fn columns(store: &Store, r: &RunRecord) -> (BTreeMap<String, String>, BTreeMap<String, f64>) {
-    let mut params = BTreeMap::new();
-    let mut metrics = BTreeMap::new();
-    for s in &r.stages {
-        if let Some(key) = &s.key
-            && let Lookup::Valid(a) = store.peek(key, false)
-            && let Ok(bytes) = std::fs::read(
-                a.out_dir
-                    .parent()
-                    .expect("object folder")
-                    .join("fingerprint.json"),
-            )
-            && let Ok(fp) = serde_json::from_slice::<Fingerprint>(&bytes)
-        {
-            flatten(&s.id, &fp.params, &mut params);
-            if let Some(seed) = fp.seed {
-                params.insert(format!("{}.(seed)", s.id), seed.to_string());
-            }
-        }
-        for (m, v) in &s.metrics {
-            metrics.insert(format!("{}.{m}", s.id), *v);
+/// One column of a comparison: a run, or a pipeline's current cached state.
+pub struct Column {
+    pub label: String,
+    pub params: BTreeMap<String, String>,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Adds the parameters of the stage `id` (from its stored fingerprint) to `params`; returns the
+/// stage's metrics as stored with the artifact.
+fn stage_into(
+    store: &Store,
+    id: &str,
+    key: &str,
+    params: &mut BTreeMap<String, String>,
+) -> Option<BTreeMap<String, f64>> {
+    let Lookup::Valid(a) = store.peek(key, false) else {
+        return None;
+    };
+    if let Ok(bytes) = std::fs::read(
+        a.out_dir
+            .parent()
+            .expect("object folder")
+            .join("fingerprint.json"),
+    ) && let Ok(fp) = serde_json::from_slice::<Fingerprint>(&bytes)
+    {
+        flatten(id, &fp.params, params);
+        if let Some(seed) = fp.seed {
+            params.insert(format!("{id}.(seed)"), seed.to_string());
         }
     }
-    (params, metrics)
+    Some(a.report.metrics)
+}
+
+/// Columns for runs given by id or unique id prefix.
+pub fn run_columns(store: &Store, ids: &[String]) -> Result<Vec<Column>, String> {
+    let (all, unreadable) = records::list(&store.runs_dir());
+    let runs = resolve(&all, &unreadable, ids)?;
+    Ok(runs
+        .into_iter()
+        .map(|r| {
+            let mut params = BTreeMap::new();
+            let mut metrics = BTreeMap::new();
+            for s in &r.stages {
+                if let Some(key) = &s.key {
+                    stage_into(store, &s.id, key, &mut params);
+                }
+                for (m, v) in &s.metrics {
+                    metrics.insert(format!("{}.{m}", s.id), *v);
+                }
+            }
+            Column {
+                label: r.id.clone(),
+                params,
+                metrics,
+            }
+        })
+        .collect())
+}
+
+/// A column for a pipeline's current state: `(stage id, key)` of each stage that is cached.
+pub fn state_column(store: &Store, label: String, stages: &[(String, String)]) -> Column {
+    let mut params = BTreeMap::new();
+    let mut metrics = BTreeMap::new();
+    for (id, key) in stages {
+        for (m, v) in stage_into(store, id, key, &mut params).unwrap_or_default() {
+            metrics.insert(format!("{id}.{m}"), v);
+        }
+    }
+    Column {
+        label,
+        params,
+        metrics,
+    }
 }
 
 pub enum Format {
@@ -159,11 +207,9 @@ pub enum Format {
     Csv,
 }
 
-/// Runs side by side: only the parameters that differ, and every metric (best RMSE marked).
-pub fn compare(store: &Store, ids: &[String], format: Format) -> Result<(), String> {
-    let (all, unreadable) = records::list(&store.runs_dir());
-    let runs = resolve(&all, &unreadable, ids)?;
-    let cols: Vec<_> = runs.iter().map(|r| columns(store, r)).collect();
+/// Columns side by side: only the parameters that differ, and every metric (best RMSE marked).
+pub fn print(columns: &[Column], format: Format) -> Result<(), String> {
+    let cols: Vec<_> = columns.iter().map(|c| (&c.params, &c.metrics)).collect();
     let param_names: BTreeSet<&String> = cols.iter().flat_map(|(p, _)| p.keys()).collect();
     let differing: Vec<&String> = param_names
         .into_iter()
@@ -197,7 +243,7 @@ pub fn compare(store: &Store, ids: &[String], format: Format) -> Result<(), Stri
                 .iter()
                 .map(|n| (*n, cols.iter().map(|(_, m)| m.get(*n).copied()).collect()))
                 .collect();
-            let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+            let ids: Vec<&str> = columns.iter().map(|c| c.label.as_str()).collect();
             println!(
                 "{}",
                 json!({ "runs": ids, "params": params, "metrics": metrics })
@@ -206,7 +252,7 @@ pub fn compare(store: &Store, ids: &[String], format: Format) -> Result<(), Stri
         Format::Csv => {
             let mut w = csv::Writer::from_writer(std::io::stdout());
             let mut header = vec!["name".to_string()];
-            header.extend(runs.iter().map(|r| r.id.clone()));
+            header.extend(columns.iter().map(|c| c.label.clone()));
             w.write_record(&header).map_err(|e| e.to_string())?;
             for n in &differing {
                 let mut row = vec![format!("param {n}")];
@@ -227,35 +273,59 @@ pub fn compare(store: &Store, ids: &[String], format: Format) -> Result<(), Stri
             w.flush().map_err(|e| e.to_string())?;
         }
         Format::Text => {
-            let width = 34;
-            print!("{:<width$}", "");
-            for r in &runs {
-                print!(" {:>24}", r.id);
-            }
-            println!();
-            if !differing.is_empty() {
-                println!("parameters that differ:");
-            }
+            // Build every cell first so each column is as wide as its widest cell.
+            let metric_cell = |n: &str, m: &BTreeMap<String, f64>| match m.get(n) {
+                Some(v) if Some(*v) == best(n) => format!("*{v:.5}"),
+                Some(v) => format!("{v:.5}"),
+                None => "-".into(),
+            };
+            let mut rows: Vec<(String, Vec<String>)> = Vec::new();
             for n in &differing {
-                print!("  {:<w$}", n, w = width - 2);
-                for (p, _) in &cols {
-                    print!(" {:>24}", p.get(*n).map(String::as_str).unwrap_or("-"));
-                }
-                println!();
+                let cells = cols
+                    .iter()
+                    .map(|(p, _)| p.get(*n).cloned().unwrap_or_else(|| "-".into()))
+                    .collect();
+                rows.push((format!("  {n}"), cells));
             }
-            println!("metrics (* best):");
+            let params_end = rows.len();
             for n in &metric_names {
-                print!("  {:<w$}", n, w = width - 2);
-                let b = best(n);
-                for (_, m) in &cols {
-                    let cell = match m.get(*n) {
-                        Some(v) if Some(*v) == b => format!("*{v:.5}"),
-                        Some(v) => format!("{v:.5}"),
-                        None => "-".into(),
-                    };
-                    print!(" {cell:>24}");
+                let cells = cols.iter().map(|(_, m)| metric_cell(n, m)).collect();
+                rows.push((format!("  {n}"), cells));
+            }
+            let name_width = rows
+                .iter()
+                .map(|(n, _)| n.chars().count())
+                .chain(["metrics (* best):".len()])
+                .max()
+                .unwrap_or(0);
+            let widths: Vec<usize> = columns
+                .iter()
+                .enumerate()
+                .map(|(c, col)| {
+                    rows.iter()
+                        .map(|(_, cells)| cells[c].chars().count())
+                        .chain([col.label.chars().count()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let line = |name: &str, cells: &[String]| {
+                let mut out = format!("{name:<name_width$}");
+                for (cell, w) in cells.iter().zip(&widths) {
+                    out.push_str(&format!("  {cell:>w$}"));
                 }
-                println!();
+                println!("{}", out.trim_end());
+            };
+            let labels: Vec<String> = columns.iter().map(|c| c.label.clone()).collect();
+            line("", &labels);
+            for (i, (name, cells)) in rows.iter().enumerate() {
+                if i == 0 && params_end > 0 {
+                    println!("parameters that differ:");
+                }
+                if i == params_end {
+                    println!("metrics (* best):");
+                }
+                line(name, cells);
             }
         }
     }

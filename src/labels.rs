@@ -110,6 +110,37 @@ pub const QUESTIONS: [Question; 11] = [
     }, // Class4.1
 ];
 
+/// The question each `QUESTIONS` entry asks, by question number − 1 (Willett et al. 2013).
+pub const QUESTION_TEXT: [&str; 11] = [
+    "smooth, features or disk, star or artifact?",
+    "edge-on disk?",
+    "bar?",
+    "spiral arms?",
+    "central bulge?",
+    "anything odd?",
+    "how rounded?",
+    "odd feature",
+    "bulge shape (edge-on)",
+    "arm winding",
+    "number of arms",
+];
+
+#[rustfmt::skip]
+/// A short name for the answer of each of the 37 classes, in `CLASS_NAMES` order.
+pub const ANSWER_NAMES: [&str; 37] = [
+    "smooth", "features/disk", "star/artifact",
+    "edge-on", "not edge-on",
+    "bar", "no bar",
+    "spiral", "no spiral",
+    "no bulge", "just noticeable", "obvious", "dominant",
+    "odd", "not odd",
+    "completely round", "in between", "cigar-shaped",
+    "ring", "lens/arc", "disturbed", "irregular", "other", "merger", "dust lane",
+    "rounded", "boxy", "no bulge",
+    "tight", "medium", "loose",
+    "1", "2", "3", "4", "more than four", "can't tell",
+];
+
 /// The largest absolute deviation of any question's sum from its parent value.
 pub fn tree_deviation(labels: &[f32]) -> f32 {
     QUESTIONS

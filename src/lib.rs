@@ -16,6 +16,7 @@ pub mod labels;
 pub mod model;
 pub mod progress;
 pub mod records;
+pub mod report;
 pub mod runner;
 pub mod schema;
 pub mod stages;

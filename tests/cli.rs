@@ -751,6 +751,100 @@ fn runs_lists_history_and_compare_shows_what_differs() {
 }
 
 #[test]
+fn sweep_runs_the_grid_sharing_upstream_and_prints_the_compare_table() {
+    let p = Project::new(5, 0);
+    let out = p.run(&[
+        "run",
+        "p.toml",
+        "--sweep",
+        "train.epochs=1,2",
+        "--sweep",
+        "train.conv=[{filters = 4, kernel = 3}],[{filters = 8, kernel = 3}, {filters = 8, kernel = 3}]",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("sweep 4/4: --set train.epochs=2 --set train.conv=[{filters = 8"));
+    let mut starts = p.starts();
+    starts.sort();
+    // The fake train's output depends on `epochs` only, so evaluate runs once per epochs value
+    // (early cutoff); train runs once per grid point.
+    let expected: Vec<&str> = ["baseline", "crop"]
+        .into_iter()
+        .chain(["evaluate"; 2])
+        .chain(["train"; 4])
+        .collect();
+    assert_eq!(starts, expected, "upstream once, train per grid point");
+    assert!(stdout.contains("parameters that differ:") && stdout.contains("train.epochs"));
+    assert!(stdout.contains("train.conv") && !stdout.contains("crop.size"));
+    let header = stdout.lines().find(|l| l.starts_with("   ")).unwrap();
+    assert_eq!(
+        header.split_whitespace().count(),
+        4,
+        "one column per run: {stdout}"
+    );
+    // The same sweep again reuses everything and still prints the table; JSON too.
+    p.clear_log();
+    let (code, v) = p.run_json(&[
+        "run",
+        "p.toml",
+        "--sweep",
+        "train.epochs=1,2",
+        "--sweep",
+        "train.conv=[{filters = 4, kernel = 3}],[{filters = 8, kernel = 3}, {filters = 8, kernel = 3}]",
+    ]);
+    assert_eq!(code, 0);
+    assert!(p.starts().is_empty(), "{:?}", p.starts());
+    assert_eq!(v["runs"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        v["params"]["train.epochs"],
+        serde_json::json!(["1", "1", "2", "2"])
+    );
+    // A bad point is reported before anything runs.
+    p.clear_log();
+    let out = p.run(&["run", "p.toml", "--sweep", "train.epochs=1,-3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(p.starts().is_empty());
+    let out = p.run(&["run", "p.toml", "--sweep", "train.epochs"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected STAGE.KEY=V1,V2"));
+}
+
+#[test]
+fn compare_pipelines_that_extend_one_another() {
+    let p = Project::new(5, 0);
+    p.write(
+        "b.toml",
+        "extends = \"p.toml\"\n\n[stages.train]\nepochs = 1\n",
+    );
+    assert_eq!(p.run_json(&["run", "p.toml"]).0, 0);
+    let out = p.run(&["compare", "--pipelines", "p.toml", "b.toml"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("b.toml: stage `train` is stale"),
+        "says what is missing"
+    );
+    assert_eq!(p.run_json(&["run", "b.toml"]).0, 0);
+    let (code, v) = p.run_json(&["compare", "--pipelines", "p.toml", "b.toml"]);
+    assert_eq!(code, 0);
+    assert_eq!(v["runs"], serde_json::json!(["p.toml", "b.toml"]));
+    assert_eq!(
+        v["params"].as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["train.epochs"],
+        "{v}"
+    );
+    assert_eq!(v["params"]["train.epochs"], serde_json::json!(["3", "1"]));
+    let fake = v["metrics"]["train.fake_metric"].as_array().unwrap();
+    assert!(fake.iter().all(|m| m.is_number()), "{v}");
+    let out = p.run(&["compare", "--pipelines", "p.toml", "b.toml", "--csv"]);
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(csv.contains("\nname,p.toml,b.toml\n"), "{csv}");
+    assert!(csv.contains("param train.epochs,3,1"), "{csv}");
+}
+
+#[test]
 fn dag_renders_text_dot_and_mermaid() {
     let p = Project::new(1, 0);
     let out = p.run(&["dag", "p.toml"]);
@@ -1337,4 +1431,134 @@ fn submission_for_the_real_sample_has_the_kaggle_format() {
         .collect();
     expected.sort();
     assert_eq!(ids, expected, "one row per test image, sorted by id");
+}
+
+// ---------------------------------------------------------------- the HTML report
+
+/// Debian's Chromium (or another Chrome) for the report check; `None` (with a loud message)
+/// when there is none, unless `GALAXY_PIPE_REQUIRE_CHROMIUM` is set, as `.ci/run` does once it
+/// has installed it.
+fn chromium() -> Option<String> {
+    let candidates = std::env::var("GALAXY_PIPE_CHROMIUM")
+        .into_iter()
+        .chain(["chromium", "chromium-browser", "google-chrome"].map(String::from));
+    for name in candidates {
+        if std::process::Command::new(&name)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(name);
+        }
+    }
+    if std::env::var_os("GALAXY_PIPE_REQUIRE_CHROMIUM").is_some() {
+        panic!("Chromium is required (GALAXY_PIPE_REQUIRE_CHROMIUM) but not found");
+    }
+    eprintln!("\n!!! SKIPPED: no Chromium found; the report was not checked in a browser !!!\n");
+    None
+}
+
+fn headless(chrome: &str, profile: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(chrome);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    cmd
+}
+
+#[test]
+fn report_is_one_self_contained_html_file_that_renders_in_chromium() {
+    let dir = small_full_project(150, 6);
+    let (code, v, err) = run_real(dir.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    let run_id = v["run_id"].as_str().unwrap().to_string();
+    let valid = v["stages"][0]["metrics"]["valid_rows"].as_f64().unwrap() as usize;
+    // A later run makes the first one not the newest.
+    assert_eq!(
+        run_real(dir.path(), &["run", "p.toml", "--set", "train.epochs=1"]).0,
+        0
+    );
+    let (code, _, err) = run_real(
+        dir.path(),
+        &["report", &run_id[..20], "--out", "report.html"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains(&run_id));
+    for section in [
+        "<h2>Pipeline</h2>",
+        "<svg class=\"dag\"",
+        "Stages: timings and cache hits",
+        "<h2>Parameters</h2>",
+        "<h2>Data exploration</h2>",
+        "<h2>Crops</h2>",
+        "<h2>Training</h2>",
+        "<h2>Evaluation against the baselines</h2>",
+        "<h2>Worst-predicted validation galaxies</h2>",
+    ] {
+        assert!(html.contains(section), "missing {section}");
+    }
+    assert!(!html.contains("class=\"missing\""), "every part was found");
+    // Self-contained: every image is inlined, nothing is fetched.
+    let images = html.matches("<img ").count();
+    assert_eq!(
+        html.matches("<img src=\"data:image/png;base64,").count()
+            + html
+                .matches("<img class=\"crop\" src=\"data:image/png;base64,")
+                .count(),
+        images
+    );
+    for external in ["src=\"http", "href=\"http", "src=\"file:", "<link ", "url("] {
+        assert!(!html.contains(external), "{external}");
+    }
+    let worst = html.matches("class=\"crop\"").count();
+    assert_eq!(worst, valid.min(12), "worst-predicted gallery");
+    // 3 explore figures + gallery + 11 correlation maps + contact sheet + loss curve + per-class chart.
+    assert_eq!(images, 18 + worst);
+    // The newest run is the default.
+    let (code, _, _) = run_real(dir.path(), &["report", "--out", "newest.html"]);
+    assert_eq!(code, 0);
+    assert!(
+        std::fs::read_to_string(dir.path().join("newest.html"))
+            .unwrap()
+            .contains("train.epochs=1")
+    );
+
+    let Some(chrome) = chromium() else { return };
+    let page = format!("file://{}", dir.path().join("report.html").display());
+    let dom = headless(&chrome, &dir.path().join("profile-dom"))
+        .args(["--virtual-time-budget=10000", "--dump-dom", &page])
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.contains(&format!(
+            "data-images-total=\"{images}\" data-images-loaded=\"{images}\""
+        )),
+        "Chromium decoded every figure: {}",
+        dom.lines()
+            .find(|l| l.contains("<body"))
+            .unwrap_or("no <body> in the DOM dump")
+    );
+    let shot = dir.path().join("report.png");
+    let out = headless(&chrome, &dir.path().join("profile-shot"))
+        .args(["--window-size=1366,2400", "--virtual-time-budget=10000"])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(shot.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+    let png = image::open(&shot).unwrap().to_rgb8();
+    assert_eq!(png.dimensions(), (1366, 2400));
+    // Not a blank page: many distinct colours (text, figures, galaxies).
+    let colours: std::collections::BTreeSet<[u8; 3]> = png.pixels().map(|p| p.0).collect();
+    assert!(colours.len() > 500, "{} colours", colours.len());
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use plotters::prelude::*;
 
 use crate::artifacts::{self, Split};
@@ -117,7 +117,10 @@ impl Stage for Evaluate {
             .iter()
             .filter(|(_, i)| i.kind == StageKind::Baseline)
         {
-            for (method, rows) in read_predictions(&input.dir.join("predictions.parquet"))? {
+            for (method, rows) in
+                artifacts::read_predictions(&input.dir.join("predictions.parquet"))
+                    .map_err(|e| StageError::Other(Box::new(e)))?
+            {
                 let (p, t): (Vec<_>, Vec<_>) = rows
                     .iter()
                     .filter_map(|(g, pr)| truth_by_id.get(g).map(|t| (*pr, *t)))
@@ -164,33 +167,6 @@ impl Stage for Evaluate {
             notes: vec![text],
         })
     }
-}
-
-/// `predictions.parquet` of a baseline: method → [(GalaxyID, prediction)].
-fn read_predictions(
-    path: &Path,
-) -> Result<BTreeMap<String, Vec<(u64, [f32; N_CLASSES])>>, StageError> {
-    let bad = |what: &str| StageError::msg(format!("{}: {what}", path.display()));
-    let mut out: BTreeMap<String, Vec<(u64, [f32; N_CLASSES])>> = BTreeMap::new();
-    for batch in artifacts::read_parquet(path).map_err(|e| StageError::Other(Box::new(e)))? {
-        let ids = batch
-            .column_by_name("GalaxyID")
-            .and_then(|a| a.as_any().downcast_ref::<UInt64Array>())
-            .ok_or_else(|| bad("GalaxyID"))?;
-        let methods = batch
-            .column_by_name("method")
-            .and_then(|a| a.as_any().downcast_ref::<StringArray>())
-            .ok_or_else(|| bad("method"))?;
-        let cols =
-            artifacts::label_columns(&batch, path).map_err(|e| StageError::Other(Box::new(e)))?;
-        for r in 0..batch.num_rows() {
-            let p = artifacts::labels_at(&cols, r).ok_or_else(|| bad("null prediction"))?;
-            out.entry(methods.value(r).to_string())
-                .or_default()
-                .push((ids.value(r), p));
-        }
-    }
-    Ok(out)
 }
 
 fn write_metrics(path: &Path, table: &[(String, Scores)]) -> Result<(), StageError> {

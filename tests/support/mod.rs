@@ -442,3 +442,60 @@ pub fn data_with_bad_image(bad: &[u8]) -> tempfile::TempDir {
     std::fs::write(dir.path().join("p.toml"), DATA_PIPELINE).unwrap();
     dir
 }
+
+/// A real pipeline with every stage kind, small enough to run in a couple of seconds.
+pub const SMALL_FULL_PIPELINE: &str = r#"[pipeline]
+name = "small"
+seed = 11
+
+[stages.ingest]
+kind = "ingest"
+data_dir = "data"
+
+[stages.explore]
+kind = "explore"
+inputs = ["ingest", "crop"]
+
+[stages.crop]
+kind = "crop"
+inputs = ["ingest"]
+size = 32
+
+[stages.baseline]
+kind = "baseline"
+inputs = ["ingest", "crop"]
+
+[stages.train]
+kind = "train"
+inputs = ["crop"]
+epochs = 3
+batch_size = 32
+conv = [{ filters = 8, kernel = 5, pool = 2 }, { filters = 16, kernel = 3, pool = 2 }]
+dense = [{ units = 32, dropout = 0.2 }]
+augment = { rotate = true, flip = true }
+
+[stages.evaluate]
+kind = "evaluate"
+inputs = ["train", "crop", "baseline"]
+
+[stages.submit]
+kind = "submit"
+inputs = ["train", "crop"]
+output = "out/submission.csv"
+"#;
+
+pub fn small_full_project(count: usize, test_count: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["synth", "--out", "data", "--seed", "7", "--count"])
+        .arg(count.to_string())
+        .arg("--test-count")
+        .arg(test_count.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(dir.path().join("p.toml"), SMALL_FULL_PIPELINE).unwrap();
+    std::fs::create_dir(dir.path().join("cache")).unwrap();
+    dir
+}

@@ -1,0 +1,566 @@
+//! `report RUN --out report.html`: one self-contained HTML page about a run (every image inlined
+//! as a data URI): the DAG, per-stage timings and cache hits, parameters, the explore figures,
+//! crop examples, the loss curve, RMSE against the baselines, and the worst-predicted galaxies.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+
+use crate::artifacts::{self, Split};
+use crate::cache::{Fingerprint, Lookup, Store};
+use crate::labels::{ANSWER_NAMES, N_CLASSES, QUESTION_TEXT, QUESTIONS};
+use crate::records::{Outcome, RunRecord, StageRecord};
+
+/// Galaxies shown in the worst-predicted gallery.
+const WORST: usize = 12;
+
+/// A stage of the run with its published folder, if the artifact is still in the cache.
+struct StageView<'a> {
+    record: &'a StageRecord,
+    out_dir: Option<PathBuf>,
+    fingerprint: Option<Fingerprint>,
+}
+
+fn stage_views<'a>(store: &Store, run: &'a RunRecord) -> Vec<StageView<'a>> {
+    run.stages
+        .iter()
+        .map(|record| {
+            let out_dir = record
+                .key
+                .as_ref()
+                .and_then(|k| match store.peek(k, false) {
+                    Lookup::Valid(a) => Some(a.out_dir),
+                    _ => None,
+                });
+            let fingerprint = out_dir.as_ref().and_then(|d| {
+                let bytes = std::fs::read(d.parent()?.join("fingerprint.json")).ok()?;
+                serde_json::from_slice(&bytes).ok()
+            });
+            StageView {
+                record,
+                out_dir,
+                fingerprint,
+            }
+        })
+        .collect()
+}
+
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn png_data_uri(bytes: &[u8]) -> String {
+    format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+/// An `<img>` of a PNG file, or a note saying why it is missing.
+fn figure(path: Option<PathBuf>, caption: &str, class: &str) -> String {
+    match path.map(|p| (std::fs::read(&p), p)) {
+        Some((Ok(bytes), _)) => format!(
+            "<figure class=\"{class}\"><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>",
+            png_data_uri(&bytes),
+            esc(caption),
+            esc(caption)
+        ),
+        Some((Err(e), p)) => format!(
+            "<p class=\"missing\">{}: cannot read {}: {e}</p>",
+            esc(caption),
+            esc(&p.display().to_string())
+        ),
+        None => format!(
+            "<p class=\"missing\">{}: not available (the stage is not in this run or its artifact was deleted by gc)</p>",
+            esc(caption)
+        ),
+    }
+}
+
+/// The stage DAG as an SVG: columns by depth, edges from the fingerprints' inputs.
+fn dag_svg(views: &[StageView]) -> String {
+    let index: BTreeMap<&str, usize> = views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.record.id.as_str(), i))
+        .collect();
+    let inputs: Vec<Vec<usize>> = views
+        .iter()
+        .map(|v| {
+            v.fingerprint
+                .as_ref()
+                .map(|f| {
+                    f.inputs
+                        .keys()
+                        .filter_map(|k| index.get(k.as_str()).copied())
+                        .collect()
+                })
+                .unwrap_or_default()
+        })
+        .collect();
+    // Records list stages in topological order, so one pass gives each stage its depth.
+    let mut depth = vec![0usize; views.len()];
+    for i in 0..views.len() {
+        depth[i] = inputs[i].iter().map(|&j| depth[j] + 1).max().unwrap_or(0);
+    }
+    let mut row_in_column = BTreeMap::<usize, usize>::new();
+    let pos: Vec<(f64, f64)> = depth
+        .iter()
+        .map(|&d| {
+            let row = row_in_column.entry(d).or_default();
+            *row += 1;
+            (20.0 + d as f64 * 190.0, 20.0 + (*row - 1) as f64 * 64.0)
+        })
+        .collect();
+    let (w, h) = (150.0, 42.0);
+    let width = pos.iter().map(|p| p.0).fold(0.0, f64::max) + w + 20.0;
+    let height = pos.iter().map(|p| p.1).fold(0.0, f64::max) + h + 20.0;
+    let mut svg = format!(
+        "<svg class=\"dag\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"stage DAG\">"
+    );
+    for (i, ins) in inputs.iter().enumerate() {
+        for &j in ins {
+            let (x1, y1) = (pos[j].0 + w, pos[j].1 + h / 2.0);
+            let (x2, y2) = (pos[i].0, pos[i].1 + h / 2.0);
+            let mx = (x1 + x2) / 2.0;
+            let _ = write!(
+                svg,
+                "<path d=\"M{x1},{y1} C{mx},{y1} {mx},{y2} {x2},{y2}\" fill=\"none\" stroke=\"#8a94a6\" stroke-width=\"1.6\"/>"
+            );
+        }
+    }
+    for (v, (x, y)) in views.iter().zip(&pos) {
+        let fill = match v.record.outcome {
+            Outcome::Ran => "#d8efdc",
+            Outcome::Cached => "#e3e9f3",
+            Outcome::Failed => "#f6d5d5",
+            _ => "#f1f1f1",
+        };
+        let _ = write!(
+            svg,
+            "<rect x=\"{x}\" y=\"{y}\" width=\"{w}\" height=\"{h}\" rx=\"7\" fill=\"{fill}\" stroke=\"#56607a\"/>\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"600\">{}</text>\
+             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"11\" fill=\"#444\">{} · {}</text>",
+            x + w / 2.0,
+            y + 18.0,
+            esc(&v.record.id),
+            x + w / 2.0,
+            y + 34.0,
+            esc(&v.record.kind),
+            v.record.outcome.word()
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let name = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&name, x, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+fn stage_table(views: &[StageView]) -> String {
+    let mut html = String::from(
+        "<table><thead><tr><th>stage</th><th>kind</th><th>outcome</th><th class=\"num\">seconds</th><th>key</th><th>notes</th></tr></thead><tbody>",
+    );
+    for v in views {
+        let r = v.record;
+        let key = r
+            .key
+            .as_deref()
+            .map(|k| &k[..12.min(k.len())])
+            .unwrap_or("-");
+        let mut notes: Vec<String> = r.notes.iter().map(|n| esc(n)).collect();
+        if let Some(e) = &r.error {
+            notes.push(format!("<span class=\"error\">{}</span>", esc(e)));
+        }
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td class=\"num\">{:.2}</td><td><code>{key}</code></td><td><pre>{}</pre></td></tr>",
+            esc(&r.id),
+            esc(&r.kind),
+            r.outcome.word(),
+            r.outcome.word(),
+            r.seconds,
+            notes.join("\n")
+        );
+    }
+    html.push_str("</tbody></table>");
+    html
+}
+
+fn params_table(views: &[StageView]) -> String {
+    let mut html = String::from(
+        "<table class=\"params\"><thead><tr><th>stage</th><th>parameter</th><th>value</th></tr></thead><tbody>",
+    );
+    for v in views {
+        let Some(fp) = &v.fingerprint else {
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td colspan=\"2\" class=\"missing\">artifact not in the cache</td></tr>",
+                esc(&v.record.id)
+            );
+            continue;
+        };
+        let mut rows = Vec::new();
+        flatten("", &fp.params, &mut rows);
+        if let Some(seed) = fp.seed {
+            rows.push(("(seed)".into(), seed.to_string()));
+        }
+        for (i, (name, value)) in rows.iter().enumerate() {
+            let stage = if i == 0 {
+                esc(&v.record.id)
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                html,
+                "<tr><td>{stage}</td><td><code>{}</code></td><td><code>{}</code></td></tr>",
+                esc(name),
+                esc(value)
+            );
+        }
+    }
+    html.push_str("</tbody></table>");
+    html
+}
+
+fn first_of_kind<'v, 'a>(views: &'v [StageView<'a>], kind: &str) -> Option<&'v StageView<'a>> {
+    views.iter().find(|v| v.record.kind == kind)
+}
+
+fn file_of(views: &[StageView], kind: &str, name: &str) -> Option<PathBuf> {
+    first_of_kind(views, kind)
+        .and_then(|v| v.out_dir.as_ref())
+        .map(|d| d.join(name))
+}
+
+/// Per-question RMSE of the model and each baseline (from evaluate's metrics.parquet).
+fn rmse_table(metrics: &Path) -> Result<String, String> {
+    use arrow::array::{Array, Float64Array, StringArray};
+    let batches = artifacts::read_parquet(metrics).map_err(|e| e.to_string())?;
+    let mut table: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for b in &batches {
+        let col = |n: &str| b.column_by_name(n).ok_or(format!("{n} missing"));
+        let method = col("method")?
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or("method")?;
+        let scope = col("scope")?
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or("scope")?;
+        let rmse = col("rmse")?
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .ok_or("rmse")?;
+        for r in 0..b.num_rows() {
+            table
+                .entry(method.value(r).to_string())
+                .or_default()
+                .insert(scope.value(r).to_string(), rmse.value(r));
+        }
+    }
+    // The model first, then the baselines.
+    let mut methods: Vec<&String> = table.keys().collect();
+    methods.sort_by_key(|m| (m.as_str() != "model", m.as_str()));
+    let mut scopes = vec!["overall".to_string()];
+    scopes.extend((1..=11).map(|q| format!("Q{q}")));
+    let mut html = String::from("<table><thead><tr><th>scope</th>");
+    for m in &methods {
+        let _ = write!(html, "<th class=\"num\">{}</th>", esc(m));
+    }
+    html.push_str("</tr></thead><tbody>");
+    for s in &scopes {
+        let label = match s.strip_prefix('Q').and_then(|q| q.parse::<usize>().ok()) {
+            Some(q) => format!("{s} {}", QUESTION_TEXT[q - 1]),
+            None => s.clone(),
+        };
+        let _ = write!(html, "<tr><td>{}</td>", esc(&label));
+        let best = methods
+            .iter()
+            .filter_map(|m| table[*m].get(s))
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        for m in &methods {
+            match table[*m].get(s) {
+                Some(v) if *v == best => {
+                    let _ = write!(html, "<td class=\"num best\">{v:.5}</td>");
+                }
+                Some(v) => {
+                    let _ = write!(html, "<td class=\"num\">{v:.5}</td>");
+                }
+                None => html.push_str("<td class=\"num\">-</td>"),
+            }
+        }
+        html.push_str("</tr>");
+    }
+    html.push_str("</tbody></table>");
+    Ok(html)
+}
+
+fn rmse_of(a: &[f32; N_CLASSES], b: &[f32; N_CLASSES]) -> f64 {
+    (a.iter()
+        .zip(b)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        / N_CLASSES as f64)
+        .sqrt()
+}
+
+/// The validation galaxies the model predicts worst, with predicted vs true answers.
+fn worst_gallery(predictions: &Path, crops: &Path) -> Result<String, String> {
+    let preds = artifacts::read_predictions(predictions).map_err(|e| e.to_string())?;
+    let model = preds
+        .get("model")
+        .ok_or("no `model` rows in predictions.parquet")?;
+    let crops = artifacts::read_crops(crops).map_err(|e| e.to_string())?;
+    let row_of: BTreeMap<u64, usize> = crops
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, i))
+        .collect();
+    let mut scored: Vec<(f64, u64, &[f32; N_CLASSES], usize, [f32; N_CLASSES])> = model
+        .iter()
+        .filter_map(|(id, p)| {
+            let i = *row_of.get(id)?;
+            let truth = crops.labels[i]?;
+            (crops.splits[i] == Split::Valid).then(|| (rmse_of(p, &truth), *id, p, i, truth))
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut html = String::from("<div class=\"gallery\">");
+    for (rmse, id, pred, row, truth) in scored.iter().take(WORST) {
+        let size = crops.size as u32;
+        let img = image::RgbImage::from_raw(size, size, crops.pixels_of(*row).to_vec())
+            .ok_or("crop size mismatch")?;
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .map_err(|e| e.to_string())?;
+        let _ = write!(
+            html,
+            "<div class=\"card\"><img class=\"crop\" src=\"{}\" alt=\"galaxy {id}\"><div><b>{id}</b> RMSE {rmse:.4}<table class=\"answers\"><tr><th>question</th><th>predicted</th><th>true</th></tr>",
+            png_data_uri(&png)
+        );
+        for q in &QUESTIONS {
+            let top = |v: &[f32; N_CLASSES]| {
+                q.columns
+                    .clone()
+                    .max_by(|a, b| v[*a].total_cmp(&v[*b]))
+                    .expect("questions have answers")
+            };
+            let (p, t) = (top(pred), top(truth));
+            let class = if p == t { "" } else { " class=\"wrong\"" };
+            let _ = write!(
+                html,
+                "<tr{class}><td>Q{} {}</td><td>{} {:.2}</td><td>{} {:.2}</td></tr>",
+                q.number,
+                esc(QUESTION_TEXT[q.number as usize - 1]),
+                esc(ANSWER_NAMES[p]),
+                pred[p],
+                esc(ANSWER_NAMES[t]),
+                truth[t]
+            );
+        }
+        html.push_str("</table></div></div>");
+    }
+    html.push_str("</div>");
+    if scored.is_empty() {
+        return Ok("<p class=\"missing\">no validation galaxies with predictions</p>".into());
+    }
+    Ok(html)
+}
+
+const STYLE: &str = r#"
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1240px; padding: 16px 24px 48px; color: #1d2330; line-height: 1.4; }
+h1 { font-size: 1.6rem; margin-bottom: 4px; }
+h2 { font-size: 1.25rem; margin-top: 2.2rem; border-bottom: 1px solid #d5dae3; padding-bottom: 4px; }
+.meta { color: #4a5366; }
+table { border-collapse: collapse; margin: 8px 0; font-size: 0.9rem; }
+th, td { border-bottom: 1px solid #e3e6ec; padding: 3px 8px; text-align: left; vertical-align: top; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.best { font-weight: 700; background: #e6f4e8; }
+td.ran { color: #17702b; } td.cached { color: #3b5b8f; } td.failed { color: #a11; }
+pre { margin: 0; white-space: pre-wrap; font-size: 0.8rem; }
+.missing { color: #8a5a00; font-style: italic; }
+.error { color: #a11; }
+figure { margin: 8px 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #e3e6ec; }
+figcaption { font-size: 0.85rem; color: #4a5366; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 12px; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 14px; }
+.card { display: flex; gap: 10px; border: 1px solid #d5dae3; border-radius: 8px; padding: 8px; font-size: 0.85rem; }
+.card img.crop { width: 128px; height: 128px; image-rendering: pixelated; flex: none; }
+table.answers { font-size: 0.75rem; margin: 4px 0 0; }
+table.answers td, table.answers th { padding: 1px 4px; }
+tr.wrong td { background: #fbeaea; }
+svg.dag { max-width: 100%; height: auto; font-family: inherit; }
+"#;
+
+/// Marks `<body>` with how many images decoded, for checks in a headless browser.
+const LOAD_CHECK: &str = r#"<script>
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  document.body.setAttribute('data-images-total', String(imgs.length));
+  document.body.setAttribute('data-images-loaded', String(imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length));
+});
+</script>"#;
+
+/// The report of `run` as one HTML document.
+pub fn render(store: &Store, run: &RunRecord) -> String {
+    let views = stage_views(store, run);
+    let mut html = String::new();
+    let headline = run
+        .stages
+        .iter()
+        .filter(|s| s.kind == "evaluate")
+        .find_map(|s| s.metrics.get("rmse"))
+        .map(|v| format!("{v:.5}"))
+        .unwrap_or_else(|| "-".into());
+    let git = run
+        .git
+        .as_ref()
+        .map(|g| format!("{}{}", g.commit, if g.dirty { " (dirty)" } else { "" }))
+        .unwrap_or_else(|| "-".into());
+    let count = |o: Outcome| run.stages.iter().filter(|s| s.outcome == o).count();
+    let _ = write!(
+        html,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>galaxy-pipe report: {name} {id}</title><style>{STYLE}</style></head><body>\
+         <h1>{name}: validation RMSE {headline}</h1>\
+         <p class=\"meta\">run <code>{id}</code> · started {started} · {secs:.1} s · {ran} ran, {cached} cached, {failed} failed<br>\
+         pipeline <code>{pipeline}</code> · git <code>{git}</code> · overrides: <code>{overrides}</code></p>",
+        name = esc(&run.pipeline_name),
+        id = esc(&run.id),
+        started = esc(&run.started),
+        secs = run.seconds,
+        ran = count(Outcome::Ran),
+        cached = count(Outcome::Cached),
+        failed = count(Outcome::Failed),
+        pipeline = esc(&run.pipeline),
+        git = esc(&git),
+        overrides = if run.overrides.is_empty() {
+            "none".to_string()
+        } else {
+            esc(&run.overrides.join(" "))
+        },
+    );
+    let _ = write!(
+        html,
+        "<h2>Pipeline</h2>{}<h3>Stages: timings and cache hits</h3>{}",
+        dag_svg(&views),
+        stage_table(&views)
+    );
+    let _ = write!(
+        html,
+        "<h2>Parameters</h2><p class=\"meta\">As fingerprinted for this run (defaults filled in).</p>{}",
+        params_table(&views)
+    );
+
+    html.push_str("<h2>Data exploration</h2><div class=\"grid\">");
+    let explore = [
+        ("class_counts.png", "classes answered with ≥ confidence"),
+        ("terminal_classes.png", "terminal classes"),
+        ("mean_image.png", "mean image"),
+    ];
+    for (name, caption) in explore {
+        html.push_str(&figure(file_of(&views, "explore", name), caption, ""));
+    }
+    html.push_str("</div>");
+    html.push_str(&figure(
+        file_of(&views, "explore", "gallery.png"),
+        "raw images and their crops",
+        "wide",
+    ));
+    html.push_str("<div class=\"grid\">");
+    for q in 1..=11 {
+        let name = format!("correlation_q{q:02}.png");
+        if file_of(&views, "explore", &name).is_some_and(|p| p.exists()) {
+            html.push_str(&figure(
+                file_of(&views, "explore", &name),
+                &format!("answer correlations, Q{q} {}", QUESTION_TEXT[q - 1]),
+                "",
+            ));
+        }
+    }
+    html.push_str("</div>");
+
+    html.push_str("<h2>Crops</h2>");
+    html.push_str(&figure(
+        file_of(&views, "crop", "contact_sheet.png"),
+        "crop examples (contact sheet)",
+        "wide",
+    ));
+
+    html.push_str("<h2>Training</h2>");
+    html.push_str(&figure(
+        file_of(&views, "train", "loss_curve.png"),
+        "training loss and validation RMSE",
+        "wide",
+    ));
+
+    html.push_str("<h2>Evaluation against the baselines</h2>");
+    match file_of(&views, "evaluate", "metrics.parquet") {
+        Some(p) => match rmse_table(&p) {
+            Ok(t) => html.push_str(&t),
+            Err(e) => {
+                let _ = write!(html, "<p class=\"missing\">metrics: {}</p>", esc(&e));
+            }
+        },
+        None => html.push_str("<p class=\"missing\">no evaluate stage in this run</p>"),
+    }
+    html.push_str(&figure(
+        file_of(&views, "evaluate", "per_class_rmse.png"),
+        "RMSE per class, model vs baselines",
+        "wide",
+    ));
+
+    let _ = write!(
+        html,
+        "<h2>Worst-predicted validation galaxies</h2><p class=\"meta\">The {WORST} validation galaxies with the largest RMSE; per question, the most-voted answer predicted vs true (red: they differ).</p>"
+    );
+    let evaluate = first_of_kind(&views, "evaluate");
+    let crop_of_evaluate = evaluate
+        .and_then(|e| e.fingerprint.as_ref())
+        .and_then(|fp| {
+            fp.inputs.keys().find_map(|id| {
+                views
+                    .iter()
+                    .find(|v| &v.record.id == id && v.record.kind == "crop")
+            })
+        })
+        .and_then(|v| v.out_dir.as_ref());
+    match (evaluate.and_then(|e| e.out_dir.as_ref()), crop_of_evaluate) {
+        (Some(e), Some(c)) => {
+            match worst_gallery(&e.join("predictions.parquet"), &c.join("crops.parquet")) {
+                Ok(g) => html.push_str(&g),
+                Err(err) => {
+                    let _ = write!(html, "<p class=\"missing\">gallery: {}</p>", esc(&err));
+                }
+            }
+        }
+        _ => html.push_str(
+            "<p class=\"missing\">needs the evaluate stage and its crops in the cache</p>",
+        ),
+    }
+    html.push_str(LOAD_CHECK);
+    html.push_str("</body></html>\n");
+    html
+}
