@@ -585,6 +585,7 @@ mod config_fuzz {
         "inputs = [\"x\"]",
         "extends = \"full.toml\"",
         "extends = \"missing.toml\"",
+        "extends = \"p.toml\"",
         "1979-05-27",
     ];
 
