@@ -533,61 +533,201 @@ impl Crops {
     }
 }
 
-/// Read `crops.parquet` into one contiguous pixel buffer.
+/// The non-pixel columns of one row group of `crops.parquet`.
+struct CropColumns {
+    ids: Vec<u64>,
+    splits: Vec<Split>,
+    labels: Vec<Option<[f32; 37]>>,
+}
+
+/// Read `crops.parquet` into one contiguous pixel buffer. Row groups are decoded in parallel,
+/// each straight into its slice of the pre-sized buffer (one copy out of Parquet's pages).
 pub fn read_crops(path: &Path) -> Result<Crops, ArtifactError> {
+    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+    use rayon::prelude::*;
+    let name = path.display().to_string();
+    let bad = |what: &str| ArtifactError::Schema {
+        path: name.clone(),
+        what: what.to_string(),
+    };
+    let parquet_err = |e| ArtifactError::Parquet {
+        path: name.clone(),
+        source: e,
+    };
+    let file = File::open(path).map_err(|e| ArtifactError::Io {
+        path: name.clone(),
+        source: e,
+    })?;
+    let meta = ArrowReaderMetadata::load(&file, Default::default()).map_err(parquet_err)?;
+    let width = match meta.schema().field_with_name("pixels").map(|f| f.data_type()) {
+        Ok(DataType::FixedSizeBinary(w)) => *w as usize,
+        _ => return Err(bad("no fixed-size `pixels` column")),
+    };
+    let size = ((width / 3) as f64).sqrt().round() as usize;
+    if size * size * 3 != width {
+        return Err(bad("pixels are not size×size×3"));
+    }
+    let group_rows: Vec<usize> = meta
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| g.num_rows() as usize)
+        .collect();
+    // Zeroed pages come lazily from the OS, so this costs no extra pass over the memory.
+    let mut pixels = vec![0u8; group_rows.iter().sum::<usize>() * width];
+    let mut chunks = Vec::with_capacity(group_rows.len());
+    let mut rest = pixels.as_mut_slice();
+    for &rows in &group_rows {
+        let (chunk, tail) = rest.split_at_mut(rows * width);
+        chunks.push(chunk);
+        rest = tail;
+    }
+    let groups: Vec<CropColumns> = chunks
+        .into_par_iter()
+        .enumerate()
+        .map(|(g, chunk)| {
+            // Its own descriptor: clones share one file offset, and readers seek.
+            let file = File::open(path).map_err(|e| ArtifactError::Io {
+                path: name.clone(),
+                source: e,
+            })?;
+            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
+                .with_row_groups(vec![g])
+                .with_batch_size(group_rows[g].max(1))
+                .build()
+                .map_err(parquet_err)?;
+            let mut cols = CropColumns {
+                ids: Vec::with_capacity(group_rows[g]),
+                splits: Vec::with_capacity(group_rows[g]),
+                labels: Vec::with_capacity(group_rows[g]),
+            };
+            let mut filled = 0;
+            for batch in reader {
+                let batch = batch.map_err(|e| ArtifactError::Arrow {
+                    path: name.clone(),
+                    source: e,
+                })?;
+                filled += crop_batch_into(&batch, path, width, &mut chunk[filled..], &mut cols)?;
+            }
+            if filled != chunk.len() {
+                return Err(bad("row group shorter than its metadata"));
+            }
+            Ok(cols)
+        })
+        .collect::<Result<_, ArtifactError>>()?;
+    let mut crops = Crops {
+        size,
+        ids: Vec::with_capacity(group_rows.iter().sum()),
+        splits: Vec::new(),
+        pixels,
+        labels: Vec::new(),
+    };
+    for g in groups {
+        crops.ids.extend(g.ids);
+        crops.splits.extend(g.splits);
+        crops.labels.extend(g.labels);
+    }
+    Ok(crops)
+}
+
+/// Copies one batch's pixels to the front of `out` and its other columns to `cols`; returns the
+/// number of pixel bytes written.
+fn crop_batch_into(
+    batch: &RecordBatch,
+    path: &Path,
+    width: usize,
+    out: &mut [u8],
+    cols: &mut CropColumns,
+) -> Result<usize, ArtifactError> {
     use arrow::array::{Array, FixedSizeBinaryArray, StringArray, UInt64Array};
     let bad = |what: &str| ArtifactError::Schema {
         path: path.display().to_string(),
         what: what.to_string(),
     };
-    let mut crops = Crops {
-        size: 0,
-        ids: Vec::new(),
-        splits: Vec::new(),
-        pixels: Vec::new(),
-        labels: Vec::new(),
-    };
-    for batch in read_parquet(path)? {
-        let ids = batch
-            .column_by_name("GalaxyID")
-            .and_then(|a| a.as_any().downcast_ref::<UInt64Array>())
-            .ok_or_else(|| bad("GalaxyID"))?;
-        let splits = batch
-            .column_by_name("split")
-            .and_then(|a| a.as_any().downcast_ref::<StringArray>())
-            .ok_or_else(|| bad("split"))?;
-        let px = batch
-            .column_by_name("pixels")
-            .and_then(|a| a.as_any().downcast_ref::<FixedSizeBinaryArray>())
-            .ok_or_else(|| bad("pixels"))?;
-        let width = px.value_length() as usize;
-        let size = ((width / 3) as f64).sqrt().round() as usize;
-        if size * size * 3 != width || (crops.size != 0 && crops.size != size) {
-            return Err(bad("pixels are not size×size×3"));
-        }
-        crops.size = size;
-        crops.ids.extend(ids.values().iter().copied());
-        for s in splits.iter() {
-            crops.splits.push(match s {
-                Some("train") => Split::Train,
-                Some("valid") => Split::Valid,
-                Some("test") => Split::Test,
-                _ => return Err(bad("split")),
-            });
-        }
-        let label_cols = label_columns(&batch, path)?;
-        crops
-            .labels
-            .extend((0..batch.num_rows()).map(|r| labels_at(&label_cols, r)));
-        // The values of a fixed-size column are one contiguous buffer: copy it in one go.
-        let values = px.value_data();
-        if values.len() == px.len() * width {
-            crops.pixels.extend_from_slice(values);
-        } else {
-            for i in 0..px.len() {
-                crops.pixels.extend_from_slice(px.value(i));
-            }
+    let ids = batch
+        .column_by_name("GalaxyID")
+        .and_then(|a| a.as_any().downcast_ref::<UInt64Array>())
+        .ok_or_else(|| bad("GalaxyID"))?;
+    let splits = batch
+        .column_by_name("split")
+        .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| bad("split"))?;
+    let px = batch
+        .column_by_name("pixels")
+        .and_then(|a| a.as_any().downcast_ref::<FixedSizeBinaryArray>())
+        .ok_or_else(|| bad("pixels"))?;
+    cols.ids.extend(ids.values().iter().copied());
+    for s in splits.iter() {
+        cols.splits.push(match s {
+            Some("train") => Split::Train,
+            Some("valid") => Split::Valid,
+            Some("test") => Split::Test,
+            _ => return Err(bad("split")),
+        });
+    }
+    let label_cols = label_columns(batch, path)?;
+    cols.labels
+        .extend((0..batch.num_rows()).map(|r| labels_at(&label_cols, r)));
+    let n = px.len() * width;
+    if out.len() < n || px.null_count() > 0 {
+        return Err(bad("more pixel rows than the metadata says, or null pixels"));
+    }
+    // The values of a fixed-size column are one contiguous buffer: copy it in one go.
+    let values = px.value_data();
+    if values.len() == n {
+        out[..n].copy_from_slice(values);
+    } else {
+        for i in 0..px.len() {
+            out[i * width..(i + 1) * width].copy_from_slice(px.value(i));
         }
     }
-    Ok(crops)
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crops_written_in_many_row_groups_read_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crops.parquet");
+        let size = 4;
+        let mut stream = ParquetStream::create(&path, Arc::new(crops_schema(size))).unwrap();
+        let mut expected = Vec::new();
+        for group in 0..9u64 {
+            let rows: Vec<CropRow> = (0..(group % 4 + 1))
+                .map(|i| {
+                    let id = group * 100 + i;
+                    let pixels = vec![(id % 251) as u8; size * size * 3];
+                    let labels = (id % 2 == 0).then_some([id as f32 / 1000.0; 37]);
+                    let split = if labels.is_some() {
+                        Split::Valid
+                    } else {
+                        Split::Test
+                    };
+                    expected.push((id, split, pixels.clone(), labels));
+                    CropRow {
+                        id,
+                        split,
+                        roi: (0, 0, 424),
+                        placement: "whole",
+                        pixels,
+                        labels,
+                    }
+                })
+                .collect();
+            stream.write(&crops_batch(size, &rows)).unwrap();
+        }
+        stream.finish().unwrap();
+        let crops = read_crops(&path).unwrap();
+        assert_eq!(crops.size, size);
+        assert_eq!(crops.ids.len(), expected.len());
+        for (i, (id, split, pixels, labels)) in expected.iter().enumerate() {
+            assert_eq!(crops.ids[i], *id);
+            assert_eq!(crops.splits[i], *split);
+            assert_eq!(crops.pixels_of(i), pixels.as_slice());
+            assert_eq!(crops.labels[i], *labels);
+        }
+    }
 }

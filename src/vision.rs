@@ -246,43 +246,40 @@ pub fn centre_square(width: usize, height: usize, side: usize) -> BoxPx {
 pub fn crop_resize(img: &Rgb, b: BoxPx, size: usize) -> Vec<u8> {
     let xs = area_weights(b.x, b.w, size);
     let ys = area_weights(b.y, b.h, size);
-    // Horizontal pass into a float buffer of b.h rows × size columns.
-    let mut rows = vec![0f32; b.h * size * 3];
-    for r in 0..b.h {
-        let src = &img.data[(b.y + r) * img.width * 3..(b.y + r + 1) * img.width * 3];
-        for (ox, taps) in xs.iter().enumerate() {
-            let mut acc = [0f32; 3];
-            for &(ix, wgt) in taps {
-                let p = &src[ix * 3..ix * 3 + 3];
-                acc[0] += p[0] as f32 * wgt;
-                acc[1] += p[1] as f32 * wgt;
-                acc[2] += p[2] as f32 * wgt;
+    // Vertical pass first, a whole box row at a time (vectorises): `size` rows of b.w pixels.
+    let span = b.w * 3;
+    let mut cols: Vec<f32> = Vec::with_capacity(size * span);
+    let mut acc = vec![0f32; span];
+    for (first, weights) in &ys {
+        acc.fill(0.0);
+        for (k, &wgt) in weights.iter().enumerate() {
+            let start = (first + k) * img.width * 3 + b.x * 3;
+            for (a, &v) in acc.iter_mut().zip(&img.data[start..start + span]) {
+                *a += v as f32 * wgt;
             }
-            rows[(r * size + ox) * 3..(r * size + ox) * 3 + 3].copy_from_slice(&acc);
         }
+        cols.extend_from_slice(&acc);
     }
-    let mut out = vec![0u8; size * size * 3];
-    for (oy, taps) in ys.iter().enumerate() {
-        for ox in 0..size {
-            let mut acc = [0f32; 3];
-            for &(iy, wgt) in taps {
-                let r = iy - b.y;
-                let p = &rows[(r * size + ox) * 3..(r * size + ox) * 3 + 3];
-                acc[0] += p[0] * wgt;
-                acc[1] += p[1] * wgt;
-                acc[2] += p[2] * wgt;
+    // Horizontal pass over only `size` rows.
+    let mut out = Vec::with_capacity(size * size * 3);
+    for row in cols.chunks_exact(span) {
+        for (first, weights) in &xs {
+            let taps = &row[(first - b.x) * 3..(first - b.x + weights.len()) * 3];
+            let mut px = [0f32; 3];
+            for (p, &wgt) in taps.chunks_exact(3).zip(weights) {
+                px[0] += p[0] * wgt;
+                px[1] += p[1] * wgt;
+                px[2] += p[2] * wgt;
             }
-            for c in 0..3 {
-                out[(oy * size + ox) * 3 + c] = acc[c].round().clamp(0.0, 255.0) as u8;
-            }
+            out.extend(px.map(|v| v.round().clamp(0.0, 255.0) as u8));
         }
     }
     out
 }
 
-/// For each of `n` output cells over input span [start, start+len): (input index, weight) pairs
-/// with weights summing to 1.
-fn area_weights(start: usize, len: usize, n: usize) -> Vec<Vec<(usize, f32)>> {
+/// For each of `n` output cells over input span [start, start+len): the first input index and
+/// the weights of the consecutive inputs it averages (summing to 1).
+fn area_weights(start: usize, len: usize, n: usize) -> Vec<(usize, Vec<f32>)> {
     let scale = len as f64 / n as f64;
     (0..n)
         .map(|o| {
@@ -291,19 +288,21 @@ fn area_weights(start: usize, len: usize, n: usize) -> Vec<Vec<(usize, f32)>> {
             if scale <= 1.0 {
                 // Enlarging: nearest sample (no area to average).
                 let i = (((a + b) / 2.0).floor() as usize).min(len - 1);
-                return vec![(start + i, 1.0)];
+                return (start + i, vec![1.0]);
             }
-            let mut taps = Vec::new();
+            let mut first = None;
+            let mut weights = Vec::new();
             let mut i = a.floor() as usize;
             while (i as f64) < b && i < len {
                 let lo = (i as f64).max(a);
                 let hi = ((i + 1) as f64).min(b);
                 if hi > lo {
-                    taps.push((start + i, ((hi - lo) / scale) as f32));
+                    first.get_or_insert(start + i);
+                    weights.push(((hi - lo) / scale) as f32);
                 }
                 i += 1;
             }
-            taps
+            (first.unwrap_or(start), weights)
         })
         .collect()
 }

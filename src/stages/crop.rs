@@ -54,7 +54,7 @@ pub fn crop_one(
 
 impl Stage for Crop {
     fn code_version(&self) -> u32 {
-        2
+        3
     }
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
