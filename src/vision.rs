@@ -94,29 +94,34 @@ pub fn roi_box(img: &Rgb, threshold: u8) -> Option<BoxPx> {
     // luma > t  ⇔  4899 R + 9617 G + 1868 B + 8192 ≥ (t + 1) · 2^14
     let limit = ((threshold as u32 + 1) << 14).saturating_sub(8192);
     let mut mask = vec![0u8; w];
+    let mut bits = vec![0u64; w.div_ceil(64)];
     for y in 0..h {
         let row = &img.data[y * w * 3..(y + 1) * w * 3];
         for (m, p) in mask.iter_mut().zip(row.chunks_exact(3)) {
             *m = (p[0] as u32 * 4899 + p[1] as u32 * 9617 + p[2] as u32 * 1868 >= limit) as u8;
         }
+        // Pack the 0/1 bytes into bits (byte i of each 8 → bit i) and find runs with
+        // trailing-zero counts: cheap even for the many one-pixel runs of a noisy sky.
+        for (word, chunk) in bits.iter_mut().zip(mask.chunks(64)) {
+            *word = 0;
+            for (k, c8) in chunk.chunks(8).enumerate() {
+                let mut b = [0u8; 8];
+                b[..c8.len()].copy_from_slice(c8);
+                let v = u64::from_le_bytes(b);
+                *word |= (v.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (k * 8);
+            }
+        }
         let start = runs.len();
         let mut x = 0;
-        while x < w {
-            // SIMD byte searches find run starts and ends.
-            match memchr::memchr(1, &mask[x..]) {
-                None => break,
-                Some(off) => {
-                    let x0 = x + off;
-                    let len = memchr::memchr(0, &mask[x0..]).unwrap_or(w - x0);
-                    runs.push(Run {
-                        y,
-                        x0,
-                        x1: x0 + len - 1,
-                    });
-                    parent.push(runs.len() - 1);
-                    x = x0 + len;
-                }
-            }
+        while let Some(x0) = next_bit(&bits, x, w, true) {
+            let end = next_bit(&bits, x0, w, false).unwrap_or(w);
+            runs.push(Run {
+                y,
+                x0,
+                x1: end - 1,
+            });
+            parent.push(runs.len() - 1);
+            x = end;
         }
         // Union with touching runs of the previous row (both lists are sorted by x).
         let mut j = prev.start;
@@ -162,6 +167,27 @@ pub fn roi_box(img: &Rgb, threshold: u8) -> Option<BoxPx> {
         }
     }
     best.map(|(_, b)| b)
+}
+
+/// The first position ≥ `from` (and < `w`) whose bit is `set`.
+fn next_bit(bits: &[u64], from: usize, w: usize, set: bool) -> Option<usize> {
+    let load = |i: usize| if set { bits[i] } else { !bits[i] };
+    let mut i = from / 64;
+    if i >= bits.len() {
+        return None;
+    }
+    let mut word = load(i) & (!0u64 << (from % 64));
+    loop {
+        if word != 0 {
+            let p = i * 64 + word.trailing_zeros() as usize;
+            return (p < w).then_some(p);
+        }
+        i += 1;
+        if i >= bits.len() {
+            return None;
+        }
+        word = load(i);
+    }
 }
 
 /// How a crop square was chosen.
