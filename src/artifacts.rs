@@ -559,7 +559,11 @@ pub fn read_crops(path: &Path) -> Result<Crops, ArtifactError> {
         source: e,
     })?;
     let meta = ArrowReaderMetadata::load(&file, Default::default()).map_err(parquet_err)?;
-    let width = match meta.schema().field_with_name("pixels").map(|f| f.data_type()) {
+    let width = match meta
+        .schema()
+        .field_with_name("pixels")
+        .map(|f| f.data_type())
+    {
         Ok(DataType::FixedSizeBinary(w)) => *w as usize,
         _ => return Err(bad("no fixed-size `pixels` column")),
     };
@@ -670,7 +674,9 @@ fn crop_batch_into(
         .extend((0..batch.num_rows()).map(|r| labels_at(&label_cols, r)));
     let n = px.len() * width;
     if out.len() < n || px.null_count() > 0 {
-        return Err(bad("more pixel rows than the metadata says, or null pixels"));
+        return Err(bad(
+            "more pixel rows than the metadata says, or null pixels",
+        ));
     }
     // The values of a fixed-size column are one contiguous buffer: copy it in one go.
     let values = px.value_data();

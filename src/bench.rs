@@ -156,30 +156,36 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
     let mut test_files = jpegs(&sample.join("images_test_rev1")).unwrap_or_default();
     let mut all = files.clone();
     all.append(&mut test_files);
-    let t = Instant::now();
-    let decoded: usize = all
-        .par_iter()
-        .map(|f| {
-            crate::vision::decode_jpeg(f, None)
-                .map(|i| i.width)
-                .unwrap_or(0)
-        })
-        .filter(|w| *w > 0)
-        .count();
-    let decode_rate = decoded as f64 / t.elapsed().as_secs_f64();
     let sample_cache = work.join("cache-sample");
     let p = pipeline_file(&work, "bench-sample", &sample, "")?;
     let cache_arg = sample_cache.to_string_lossy().to_string();
     cli_json(&["run", p.to_str().unwrap(), "--cache-dir", &cache_arg])?;
-    let v = cli_json(&[
-        "run",
-        p.to_str().unwrap(),
-        "--cache-dir",
-        &cache_arg,
-        "--force",
-        "crop",
-    ])?;
-    let crop_rate = all.len() as f64 / stage_seconds(&v, "crop");
+    // Best of three for both, alternating, so both read a warm page cache and a passing
+    // disturbance on this shared machine does not decide the ratio.
+    let (mut decode_rate, mut crop_rate) = (0f64, 0f64);
+    let mut v = serde_json::Value::Null;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let decoded: usize = all
+            .par_iter()
+            .map(|f| {
+                crate::vision::decode_jpeg(f, None)
+                    .map(|i| i.width)
+                    .unwrap_or(0)
+            })
+            .filter(|w| *w > 0)
+            .count();
+        decode_rate = decode_rate.max(decoded as f64 / t.elapsed().as_secs_f64());
+        v = cli_json(&[
+            "run",
+            p.to_str().unwrap(),
+            "--cache-dir",
+            &cache_arg,
+            "--force",
+            "crop",
+        ])?;
+        crop_rate = crop_rate.max(all.len() as f64 / stage_seconds(&v, "crop"));
+    }
     figures.push(Figure {
         what: "crop stage on the real sample",
         value: crop_rate,

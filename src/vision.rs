@@ -115,11 +115,7 @@ pub fn roi_box(img: &Rgb, threshold: u8) -> Option<BoxPx> {
         let mut x = 0;
         while let Some(x0) = next_bit(&bits, x, w, true) {
             let end = next_bit(&bits, x0, w, false).unwrap_or(w);
-            runs.push(Run {
-                y,
-                x0,
-                x1: end - 1,
-            });
+            runs.push(Run { y, x0, x1: end - 1 });
             parent.push(runs.len() - 1);
             x = end;
         }
