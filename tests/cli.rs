@@ -591,49 +591,19 @@ fn kill_then_rerun_in_place_gives_the_same_bytes_as_an_uninterrupted_run() {
     child.kill().unwrap();
     child.wait().unwrap();
     let (_, resumed) = p.run_json(&["run", "p.toml"]);
-    let resumed_objects = tree_bytes(&p.path().join("cache/objects"));
+    let resumed_objects = artifact_bytes(&p.path().join("cache"));
     // Now recompute everything from scratch in the same folder and compare.
     std::fs::remove_dir_all(p.path().join("cache")).unwrap();
     std::fs::create_dir(p.path().join("cache")).unwrap();
     let (_, clean) = p.run_json(&["run", "p.toml"]);
-    let keys = |v: &serde_json::Value| {
-        v["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["key"].clone())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(keys(&resumed), keys(&clean));
-    let clean_objects = tree_bytes(&p.path().join("cache/objects"));
-    let strip = |t: Vec<(String, Vec<u8>)>| {
-        t.into_iter()
-            .filter(|(n, _)| !n.ends_with("result.json") && !n.ends_with("manifest.json"))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(strip(resumed_objects), strip(clean_objects));
+    assert_eq!(stage_field(&resumed, "key"), stage_field(&clean, "key"));
+    assert_eq!(resumed_objects, artifact_bytes(&p.path().join("cache")));
 }
 
 #[test]
 fn concurrent_runs_compute_each_key_once() {
     let p = Project::new(8, 0);
-    let children: Vec<_> = (0..3)
-        .map(|_| {
-            p.command(&["run", "p.toml", "--json"])
-                .env("GP_SLEEP_MS", "150")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let outputs: Vec<_> = children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
-        .collect();
-    for o in &outputs {
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    let outputs = p.run_simultaneously(&vec![vec!["run", "p.toml", "--json"]; 3], 150);
     let mut starts = p.starts();
     starts.sort();
     assert_eq!(
@@ -750,17 +720,20 @@ fn runs_lists_history_and_compare_shows_what_differs() {
     assert_eq!(code, 2);
 }
 
+/// A 2×2 sweep; the second list holds TOML arrays with commas inside.
+const GRID_SWEEP: [&str; 6] = [
+    "run",
+    "p.toml",
+    "--sweep",
+    "train.epochs=1,2",
+    "--sweep",
+    "train.conv=[{filters = 4, kernel = 3}],[{filters = 8, kernel = 3}, {filters = 8, kernel = 3}]",
+];
+
 #[test]
 fn sweep_runs_the_grid_sharing_upstream_and_prints_the_compare_table() {
     let p = Project::new(5, 0);
-    let out = p.run(&[
-        "run",
-        "p.toml",
-        "--sweep",
-        "train.epochs=1,2",
-        "--sweep",
-        "train.conv=[{filters = 4, kernel = 3}],[{filters = 8, kernel = 3}, {filters = 8, kernel = 3}]",
-    ]);
+    let out = p.run(&GRID_SWEEP);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -787,14 +760,7 @@ fn sweep_runs_the_grid_sharing_upstream_and_prints_the_compare_table() {
     );
     // The same sweep again reuses everything and still prints the table; JSON too.
     p.clear_log();
-    let (code, v) = p.run_json(&[
-        "run",
-        "p.toml",
-        "--sweep",
-        "train.epochs=1,2",
-        "--sweep",
-        "train.conv=[{filters = 4, kernel = 3}],[{filters = 8, kernel = 3}, {filters = 8, kernel = 3}]",
-    ]);
+    let (code, v) = p.run_json(&GRID_SWEEP);
     assert_eq!(code, 0);
     assert!(p.starts().is_empty(), "{:?}", p.starts());
     assert_eq!(v["runs"].as_array().unwrap().len(), 4);
@@ -893,26 +859,7 @@ fn cache_dir_flag_and_env_are_honoured() {
 fn synthetic_data_runs_through_ingest_crop_and_baseline() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("cache")).unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .args([
-            "synth",
-            "--out",
-            "data",
-            "--count",
-            "240",
-            "--test-count",
-            "16",
-            "--seed",
-            "5",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    synth(dir.path(), 240, 16, 5);
     // The labels obey the decision tree.
     let labels = galaxy_pipe::stages::ingest::read_labels(
         &dir.path().join("data/training_solutions_rev1.csv"),
@@ -1064,22 +1011,7 @@ fn a_full_disk_fails_the_stage_naming_the_file_and_publishes_nothing() {
     // RLIMIT_FSIZE stands in for a full disk: writes past 200 KiB fail with EFBIG.
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("cache")).unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .args([
-            "synth",
-            "--out",
-            "data",
-            "--count",
-            "60",
-            "--test-count",
-            "0",
-            "--seed",
-            "2",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    synth(dir.path(), 60, 0, 2);
     std::fs::write(dir.path().join("p.toml"), DATA_PIPELINE).unwrap();
     let bin_path = assert_cmd::cargo::cargo_bin("galaxy-pipe");
     let out = std::process::Command::new("sh")
@@ -1216,22 +1148,7 @@ fn history_losses(dir: &std::path::Path) -> Vec<(u32, Option<u32>, f64)> {
 #[test]
 fn training_killed_mid_run_resumes_to_the_same_result_as_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .args([
-            "synth",
-            "--out",
-            "data",
-            "--count",
-            "400",
-            "--test-count",
-            "20",
-            "--seed",
-            "4",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    synth(dir.path(), 400, 20, 4);
     std::fs::write(dir.path().join("p.toml"), NN_PIPELINE).unwrap();
     let mut args: Vec<&str> = vec![
         "run",
@@ -1331,22 +1248,7 @@ fn training_killed_mid_run_resumes_to_the_same_result_as_an_uninterrupted_run() 
 fn a_trained_model_beats_the_mean_on_synthetic_galaxies_and_submits() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("cache")).unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .args([
-            "synth",
-            "--out",
-            "data",
-            "--count",
-            "600",
-            "--test-count",
-            "30",
-            "--seed",
-            "8",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    synth(dir.path(), 600, 30, 8);
     std::fs::write(dir.path().join("p.toml"), NN_PIPELINE).unwrap();
     let mut args: Vec<&str> = vec![
         "run",

@@ -35,26 +35,7 @@ fn first_json(stdout: &[u8]) -> serde_json::Value {
 }
 
 fn keys(v: &serde_json::Value) -> BTreeMap<String, String> {
-    v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["id"].as_str().unwrap().to_string(),
-                s["key"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
-}
-
-/// Published artifacts (out/ and fingerprint.json) of every object; the timing-bearing
-/// result.json and the mtime-bearing manifest.json are left out.
-fn artifact_bytes(cache: &Path) -> Vec<(String, Vec<u8>)> {
-    tree_bytes(&cache.join("objects"))
-        .into_iter()
-        .filter(|(n, _)| !n.ends_with("result.json") && !n.ends_with("manifest.json"))
-        .collect()
+    stage_field(v, "key").into_iter().collect()
 }
 
 // ---------------------------------------------------------------- concurrency
@@ -62,23 +43,7 @@ fn artifact_bytes(cache: &Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn four_simultaneous_runs_agree_and_compute_each_key_once() {
     let p = Project::new(8, 0);
-    let children: Vec<_> = (0..4)
-        .map(|_| {
-            p.command(&["run", "p.toml", "--json"])
-                .env("GP_SLEEP_MS", "120")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let outputs: Vec<_> = children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
-        .collect();
-    for o in &outputs {
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    let outputs = p.run_simultaneously(&vec![vec!["run", "p.toml", "--json"]; 4], 120);
     let results: Vec<_> = outputs
         .iter()
         .map(|o| keys(&first_json(&o.stdout)))
@@ -97,29 +62,13 @@ fn four_simultaneous_runs_agree_and_compute_each_key_once() {
 #[test]
 fn simultaneous_runs_with_different_overrides_share_upstream_artifacts() {
     let p = Project::new(8, 0);
-    let children: Vec<_> = [
-        "train.epochs=1",
-        "train.epochs=2",
-        "train.epochs=1",
-        "train.epochs=2",
-    ]
-    .iter()
-    .map(|set| {
-        p.command(&["run", "p.toml", "--json", "--set", set])
-            .env("GP_SLEEP_MS", "120")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    })
-    .collect();
-    let outputs: Vec<_> = children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
+    let runs: Vec<Vec<&str>> = ["train.epochs=1", "train.epochs=2"]
+        .iter()
+        .cycle()
+        .take(4)
+        .map(|set| vec!["run", "p.toml", "--json", "--set", set])
         .collect();
-    for o in &outputs {
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    let outputs = p.run_simultaneously(&runs, 120);
     let mut starts = p.starts();
     starts.sort();
     assert_eq!(

@@ -284,6 +284,30 @@ impl Project {
         cmd
     }
 
+    /// Starts one run per argument list at the same moment (every fake stage sleeping
+    /// `sleep_ms`), waits for all of them and checks that each succeeded.
+    pub fn run_simultaneously(&self, runs: &[Vec<&str>], sleep_ms: u64) -> Vec<Output> {
+        let children: Vec<_> = runs
+            .iter()
+            .map(|args| {
+                self.command(args)
+                    .env("GP_SLEEP_MS", sleep_ms.to_string())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let outputs: Vec<Output> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        for o in &outputs {
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        outputs
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
@@ -311,6 +335,11 @@ impl Project {
 
 /// `(stage id, outcome)` pairs of a `run --json` result.
 pub fn outcomes(v: &serde_json::Value) -> Vec<(String, String)> {
+    stage_field(v, "outcome")
+}
+
+/// `(stage id, field)` pairs of a `run --json` result (`""` where the field is absent).
+pub fn stage_field(v: &serde_json::Value, field: &str) -> Vec<(String, String)> {
     v["stages"]
         .as_array()
         .unwrap()
@@ -318,7 +347,7 @@ pub fn outcomes(v: &serde_json::Value) -> Vec<(String, String)> {
         .map(|s| {
             (
                 s["id"].as_str().unwrap().to_string(),
-                s["outcome"].as_str().unwrap().to_string(),
+                s[field].as_str().unwrap_or("").to_string(),
             )
         })
         .collect()
@@ -422,22 +451,7 @@ pub fn sample_dir() -> Option<std::path::PathBuf> {
 pub fn data_with_bad_image(bad: &[u8]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("cache")).unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .args([
-            "synth",
-            "--out",
-            "data",
-            "--count",
-            "12",
-            "--test-count",
-            "0",
-            "--seed",
-            "9",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    synth(dir.path(), 12, 0, 9);
     std::fs::write(dir.path().join("data/images_training_rev1/100004.jpg"), bad).unwrap();
     std::fs::write(dir.path().join("p.toml"), DATA_PIPELINE).unwrap();
     dir
@@ -486,16 +500,34 @@ output = "out/submission.csv"
 
 pub fn small_full_project(count: usize, test_count: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let out = bin()
-        .current_dir(dir.path())
-        .args(["synth", "--out", "data", "--seed", "7", "--count"])
-        .arg(count.to_string())
-        .arg("--test-count")
-        .arg(test_count.to_string())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    synth(dir.path(), count, test_count, 7);
     std::fs::write(dir.path().join("p.toml"), SMALL_FULL_PIPELINE).unwrap();
     std::fs::create_dir(dir.path().join("cache")).unwrap();
     dir
+}
+
+/// `galaxy-pipe synth` into `dir/data`.
+pub fn synth(dir: &Path, count: usize, test_count: usize, seed: u64) {
+    let out = bin()
+        .current_dir(dir)
+        .args(["synth", "--out", "data"])
+        .args(["--count", &count.to_string()])
+        .args(["--test-count", &test_count.to_string()])
+        .args(["--seed", &seed.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Published artifacts (`out/` files and `fingerprint.json`) of every object in a cache; the
+/// timing-bearing result.json and the mtime-bearing manifest.json are left out.
+pub fn artifact_bytes(cache: &Path) -> Vec<(String, Vec<u8>)> {
+    tree_bytes(&cache.join("objects"))
+        .into_iter()
+        .filter(|(n, _)| !n.ends_with("result.json") && !n.ends_with("manifest.json"))
+        .collect()
 }
