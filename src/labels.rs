@@ -138,7 +138,7 @@ pub const ANSWER_NAMES: [&str; 37] = [
     "ring", "lens/arc", "disturbed", "irregular", "other", "merger", "dust lane",
     "rounded", "boxy", "no bulge",
     "tight", "medium", "loose",
-    "1", "2", "3", "4", "more than four", "can't tell",
+    "1 arm", "2 arms", "3 arms", "4 arms", "more than four", "can't tell",
 ];
 
 /// The largest absolute deviation of any question's sum from its parent value.

@@ -370,7 +370,7 @@ fn worst_gallery(predictions: &Path, crops: &Path) -> Result<String, String> {
             let class = if p == t { "" } else { " class=\"wrong\"" };
             let _ = write!(
                 html,
-                "<tr{class}><td>Q{} {}</td><td>{} {:.2}</td><td>{} {:.2}</td></tr>",
+                "<tr{class}><td>Q{} {}</td><td class=\"a\">{} <span class=\"v\">{:.2}</span></td><td class=\"a\">{} <span class=\"v\">{:.2}</span></td></tr>",
                 q.number,
                 esc(QUESTION_TEXT[q.number as usize - 1]),
                 esc(ANSWER_NAMES[p]),
@@ -405,11 +405,13 @@ figure { margin: 8px 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e3e6ec; }
 figcaption { font-size: 0.85rem; color: #4a5366; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 12px; }
-.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(380px, 1fr)); gap: 14px; }
+.gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: 14px; }
 .card { display: flex; gap: 10px; border: 1px solid #d5dae3; border-radius: 8px; padding: 8px; font-size: 0.85rem; }
 .card img.crop { width: 128px; height: 128px; image-rendering: pixelated; flex: none; }
 table.answers { font-size: 0.75rem; margin: 4px 0 0; }
 table.answers td, table.answers th { padding: 1px 4px; }
+table.answers td.a { white-space: nowrap; }
+table.answers .v { color: #5b6478; font-variant-numeric: tabular-nums; }
 tr.wrong td { background: #fbeaea; }
 svg.dag { max-width: 100%; height: auto; font-family: inherit; }
 "#;
