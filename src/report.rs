@@ -245,6 +245,18 @@ fn first_of_kind<'v, 'a>(views: &'v [StageView<'a>], kind: &str) -> Option<&'v S
     views.iter().find(|v| v.record.kind == kind)
 }
 
+/// Why a stage kind's artifacts cannot be shown.
+fn unavailable(views: &[StageView], kind: &str) -> String {
+    match first_of_kind(views, kind) {
+        None => format!("this run has no `{kind}` stage"),
+        Some(v) if v.record.key.is_none() => format!("`{}` did not run", v.record.id),
+        Some(v) => format!(
+            "the artifacts of `{}` (or of its crop input) are no longer in the cache (removed by gc?)",
+            v.record.id
+        ),
+    }
+}
+
 fn file_of(views: &[StageView], kind: &str, name: &str) -> Option<PathBuf> {
     first_of_kind(views, kind)
         .and_then(|v| v.out_dir.as_ref())
@@ -526,7 +538,13 @@ pub fn render(store: &Store, run: &RunRecord) -> String {
                 let _ = write!(html, "<p class=\"missing\">metrics: {}</p>", esc(&e));
             }
         },
-        None => html.push_str("<p class=\"missing\">no evaluate stage in this run</p>"),
+        None => {
+            let _ = write!(
+                html,
+                "<p class=\"missing\">metrics: {}</p>",
+                unavailable(&views, "evaluate")
+            );
+        }
     }
     html.push_str(&figure(
         file_of(&views, "evaluate", "per_class_rmse.png"),
@@ -558,9 +576,13 @@ pub fn render(store: &Store, run: &RunRecord) -> String {
                 }
             }
         }
-        _ => html.push_str(
-            "<p class=\"missing\">needs the evaluate stage and its crops in the cache</p>",
-        ),
+        _ => {
+            let _ = write!(
+                html,
+                "<p class=\"missing\">gallery: {}</p>",
+                unavailable(&views, "evaluate")
+            );
+        }
     }
     html.push_str(LOAD_CHECK);
     html.push_str("</body></html>\n");

@@ -1434,6 +1434,16 @@ fn report_is_one_self_contained_html_file_that_renders_in_chromium() {
             .contains("train.epochs=1")
     );
 
+    // After gc, a report of the older run still renders and says what is gone.
+    assert_eq!(run_real(dir.path(), &["gc", "--keep-runs", "1"]).0, 0);
+    let (code, _, err) = run_real(dir.path(), &["report", &run_id, "--out", "old.html"]);
+    assert_eq!(code, 0, "{err}");
+    let old = std::fs::read_to_string(dir.path().join("old.html")).unwrap();
+    assert!(
+        old.contains("are no longer in the cache") && old.contains("<h2>Crops</h2>"),
+        "names what gc removed"
+    );
+
     let Some(chrome) = chromium() else { return };
     let page = format!("file://{}", dir.path().join("report.html").display());
     let dom = headless(&chrome, &dir.path().join("profile-dom"))
