@@ -349,7 +349,9 @@ fn worst_gallery(predictions: &Path, crops: &Path) -> Result<String, String> {
         .enumerate()
         .map(|(i, id)| (*id, i))
         .collect();
-    let mut scored: Vec<(f64, u64, &[f32; N_CLASSES], usize, [f32; N_CLASSES])> = model
+    // (RMSE, GalaxyID, prediction, crop row, truth) of each validation galaxy.
+    type Scored<'a> = (f64, u64, &'a [f32; N_CLASSES], usize, [f32; N_CLASSES]);
+    let mut scored: Vec<Scored> = model
         .iter()
         .filter_map(|(id, p)| {
             let i = *row_of.get(id)?;

@@ -139,14 +139,14 @@ fn damage_to_any_cached_artifact_is_detected_reported_and_recomputed() {
                 err.contains(&format!("cached output of `{stage}` is damaged")),
                 "{what} was reported: {err}"
             );
-            assert_eq!(ids_with(&v, "ran"), [stage.clone()], "{what}");
+            assert_eq!(ids_with(&v, "ran"), [stage.as_str()], "{what}");
             assert_eq!(artifact_bytes(&cache), clean, "{what}: recomputed bytes");
             tried += 1;
         }
         std::fs::write(object.join("fingerprint.json"), "{\"kind\": garbled").unwrap();
         let (code, v, err) = run_real(dir.path(), &["run", "p.toml"]);
         assert_eq!(code, 0, "{err}");
-        assert_eq!(ids_with(&v, "ran"), [stage.clone()], "garbled fingerprint");
+        assert_eq!(ids_with(&v, "ran"), [stage.as_str()], "garbled fingerprint");
         assert_eq!(artifact_bytes(&cache), clean);
         tried += 1;
     }
