@@ -305,10 +305,22 @@ impl Store {
         })
     }
 
-    /// Remove temp folders no live run is writing (their key lock is free), and lock files a
-    /// killed run left behind.
+    /// Remove temp folders no live run is writing (their key lock is free), work areas of keys
+    /// that are already published (a kill between publishing and cleaning up), and lock files a
+    /// killed run left behind. Work areas of unpublished keys stay: they hold checkpoints.
     pub fn sweep(&self) -> usize {
         let mut removed = 0;
+        if let Ok(work) = std::fs::read_dir(self.root.join("work")) {
+            for entry in work.flatten() {
+                let key = entry.file_name().to_string_lossy().into_owned();
+                if self.object_dir(&key).is_dir()
+                    && let Ok(Some(_lock)) = KeyLock::try_acquire(&self.lock_path(&key))
+                    && std::fs::remove_dir_all(entry.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
         if let Ok(locks) = std::fs::read_dir(self.root.join("locks")) {
             for entry in locks.flatten() {
                 // Taking a free lock and dropping it removes its file; held locks are untouched.
@@ -316,7 +328,7 @@ impl Store {
             }
         }
         let Ok(entries) = std::fs::read_dir(self.root.join("tmp")) else {
-            return 0;
+            return removed;
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
