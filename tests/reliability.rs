@@ -240,7 +240,8 @@ fn a_garbled_run_record_is_reported_and_never_used() {
 /// `setpriv --reuid nobody`, since root ignores file permissions. `None` when that is impossible.
 fn unprivileged(dir: &Path, args: &[&str]) -> Option<std::process::Output> {
     let bin_path = assert_cmd::cargo::cargo_bin("galaxy-pipe");
-    let root = std::fs::metadata("/proc/self")
+    // `dir` was created by this process, so its owner is the user the tests run as.
+    let root = std::fs::metadata(dir)
         .map(|m| m.uid() == 0)
         .unwrap_or(false);
     let mut cmd = if root {
