@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use crate::cache::{Fingerprint, Lookup, Store};
+use crate::cache::{Lookup, Store};
 use crate::records::{self, Outcome, RunRecord};
 
 /// The headline metric of a run: the validation RMSE of its evaluate stage, if any.
@@ -144,17 +144,9 @@ fn stage_into(
     let Lookup::Valid(a) = store.peek(key, false) else {
         return None;
     };
-    if let Ok(bytes) = std::fs::read(
-        a.out_dir
-            .parent()
-            .expect("object folder")
-            .join("fingerprint.json"),
-    ) && let Ok(fp) = serde_json::from_slice::<Fingerprint>(&bytes)
-    {
-        flatten(id, &fp.params, params);
-        if let Some(seed) = fp.seed {
-            params.insert(format!("{id}.(seed)"), seed.to_string());
-        }
+    flatten(id, &a.fingerprint.params, params);
+    if let Some(seed) = a.fingerprint.seed {
+        params.insert(format!("{id}.(seed)"), seed.to_string());
     }
     Some(a.report.metrics)
 }

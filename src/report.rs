@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 
 use crate::artifacts::{self, Split};
-use crate::cache::{Fingerprint, Lookup, Store};
+use crate::cache::{Artifact, Fingerprint, Lookup, Store};
 use crate::labels::{ANSWER_NAMES, N_CLASSES, QUESTION_TEXT, QUESTIONS};
 use crate::records::{Outcome, RunRecord, StageRecord};
 
@@ -19,30 +19,31 @@ const WORST: usize = 12;
 /// A stage of the run with its published folder, if the artifact is still in the cache.
 struct StageView<'a> {
     record: &'a StageRecord,
-    out_dir: Option<PathBuf>,
-    fingerprint: Option<Fingerprint>,
+    artifact: Option<Artifact>,
+}
+
+impl StageView<'_> {
+    fn out_dir(&self) -> Option<&PathBuf> {
+        self.artifact.as_ref().map(|a| &a.out_dir)
+    }
+
+    fn fingerprint(&self) -> Option<&Fingerprint> {
+        self.artifact.as_ref().map(|a| &a.fingerprint)
+    }
 }
 
 fn stage_views<'a>(store: &Store, run: &'a RunRecord) -> Vec<StageView<'a>> {
     run.stages
         .iter()
-        .map(|record| {
-            let out_dir = record
+        .map(|record| StageView {
+            record,
+            artifact: record
                 .key
                 .as_ref()
                 .and_then(|k| match store.peek(k, false) {
-                    Lookup::Valid(a) => Some(a.out_dir),
+                    Lookup::Valid(a) => Some(a),
                     _ => None,
-                });
-            let fingerprint = out_dir.as_ref().and_then(|d| {
-                let bytes = std::fs::read(d.parent()?.join("fingerprint.json")).ok()?;
-                serde_json::from_slice(&bytes).ok()
-            });
-            StageView {
-                record,
-                out_dir,
-                fingerprint,
-            }
+                }),
         })
         .collect()
 }
@@ -92,8 +93,7 @@ fn dag_svg(views: &[StageView]) -> String {
     let inputs: Vec<Vec<usize>> = views
         .iter()
         .map(|v| {
-            v.fingerprint
-                .as_ref()
+            v.fingerprint()
                 .map(|f| {
                     f.inputs
                         .keys()
@@ -210,7 +210,7 @@ fn params_table(views: &[StageView]) -> String {
         "<table class=\"params\"><thead><tr><th>stage</th><th>parameter</th><th>value</th></tr></thead><tbody>",
     );
     for v in views {
-        let Some(fp) = &v.fingerprint else {
+        let Some(fp) = v.fingerprint() else {
             let _ = write!(
                 html,
                 "<tr><td>{}</td><td colspan=\"2\" class=\"missing\">artifact not in the cache</td></tr>",
@@ -259,7 +259,7 @@ fn unavailable(views: &[StageView], kind: &str) -> String {
 
 fn file_of(views: &[StageView], kind: &str, name: &str) -> Option<PathBuf> {
     first_of_kind(views, kind)
-        .and_then(|v| v.out_dir.as_ref())
+        .and_then(|v| v.out_dir())
         .map(|d| d.join(name))
 }
 
@@ -560,7 +560,7 @@ pub fn render(store: &Store, run: &RunRecord) -> String {
     );
     let evaluate = first_of_kind(&views, "evaluate");
     let crop_of_evaluate = evaluate
-        .and_then(|e| e.fingerprint.as_ref())
+        .and_then(|e| e.fingerprint())
         .and_then(|fp| {
             fp.inputs.keys().find_map(|id| {
                 views
@@ -568,8 +568,8 @@ pub fn render(store: &Store, run: &RunRecord) -> String {
                     .find(|v| &v.record.id == id && v.record.kind == "crop")
             })
         })
-        .and_then(|v| v.out_dir.as_ref());
-    match (evaluate.and_then(|e| e.out_dir.as_ref()), crop_of_evaluate) {
+        .and_then(|v| v.out_dir());
+    match (evaluate.and_then(|e| e.out_dir()), crop_of_evaluate) {
         (Some(e), Some(c)) => {
             match worst_gallery(&e.join("predictions.parquet"), &c.join("crops.parquet")) {
                 Ok(g) => html.push_str(&g),

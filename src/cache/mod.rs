@@ -84,6 +84,8 @@ pub struct Artifact {
     pub out_dir: PathBuf,
     pub digest: String,
     pub report: StageReport,
+    /// What was hashed into the key (parameters with defaults, inputs, seed).
+    pub fingerprint: Fingerprint,
 }
 
 /// The result of looking a key up.
@@ -210,6 +212,7 @@ impl Store {
             out_dir,
             digest: manifest.digest,
             report,
+            fingerprint: fp,
         })
     }
 
@@ -302,6 +305,7 @@ impl Store {
             out_dir: target.join("out"),
             digest: manifest.digest,
             report: report.clone(),
+            fingerprint: fp.clone(),
         })
     }
 
