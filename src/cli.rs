@@ -380,36 +380,22 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
             verify,
             sweep,
         } => {
-            if !sweep.is_empty() {
-                let opts = RunOptions {
-                    until,
-                    only,
-                    force,
-                    force_all,
-                    jobs: jobs.unwrap_or_else(default_jobs),
-                    dry_run,
-                    verify_inputs,
-                    verify,
-                };
-                return run_sweep(&args, &sweep, cache_flag, registry, &opts, json);
-            }
-            let (pipeline, graph) = load(&args)?;
-            for id in force.iter().chain(&only) {
-                crate::graph::index_of(&pipeline, id)?;
-            }
-            let selected = graph.select(&pipeline, until.as_deref(), &only)?;
-            let store = open_store(cache_flag, Some(&pipeline))?;
-            let jobs = jobs.unwrap_or_else(default_jobs);
             let opts = RunOptions {
                 until,
                 only,
                 force,
                 force_all,
-                jobs,
+                jobs: jobs.unwrap_or_else(default_jobs),
                 dry_run,
                 verify_inputs,
                 verify,
             };
+            if !sweep.is_empty() {
+                return run_sweep(&args, &sweep, cache_flag, registry, &opts, json);
+            }
+            let (pipeline, graph) = load(&args)?;
+            let selected = select(&pipeline, &graph, &opts)?;
+            let store = open_store(cache_flag, Some(&pipeline))?;
             run(&pipeline, &graph, &store, registry, &selected, &opts, json).map(|(code, _)| code)
         }
         Command::Status(args) => {
@@ -707,6 +693,19 @@ fn run(
     Ok((code, run_id))
 }
 
+/// The stages `run` selects (`--until`, `--only`), after checking every stage id the options
+/// name (`--force`, `--only`).
+fn select(
+    pipeline: &Pipeline,
+    graph: &Graph,
+    opts: &RunOptions,
+) -> Result<BTreeSet<usize>, Failure> {
+    for id in opts.force.iter().chain(&opts.only) {
+        crate::graph::index_of(pipeline, id)?;
+    }
+    Ok(graph.select(pipeline, opts.until.as_deref(), &opts.only)?)
+}
+
 fn default_jobs() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -796,7 +795,7 @@ fn run_sweep(
             set: args.set.iter().chain(sets).cloned().collect(),
         };
         let (pipeline, graph) = load(&point_args)?;
-        let selected = graph.select(&pipeline, opts.until.as_deref(), &opts.only)?;
+        let selected = select(&pipeline, &graph, opts)?;
         points.push((sets, pipeline, graph, selected));
     }
     let store = open_store(cache_flag, Some(&points[0].1))?;
