@@ -76,6 +76,27 @@ impl Split {
             Split::Test => "test",
         }
     }
+
+    pub fn parse(name: &str) -> Option<Split> {
+        [Split::Train, Split::Valid, Split::Test]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
+}
+
+/// Column `name` of `batch` as the Arrow array type `T`, or a schema error naming the file.
+pub fn column<'a, T: 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+    path: &Path,
+) -> Result<&'a T, ArtifactError> {
+    batch
+        .column_by_name(name)
+        .and_then(|a| a.as_any().downcast_ref::<T>())
+        .ok_or_else(|| ArtifactError::Schema {
+            path: path.display().to_string(),
+            what: format!("column `{name}` is missing or has the wrong type"),
+        })
 }
 
 pub fn catalog_batch(rows: &[CatalogRow]) -> RecordBatch {
@@ -243,21 +264,15 @@ pub fn predictions_schema() -> Schema {
 
 /// `predictions.parquet` of `baseline` or `evaluate`: method → [(GalaxyID, prediction)].
 pub fn read_predictions(path: &Path) -> Result<PredictionsByMethod, ArtifactError> {
-    use arrow::array::{Array, StringArray, UInt64Array};
+    use arrow::array::{StringArray, UInt64Array};
     let bad = |what: &str| ArtifactError::Schema {
         path: path.display().to_string(),
         what: what.to_string(),
     };
     let mut out = PredictionsByMethod::new();
     for batch in read_parquet(path)? {
-        let ids = batch
-            .column_by_name("GalaxyID")
-            .and_then(|a| a.as_any().downcast_ref::<UInt64Array>())
-            .ok_or_else(|| bad("GalaxyID"))?;
-        let methods = batch
-            .column_by_name("method")
-            .and_then(|a| a.as_any().downcast_ref::<StringArray>())
-            .ok_or_else(|| bad("method"))?;
+        let ids = column::<UInt64Array>(&batch, "GalaxyID", path)?;
+        let methods = column::<StringArray>(&batch, "method", path)?;
         let cols = label_columns(&batch, path)?;
         for r in 0..batch.num_rows() {
             let p = labels_at(&cols, r).ok_or_else(|| bad("null prediction"))?;
@@ -305,15 +320,7 @@ pub fn label_columns<'a>(
 ) -> Result<Vec<&'a arrow::array::Float32Array>, ArtifactError> {
     CLASS_NAMES
         .iter()
-        .map(|c| {
-            batch
-                .column_by_name(c)
-                .and_then(|a| a.as_any().downcast_ref::<arrow::array::Float32Array>())
-                .ok_or_else(|| ArtifactError::Schema {
-                    path: path.display().to_string(),
-                    what: format!("column {c} missing or not f32"),
-                })
-        })
+        .map(|c| column::<arrow::array::Float32Array>(batch, c, path))
         .collect()
 }
 
@@ -332,46 +339,21 @@ pub fn labels_at(cols: &[&arrow::array::Float32Array], r: usize) -> Option<[f32;
 
 /// Read `catalog.parquet` back into rows.
 pub fn read_catalog(path: &Path) -> Result<Vec<CatalogRow>, ArtifactError> {
-    use arrow::array::{Array, StringArray, UInt64Array};
+    use arrow::array::{StringArray, UInt64Array};
     let bad = |what: &str| ArtifactError::Schema {
         path: path.display().to_string(),
         what: what.to_string(),
     };
     let mut rows = Vec::new();
     for batch in read_parquet(path)? {
-        let col = |name: &str| {
-            batch
-                .column_by_name(name)
-                .ok_or_else(|| bad(&format!("missing column {name}")))
-        };
-        let ids = col("GalaxyID")?
-            .as_any()
-            .downcast_ref::<UInt64Array>()
-            .ok_or_else(|| bad("GalaxyID is not u64"))?
-            .clone();
-        let splits = col("split")?
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| bad("split is not a string"))?
-            .clone();
-        let paths = col("image_path")?
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| bad("image_path is not a string"))?
-            .clone();
-        let digests = col("image_digest")?
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| bad("image_digest is not a string"))?
-            .clone();
+        let ids = column::<UInt64Array>(&batch, "GalaxyID", path)?;
+        let splits = column::<StringArray>(&batch, "split", path)?;
+        let paths = column::<StringArray>(&batch, "image_path", path)?;
+        let digests = column::<StringArray>(&batch, "image_digest", path)?;
         let labels = label_columns(&batch, path)?;
         for r in 0..batch.num_rows() {
-            let split = match splits.value(r) {
-                "train" => Split::Train,
-                "valid" => Split::Valid,
-                "test" => Split::Test,
-                other => return Err(bad(&format!("unknown split `{other}`"))),
-            };
+            let split = Split::parse(splits.value(r))
+                .ok_or_else(|| bad(&format!("unknown split `{}`", splits.value(r))))?;
             let row_labels = labels_at(&labels, r);
             rows.push(CatalogRow {
                 id: ids.value(r),
@@ -648,26 +630,13 @@ fn crop_batch_into(
         path: path.display().to_string(),
         what: what.to_string(),
     };
-    let ids = batch
-        .column_by_name("GalaxyID")
-        .and_then(|a| a.as_any().downcast_ref::<UInt64Array>())
-        .ok_or_else(|| bad("GalaxyID"))?;
-    let splits = batch
-        .column_by_name("split")
-        .and_then(|a| a.as_any().downcast_ref::<StringArray>())
-        .ok_or_else(|| bad("split"))?;
-    let px = batch
-        .column_by_name("pixels")
-        .and_then(|a| a.as_any().downcast_ref::<FixedSizeBinaryArray>())
-        .ok_or_else(|| bad("pixels"))?;
+    let ids = column::<UInt64Array>(batch, "GalaxyID", path)?;
+    let splits = column::<StringArray>(batch, "split", path)?;
+    let px = column::<FixedSizeBinaryArray>(batch, "pixels", path)?;
     cols.ids.extend(ids.values().iter().copied());
     for s in splits.iter() {
-        cols.splits.push(match s {
-            Some("train") => Split::Train,
-            Some("valid") => Split::Valid,
-            Some("test") => Split::Test,
-            _ => return Err(bad("split")),
-        });
+        cols.splits
+            .push(s.and_then(Split::parse).ok_or_else(|| bad("split"))?);
     }
     let label_cols = label_columns(batch, path)?;
     cols.labels

@@ -265,23 +265,16 @@ fn file_of(views: &[StageView], kind: &str, name: &str) -> Option<PathBuf> {
 
 /// Per-question RMSE of the model and each baseline (from evaluate's metrics.parquet).
 fn rmse_table(metrics: &Path) -> Result<String, String> {
-    use arrow::array::{Array, Float64Array, StringArray};
+    use arrow::array::{Float64Array, StringArray};
     let batches = artifacts::read_parquet(metrics).map_err(|e| e.to_string())?;
     let mut table: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     for b in &batches {
-        let col = |n: &str| b.column_by_name(n).ok_or(format!("{n} missing"));
-        let method = col("method")?
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or("method")?;
-        let scope = col("scope")?
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or("scope")?;
-        let rmse = col("rmse")?
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .ok_or("rmse")?;
+        let method =
+            artifacts::column::<StringArray>(b, "method", metrics).map_err(|e| e.to_string())?;
+        let scope =
+            artifacts::column::<StringArray>(b, "scope", metrics).map_err(|e| e.to_string())?;
+        let rmse =
+            artifacts::column::<Float64Array>(b, "rmse", metrics).map_err(|e| e.to_string())?;
         for r in 0..b.num_rows() {
             table
                 .entry(method.value(r).to_string())

@@ -224,29 +224,19 @@ pub fn square_around(
     let y = (cy2 - side) / 2;
     let fits =
         |x: i64, y: i64| x >= 0 && y >= 0 && x + side <= width as i64 && y + side <= height as i64;
+    let square = |x: i64, y: i64| BoxPx {
+        x: x as usize,
+        y: y as usize,
+        w: side as usize,
+        h: side as usize,
+    };
     if fits(x, y) {
-        return (
-            BoxPx {
-                x: x as usize,
-                y: y as usize,
-                w: side as usize,
-                h: side as usize,
-            },
-            Placement::Roi,
-        );
+        return (square(x, y), Placement::Roi);
     }
     if clamp && side <= width.min(height) as i64 {
         let x = x.clamp(0, width as i64 - side);
         let y = y.clamp(0, height as i64 - side);
-        return (
-            BoxPx {
-                x: x as usize,
-                y: y as usize,
-                w: side as usize,
-                h: side as usize,
-            },
-            Placement::Clamped,
-        );
+        return (square(x, y), Placement::Clamped);
     }
     whole
 }
