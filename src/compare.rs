@@ -113,11 +113,17 @@ pub fn resolve<'a>(
 }
 
 /// Flatten a JSON value into `prefix.key` → rendered value.
-fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+/// Flattens nested parameters into `prefix.key.subkey` → rendered value (no prefix when empty).
+pub fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
     match v {
         serde_json::Value::Object(m) => {
             for (k, x) in m {
-                flatten(&format!("{prefix}.{k}"), x, out);
+                let name = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&name, x, out);
             }
         }
         other => {

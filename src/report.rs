@@ -159,22 +159,6 @@ fn dag_svg(views: &[StageView]) -> String {
     svg
 }
 
-fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, x) in m {
-                let name = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&name, x, out);
-            }
-        }
-        other => out.push((prefix.to_string(), other.to_string())),
-    }
-}
-
 fn stage_table(views: &[StageView]) -> String {
     let mut html = String::from(
         "<table><thead><tr><th>stage</th><th>kind</th><th>outcome</th><th class=\"num\">seconds</th><th>key</th><th>notes</th></tr></thead><tbody>",
@@ -218,8 +202,9 @@ fn params_table(views: &[StageView]) -> String {
             );
             continue;
         };
-        let mut rows = Vec::new();
-        flatten("", &fp.params, &mut rows);
+        let mut params = BTreeMap::new();
+        crate::compare::flatten("", &fp.params, &mut params);
+        let mut rows: Vec<(String, String)> = params.into_iter().collect();
         if let Some(seed) = fp.seed {
             rows.push(("(seed)".into(), seed.to_string()));
         }
@@ -320,15 +305,6 @@ fn rmse_table(metrics: &Path) -> Result<String, String> {
     Ok(html)
 }
 
-fn rmse_of(a: &[f32; N_CLASSES], b: &[f32; N_CLASSES]) -> f64 {
-    (a.iter()
-        .zip(b)
-        .map(|(x, y)| ((x - y) as f64).powi(2))
-        .sum::<f64>()
-        / N_CLASSES as f64)
-        .sqrt()
-}
-
 /// The validation galaxies the model predicts worst, with predicted vs true answers.
 fn worst_gallery(predictions: &Path, crops: &Path) -> Result<String, String> {
     let preds = artifacts::read_predictions(predictions).map_err(|e| e.to_string())?;
@@ -348,8 +324,12 @@ fn worst_gallery(predictions: &Path, crops: &Path) -> Result<String, String> {
         .iter()
         .filter_map(|(id, p)| {
             let i = *row_of.get(id)?;
+            if crops.splits[i] != Split::Valid {
+                return None;
+            }
             let truth = crops.labels[i]?;
-            (crops.splits[i] == Split::Valid).then(|| (rmse_of(p, &truth), *id, p, i, truth))
+            let rmse = crate::stages::evaluate::score(&[*p], &[truth]).overall;
+            Some((rmse, *id, p, i, truth))
         })
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
