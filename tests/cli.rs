@@ -391,9 +391,7 @@ fn dry_run_plans_without_running() {
     );
     assert!(p.starts().is_empty());
     assert_eq!(
-        std::fs::read_dir(p.path().join("cache/objects"))
-            .unwrap()
-            .count(),
+        entries(&p.path().join("cache/objects")),
         0,
         "nothing published"
     );
@@ -441,9 +439,7 @@ fn a_failing_stage_exits_1_skips_downstream_and_publishes_nothing() {
     assert_eq!(ids_with(&v, "skipped"), ["evaluate"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("injected failure in train"));
     assert_eq!(
-        std::fs::read_dir(p.path().join("cache/tmp"))
-            .unwrap()
-            .count(),
+        entries(&p.path().join("cache/tmp")),
         0,
         "no temp left behind"
     );
@@ -522,16 +518,11 @@ fn kill_mid_stage_then_rerun_resumes_from_the_last_published_stage() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(
-        std::fs::read_dir(p.path().join("cache/tmp"))
-            .unwrap()
-            .count()
-            > 0,
+        entries(&p.path().join("cache/tmp")) > 0,
         "the killed run left its temp folder"
     );
     assert_eq!(
-        std::fs::read_dir(p.path().join("cache/objects"))
-            .unwrap()
-            .count(),
+        entries(&p.path().join("cache/objects")),
         3,
         "ingest, crop, baseline published"
     );
@@ -551,23 +542,13 @@ fn kill_mid_stage_then_rerun_resumes_from_the_last_published_stage() {
         p.log_lines()
     );
     assert_eq!(
-        std::fs::read_dir(p.path().join("cache/tmp"))
-            .unwrap()
-            .count(),
+        entries(&p.path().join("cache/tmp")),
         0,
         "orphaned temp folders were swept"
     );
+    assert_eq!(entries(&p.path().join("cache/locks")), 0, "no locks left");
     assert_eq!(
-        std::fs::read_dir(p.path().join("cache/locks"))
-            .unwrap()
-            .count(),
-        0,
-        "no locks left"
-    );
-    assert_eq!(
-        std::fs::read_dir(p.path().join("cache/work"))
-            .unwrap()
-            .count(),
+        entries(&p.path().join("cache/work")),
         0,
         "work area removed after publishing"
     );
@@ -626,12 +607,7 @@ fn concurrent_runs_compute_each_key_once() {
         .iter()
         .any(|o| String::from_utf8_lossy(&o.stderr).contains("waiting: another run is computing"));
     assert!(waited, "a second run says it is waiting");
-    assert_eq!(
-        std::fs::read_dir(p.path().join("cache/locks"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(entries(&p.path().join("cache/locks")), 0);
 }
 
 #[test]
@@ -642,11 +618,7 @@ fn gc_deletes_only_unreferenced_artifacts() {
         0
     );
     assert_eq!(p.run_json(&["run", "p.toml"]).0, 0);
-    let objects = || {
-        std::fs::read_dir(p.path().join("cache/objects"))
-            .unwrap()
-            .count()
-    };
+    let objects = || entries(&p.path().join("cache/objects"));
     assert_eq!(objects(), 7, "two train and two evaluate variants");
     let (_, dry) = p.run_json(&["gc", "--keep-runs", "1", "--dry-run"]);
     assert_eq!(dry["removed"].as_array().unwrap().len(), 2);
@@ -838,7 +810,7 @@ fn cache_dir_flag_and_env_are_honoured() {
         dir.to_str().unwrap(),
     ]);
     assert_eq!(code, 0);
-    assert_eq!(std::fs::read_dir(dir.join("objects")).unwrap().count(), 1);
+    assert_eq!(entries(&dir.join("objects")), 1);
     assert_eq!(
         std::fs::read_dir(p.path().join("cache/objects"))
             .map(|d| d.count())
@@ -975,9 +947,7 @@ fn bad_images_fail_the_crop_naming_the_file_or_are_skipped() {
         assert_eq!(ids_with(&v, "failed"), ["crop"]);
         assert!(err.contains("100004.jpg") && err.contains(expect), "{err}");
         assert_eq!(
-            std::fs::read_dir(dir.path().join("cache/objects"))
-                .unwrap()
-                .count(),
+            entries(&dir.path().join("cache/objects")),
             1,
             "only ingest published"
         );
@@ -1032,16 +1002,12 @@ fn a_full_disk_fails_the_stage_naming_the_file_and_publishes_nothing() {
         "{err}"
     );
     assert_eq!(
-        std::fs::read_dir(dir.path().join("cache/objects"))
-            .unwrap()
-            .count(),
+        entries(&dir.path().join("cache/objects")),
         1,
         "only ingest was published"
     );
     assert_eq!(
-        std::fs::read_dir(dir.path().join("cache/tmp"))
-            .unwrap()
-            .count(),
+        entries(&dir.path().join("cache/tmp")),
         0,
         "the partial output was removed"
     );

@@ -20,10 +20,6 @@ fn child_entry() {
     child_main();
 }
 
-fn count(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
-}
-
 fn first_json(stdout: &[u8]) -> serde_json::Value {
     let text = String::from_utf8_lossy(stdout);
     serde_json::from_str(
@@ -55,8 +51,8 @@ fn four_simultaneous_runs_agree_and_compute_each_key_once() {
     let mut starts = p.starts();
     starts.sort();
     assert_eq!(starts, ["baseline", "crop", "evaluate", "train"]);
-    assert_eq!(count(&p.path().join("cache/locks")), 0);
-    assert_eq!(count(&p.path().join("cache/tmp")), 0);
+    assert_eq!(entries(&p.path().join("cache/locks")), 0);
+    assert_eq!(entries(&p.path().join("cache/tmp")), 0);
 }
 
 #[test]
@@ -330,7 +326,7 @@ fn an_unreadable_image_fails_ingest_naming_it() {
         "{err}"
     );
     assert_eq!(
-        count(&dir.path().join("cache/objects")),
+        entries(&dir.path().join("cache/objects")),
         0,
         "nothing published"
     );
@@ -382,7 +378,7 @@ fn a_png_renamed_jpg_fails_the_crop_naming_it() {
     assert_eq!(code, 1, "{err}");
     assert_eq!(ids_with(&v, "failed"), ["crop"]);
     assert!(err.contains("100004.jpg: not a decodable JPEG"), "{err}");
-    assert_eq!(count(&dir.path().join("cache/objects")), 1, "only ingest");
+    assert_eq!(entries(&dir.path().join("cache/objects")), 1, "only ingest");
 }
 
 #[test]
@@ -760,7 +756,7 @@ fn soak_kill_9_at_seeded_random_moments_never_changes_the_result() {
         );
         for sub in ["tmp", "locks", "work"] {
             assert_eq!(
-                count(&cache.join(sub)),
+                entries(&cache.join(sub)),
                 0,
                 "point {i}: cache/{sub} is empty"
             );

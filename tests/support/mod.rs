@@ -361,6 +361,13 @@ pub fn ids_with(v: &serde_json::Value, outcome: &str) -> Vec<String> {
         .collect()
 }
 
+/// How many entries `dir` holds (it must exist).
+pub fn entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .count()
+}
+
 /// Every file under `dir` with its bytes (for comparing final outputs of two runs).
 pub fn tree_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
