@@ -41,7 +41,7 @@ fn stage_views<'a>(store: &Store, run: &'a RunRecord) -> Vec<StageView<'a>> {
                 .key
                 .as_ref()
                 .and_then(|k| match store.peek(k, false) {
-                    Lookup::Valid(a) => Some(a),
+                    Lookup::Valid(a) => Some(*a),
                     _ => None,
                 }),
         })

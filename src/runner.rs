@@ -591,7 +591,7 @@ impl<'a> Runner<'a> {
     /// A published artifact for `key`, or None; damage is reported and the artifact discarded.
     fn reuse(&self, key: &str, id: &str, verify: bool) -> Result<Option<Artifact>, String> {
         match self.store.lookup(key, verify) {
-            Lookup::Valid(a) => Ok(Some(a)),
+            Lookup::Valid(a) => Ok(Some(*a)),
             Lookup::Missing => Ok(None),
             Lookup::Corrupt(reason) => {
                 self.bars.println(&format!(

@@ -91,7 +91,7 @@ pub struct Artifact {
 /// The result of looking a key up.
 pub enum Lookup {
     Missing,
-    Valid(Artifact),
+    Valid(Box<Artifact>),
     /// Present but damaged; it has been moved aside and must be recomputed.
     Corrupt(String),
 }
@@ -162,7 +162,7 @@ impl Store {
             return Lookup::Missing;
         }
         match self.check(&dir, key, verify) {
-            Ok(artifact) => Lookup::Valid(artifact),
+            Ok(artifact) => Lookup::Valid(Box::new(artifact)),
             Err(reason) => Lookup::Corrupt(reason),
         }
     }
