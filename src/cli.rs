@@ -401,13 +401,7 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
         Command::Status(args) => {
             let (pipeline, graph) = load(&args)?;
             let store = open_store(cache_flag, Some(&pipeline))?;
-            let runner = Runner {
-                pipeline: &pipeline,
-                graph: &graph,
-                store: &store,
-                registry,
-                bars: Bars::new(false),
-            };
+            let runner = planner(&pipeline, &graph, &store, registry);
             let all: BTreeSet<usize> = (0..pipeline.stages.len()).collect();
             let plan = runner.plan(&all, &RunOptions::default());
             let mut rows = Vec::new();
@@ -432,13 +426,7 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
             let (pipeline, graph) = load(&args)?;
             let index = crate::graph::index_of(&pipeline, &stage)?;
             let store = open_store(cache_flag, Some(&pipeline))?;
-            let runner = Runner {
-                pipeline: &pipeline,
-                graph: &graph,
-                store: &store,
-                registry,
-                bars: Bars::new(false),
-            };
+            let runner = planner(&pipeline, &graph, &store, registry);
             let selected: BTreeSet<usize> = [index].into();
             let plan = runner.plan(&selected, &RunOptions::default());
             let entry = plan
@@ -706,6 +694,22 @@ fn select(
     Ok(graph.select(pipeline, opts.until.as_deref(), &opts.only)?)
 }
 
+/// A runner that only plans (`status`, `why`, `compare --pipelines`): no progress bars.
+fn planner<'a>(
+    pipeline: &'a Pipeline,
+    graph: &'a Graph,
+    store: &'a Store,
+    registry: &'a dyn Registry,
+) -> Runner<'a> {
+    Runner {
+        pipeline,
+        graph,
+        store,
+        registry,
+        bars: Bars::new(false),
+    }
+}
+
 fn default_jobs() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -839,13 +843,7 @@ fn pipeline_columns(
     let store = open_store(cache_flag, Some(&loaded[0].0))?;
     let mut columns = Vec::new();
     for (path, (pipeline, graph)) in paths.iter().zip(&loaded) {
-        let runner = Runner {
-            pipeline,
-            graph,
-            store: &store,
-            registry,
-            bars: Bars::new(false),
-        };
+        let runner = planner(pipeline, graph, &store, registry);
         let all: BTreeSet<usize> = (0..pipeline.stages.len()).collect();
         let mut cached = Vec::new();
         for entry in runner.plan(&all, &RunOptions::default()) {
