@@ -17,6 +17,19 @@ pub struct BenchOptions {
     pub count: usize,
     /// Training batches to time.
     pub train_batches: usize,
+    /// Which groups of figures to measure (all when empty).
+    pub only: Vec<Part>,
+}
+
+/// A group of figures that can be measured on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Crop stage vs decode-only, on the real sample.
+    Crop,
+    /// The large set: ingest hashing, no-op run, crops loading, peak memory.
+    Large,
+    /// CPU training of the seed network.
+    Train,
 }
 
 /// One measured figure.
@@ -159,11 +172,34 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
     let sample_cache = work.join("cache-sample");
     let p = pipeline_file(&work, "bench-sample", &sample, "")?;
     let cache_arg = sample_cache.to_string_lossy().to_string();
-    cli_json(&["run", p.to_str().unwrap(), "--cache-dir", &cache_arg])?;
+    let wanted = |part: Part| opts.only.is_empty() || opts.only.contains(&part);
+    let v = cli_json(&["run", p.to_str().unwrap(), "--cache-dir", &cache_arg])?;
+    if wanted(Part::Crop) {
+        crop_figures(&p, &cache_arg, &all, &mut figures)?;
+    }
+    if wanted(Part::Large) {
+        large_figures(&work, &sample, opts, &mut figures)?;
+    }
+    if wanted(Part::Train) {
+        train_figures(&work, &sample_cache, &v, opts, &mut figures)?;
+    }
+    let rows: Vec<serde_json::Value> = figures
+        .iter()
+        .map(|f| json!({ "what": f.what, "value": f.value, "unit": f.unit, "baseline": f.baseline, "baseline_what": f.baseline_what, "ratio": f.value / f.baseline, "target": f.target }))
+        .collect();
+    Ok(json!({ "cores": cores, "figures": rows }))
+}
+
+/// The crop stage (a real `run --force crop`) against decode-only loops over the same JPEGs.
+fn crop_figures(
+    p: &Path,
+    cache_arg: &str,
+    all: &[PathBuf],
+    figures: &mut Vec<Figure>,
+) -> Result<(), String> {
     // Best of three for both, alternating, so both read a warm page cache and a passing
     // disturbance on this shared machine does not decide the ratio.
     let (mut decode_rate, mut crop_rate) = (0f64, 0f64);
-    let mut v = serde_json::Value::Null;
     for _ in 0..3 {
         let t = Instant::now();
         let decoded: usize = all
@@ -176,11 +212,11 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
             .filter(|w| *w > 0)
             .count();
         decode_rate = decode_rate.max(decoded as f64 / t.elapsed().as_secs_f64());
-        v = cli_json(&[
+        let v = cli_json(&[
             "run",
             p.to_str().unwrap(),
             "--cache-dir",
-            &cache_arg,
+            cache_arg,
             "--force",
             "crop",
         ])?;
@@ -194,10 +230,18 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
         baseline_what: "decode-only loop, all cores",
         target: "≥ 0.6×",
     });
+    Ok(())
+}
 
-    // 2–4. The large set: ingest hashing, no-op run, crops loading, crop peak memory.
+/// Ingest hashing, the no-op run, loading crops.parquet and peak memory, on the large set.
+fn large_figures(
+    work: &Path,
+    sample: &Path,
+    opts: &BenchOptions,
+    figures: &mut Vec<Figure>,
+) -> Result<(), String> {
     eprintln!("bench: building a {}-image data set …", opts.count);
-    let large = large_set(&work, &sample, opts)?;
+    let large = large_set(work, sample, opts)?;
     let large_files = jpegs(&large.join("images_training_rev1"))?;
     let t = Instant::now();
     let bytes: u64 = large_files
@@ -213,7 +257,7 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
     let read_s = t.elapsed().as_secs_f64();
     let large_cache = work.join("cache-large");
     let _ = std::fs::remove_dir_all(&large_cache);
-    let lp = pipeline_file(&work, "bench-large", &large, "")?;
+    let lp = pipeline_file(work, "bench-large", &large, "")?;
     let large_cache_arg = large_cache.to_string_lossy().to_string();
     eprintln!(
         "bench: first ingest (hashing {} files) …",
@@ -326,9 +370,18 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
         baseline_what: "size of all crops' pixels",
         target: "< 2048 MiB (streaming)",
     });
-    drop(crops);
+    eprintln!("bench: the large set has {stat_n} images");
+    Ok(())
+}
 
-    // 5. CPU training of the seed network on the sample's crops.
+/// CPU training of the seed network on the sample's crops (`v`: the sample pipeline's run).
+fn train_figures(
+    work: &Path,
+    sample_cache: &Path,
+    v: &serde_json::Value,
+    opts: &BenchOptions,
+    figures: &mut Vec<Figure>,
+) -> Result<(), String> {
     eprintln!(
         "bench: training {} batches of the seed network on the CPU …",
         opts.train_batches
@@ -369,7 +422,7 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
         activation: params.activation,
         output: params.output,
     };
-    let tmp = tempfile::tempdir_in(&work).map_err(|e| e.to_string())?;
+    let tmp = tempfile::tempdir_in(work).map_err(|e| e.to_string())?;
     let progress = crate::progress::Progress::hidden();
     let inputs = crate::model::training::TrainInputs {
         params: &params,
@@ -396,7 +449,7 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
     // The other pure-Rust CPU backend, when built in (`--features ndarray`), on the same batches.
     #[cfg(feature = "ndarray")]
     {
-        let tmp = tempfile::tempdir_in(&work).map_err(|e| e.to_string())?;
+        let tmp = tempfile::tempdir_in(work).map_err(|e| e.to_string())?;
         let inputs = crate::model::training::TrainInputs {
             work_dir: tmp.path(),
             out_dir: tmp.path(),
@@ -415,12 +468,7 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
             target: "pick the faster",
         });
     }
-
-    let rows: Vec<serde_json::Value> = figures
-        .iter()
-        .map(|f| json!({ "what": f.what, "value": f.value, "unit": f.unit, "baseline": f.baseline, "baseline_what": f.baseline_what, "ratio": f.value / f.baseline, "target": f.target }))
-        .collect();
-    Ok(json!({ "cores": cores, "large_set_images": stat_n, "figures": rows }))
+    Ok(())
 }
 
 /// Print the figures as a Markdown table.

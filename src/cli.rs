@@ -167,6 +167,9 @@ enum Command {
         /// Training batches to time.
         #[arg(long, default_value_t = 40)]
         train_batches: usize,
+        /// Measure only these groups of figures (repeatable; default: all).
+        #[arg(long, value_enum, value_name = "PART")]
+        only: Vec<crate::bench::Part>,
     },
     /// Write a synthetic data set in the Kaggle layout (JPEGs + label CSV + test folder).
     Synth {
@@ -509,12 +512,14 @@ fn dispatch(cli: Cli, registry: &dyn Registry) -> Result<i32, Failure> {
             work,
             count,
             train_batches,
+            only,
         } => {
             let opts = crate::bench::BenchOptions {
                 sample,
                 work,
                 count,
                 train_batches,
+                only,
             };
             let v = crate::bench::run(&opts).map_err(Failure::Runtime)?;
             if json {
