@@ -2,12 +2,33 @@
 
 use std::path::Path;
 
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
+
 /// An 8-bit RGB image, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rgb {
     pub width: usize,
     pub height: usize,
     pub data: Vec<u8>,
+}
+
+/// A JPEG's own full-range (JFIF) luma and chroma, interleaved Y, Cb, Cr, row-major: what the
+/// decoder has before its colour conversion. Y is the image's luma (0.299 R + 0.587 G + 0.114 B).
+#[derive(Debug, Clone, PartialEq)]
+pub struct YCbCr {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+/// A decoded JPEG as the crop kernels read it: YCbCr when the file is YCbCr (nearly every
+/// JPEG), RGB otherwise (grayscale, CMYK, Adobe RGB).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    YCbCr(YCbCr),
+    Rgb(Rgb),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +48,47 @@ pub fn decode_jpeg(path: &Path, expect: Option<(usize, usize)>) -> Result<Rgb, D
 }
 
 pub fn decode_jpeg_bytes(bytes: &[u8], expect: Option<(usize, usize)>) -> Result<Rgb, DecodeError> {
-    use image::ImageDecoder;
+    let (width, height, data) = decode_as(bytes, expect, |_| ColorSpace::RGB)?;
+    Ok(Rgb {
+        width,
+        height,
+        data,
+    })
+}
+
+/// Decode a JPEG for cropping: its YCbCr samples without colour conversion when it has them
+/// (the crop converts only its 64×64 result), else RGB.
+pub fn decode_jpeg_native(
+    path: &Path,
+    expect: Option<(usize, usize)>,
+) -> Result<Decoded, DecodeError> {
+    let bytes = std::fs::read(path)?;
+    let mut native = false;
+    let (width, height, data) = decode_as(&bytes, expect, |input| {
+        native = input == ColorSpace::YCbCr;
+        if native { input } else { ColorSpace::RGB }
+    })?;
+    Ok(if native {
+        Decoded::YCbCr(YCbCr {
+            width,
+            height,
+            data,
+        })
+    } else {
+        Decoded::Rgb(Rgb {
+            width,
+            height,
+            data,
+        })
+    })
+}
+
+/// Decode with zune-jpeg into the colour space `out` picks from the file's own.
+fn decode_as(
+    bytes: &[u8],
+    expect: Option<(usize, usize)>,
+    out: impl FnOnce(ColorSpace) -> ColorSpace,
+) -> Result<(usize, usize, Vec<u8>), DecodeError> {
     // The decoder pads a truncated scan with grey instead of failing; a complete JPEG ends with
     // the end-of-image marker (allowing a little trailing padding).
     let tail = &bytes[bytes.len().saturating_sub(64)..];
@@ -37,26 +98,162 @@ pub fn decode_jpeg_bytes(bytes: &[u8], expect: Option<(usize, usize)>) -> Result
             "truncated JPEG (no end-of-image marker)".into(),
         ));
     }
-    let decoder = image::codecs::jpeg::JpegDecoder::new(std::io::Cursor::new(bytes))
-        .map_err(|e| DecodeError::Decode(e.to_string()))?;
-    let (w, h) = decoder.dimensions();
-    let (w, h) = (w as usize, h as usize);
+    let bad = |e: zune_jpeg::errors::DecodeErrors| DecodeError::Decode(e.to_string());
+    let options = DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(usize::MAX)
+        .set_max_height(usize::MAX);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(bad)?;
+    let (w, h) = decoder.dimensions().expect("headers were decoded");
     if let Some((ew, eh)) = expect
         && (w, h) != (ew, eh)
     {
         return Err(DecodeError::WrongSize(w, h, ew, eh));
     }
-    let img = image::DynamicImage::from_decoder(decoder)
-        .map_err(|e| DecodeError::Decode(e.to_string()))?;
-    let data = match img {
-        image::DynamicImage::ImageRgb8(buf) => buf.into_raw(),
-        other => other.to_rgb8().into_raw(),
+    let input = decoder.input_colorspace().expect("headers were decoded");
+    decoder.set_options(options.jpeg_set_out_colorspace(out(input)));
+    let data = decoder.decode().map_err(bad)?;
+    Ok((w, h, data))
+}
+
+/// Three interleaved 8-bit channels per pixel, as the ROI and resize kernels read them.
+pub trait Raster {
+    fn width(&self) -> usize;
+    fn height(&self) -> usize;
+    fn data(&self) -> &[u8];
+    /// Sets bit x (least significant first, 64 per word) of `bits` for each pixel of row `y`
+    /// whose luma is above `threshold`; clears the others.
+    fn bright_bits(&self, y: usize, threshold: u8, bits: &mut [u64]);
+    /// One output pixel (channel values averaged, 0–255 scale) as rounded RGB bytes.
+    fn to_rgb(px: [f32; 3]) -> [u8; 3];
+}
+
+impl Raster for Rgb {
+    fn width(&self) -> usize {
+        self.width
+    }
+    fn height(&self) -> usize {
+        self.height
+    }
+    fn data(&self) -> &[u8] {
+        &self.data
+    }
+    fn bright_bits(&self, y: usize, threshold: u8, bits: &mut [u64]) {
+        // luma > t  ⇔  4899 R + 9617 G + 1868 B + 8192 ≥ (t + 1) · 2^14 (OpenCV's RGB→gray)
+        let limit = ((threshold as u32 + 1) << 14).saturating_sub(8192);
+        let w = self.width;
+        let row = &self.data[y * w * 3..(y + 1) * w * 3];
+        for (word, px64) in bits.iter_mut().zip(row.chunks(64 * 3)) {
+            *word = 0;
+            for (k, px8) in px64.chunks(8 * 3).enumerate() {
+                let mut bytes = [0u8; 8];
+                for (b, p) in bytes.iter_mut().zip(px8.chunks_exact(3)) {
+                    *b = (p[0] as u32 * 4899 + p[1] as u32 * 9617 + p[2] as u32 * 1868 >= limit)
+                        as u8;
+                }
+                // byte i of 8 (0 or 1) → bit i
+                let v = u64::from_le_bytes(bytes);
+                *word |= (v.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (k * 8);
+            }
+        }
+    }
+    fn to_rgb(px: [f32; 3]) -> [u8; 3] {
+        px.map(|v| v.round().clamp(0.0, 255.0) as u8)
+    }
+}
+
+impl Raster for YCbCr {
+    fn width(&self) -> usize {
+        self.width
+    }
+    fn height(&self) -> usize {
+        self.height
+    }
+    fn data(&self) -> &[u8] {
+        &self.data
+    }
+    fn bright_bits(&self, y: usize, threshold: u8, bits: &mut [u64]) {
+        let w = self.width;
+        luma_bits(&self.data[y * w * 3..(y + 1) * w * 3], threshold, bits);
+    }
+    fn to_rgb([y, cb, cr]: [f32; 3]) -> [u8; 3] {
+        // JFIF: full-range BT.601. `as u8` saturates, so adding ½ and truncating rounds.
+        let (cb, cr) = (cb - 128.0, cr - 128.0);
+        [
+            y + 1.402 * cr,
+            y - 0.344_136 * cb - 0.714_136 * cr,
+            y + 1.772 * cb,
+        ]
+        .map(|v| (v + 0.5) as u8)
+    }
+}
+
+/// `bright_bits` for interleaved Y, Cb, Cr bytes: bit x set when the Y of pixel x is above
+/// `threshold`.
+fn luma_bits(row: &[u8], threshold: u8, bits: &mut [u64]) {
+    // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
+    #[cfg(target_arch = "x86_64")]
+    return unsafe { luma_bits_sse2(row, threshold, bits) };
+    #[cfg(not(target_arch = "x86_64"))]
+    return luma_bits_scalar(row, threshold, bits);
+}
+
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn luma_bits_scalar(row: &[u8], threshold: u8, bits: &mut [u64]) {
+    bits.fill(0);
+    for (x, p) in row.chunks_exact(3).enumerate() {
+        bits[x / 64] |= ((p[0] > threshold) as u64) << (x % 64);
+    }
+}
+
+/// Bit i of `EVERY_THIRD[v]` is bit 3·i of the 12-bit `v`: picks the Y bits out of a
+/// Y, Cb, Cr, Y, … byte mask, 4 pixels per lookup.
+static EVERY_THIRD: [u8; 4096] = {
+    let mut t = [0u8; 4096];
+    let mut v = 0;
+    while v < 4096 {
+        t[v] = ((v & 1) | (v >> 2 & 2) | (v >> 4 & 4) | (v >> 6 & 8)) as u8;
+        v += 1;
+    }
+    t
+};
+
+/// SSE2 (every x86-64 has it): 16 pixels = 48 bytes per step — compare every byte with the
+/// threshold, gather the 48 comparison bits with `movemask`, keep every third.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn luma_bits_sse2(row: &[u8], threshold: u8, bits: &mut [u64]) {
+    use std::arch::x86_64::*;
+    bits.fill(0);
+    let t = _mm_set1_epi8(threshold as i8);
+    let zero = _mm_setzero_si128();
+    // 16 bits, one per byte of `v`, set where the byte is above the threshold.
+    let above = |v: __m128i| {
+        (!_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_subs_epu8(v, t), zero))) as u64 & 0xFFFF
     };
-    Ok(Rgb {
-        width: w,
-        height: h,
-        data,
-    })
+    let groups = row.len() / 48;
+    for g in 0..groups {
+        let p = row[g * 48..g * 48 + 48].as_ptr() as *const __m128i;
+        // SAFETY: the slice above holds 48 bytes, read as three unaligned 16-byte loads.
+        let (a, b, c) = unsafe {
+            (
+                _mm_loadu_si128(p),
+                _mm_loadu_si128(p.add(1)),
+                _mm_loadu_si128(p.add(2)),
+            )
+        };
+        let m = above(a) | above(b) << 16 | above(c) << 32;
+        let mut px = 0u64;
+        for k in 0..4 {
+            px |= (EVERY_THIRD[(m >> (12 * k)) as usize & 0xFFF] as u64) << (4 * k);
+        }
+        bits[g / 4] |= px << (16 * (g % 4));
+    }
+    for (i, p) in row[groups * 48..].chunks_exact(3).enumerate() {
+        let x = groups * 16 + i;
+        bits[x / 64] |= ((p[0] > threshold) as u64) << (x % 64);
+    }
 }
 
 /// An axis-aligned box: top-left corner and size, in pixels.
@@ -68,121 +265,174 @@ pub struct BoxPx {
     pub h: usize,
 }
 
-/// The bounding box of the 8-connected component of `gray > threshold` whose bounding box is
+/// The bounding box of the 8-connected component of `luma > threshold` whose bounding box is
 /// largest (the seed's "external contours, largest bounding rectangle"); None if nothing is
 /// above the threshold.
-pub fn roi_box(img: &Rgb, threshold: u8) -> Option<BoxPx> {
-    // Run-length labelling: collect each row's runs of foreground pixels, union runs that touch
-    // a run of the previous row (8-connectivity: overlapping once widened by one pixel), and
-    // keep one bounding box per set. Much cheaper than a per-pixel flood fill.
-    struct Run {
-        y: usize,
-        x0: usize,
-        x1: usize,
+pub fn roi_box<R: Raster>(img: &R, threshold: u8) -> Option<BoxPx> {
+    let mut bits = vec![0u64; img.width().div_ceil(64)];
+    let mut labels = Labelling::default();
+    for y in 0..img.height() {
+        img.bright_bits(y, threshold, &mut bits);
+        labels.add_row(y as u16, &bits, img.width());
     }
-    let (w, h) = (img.width, img.height);
-    let mut runs: Vec<Run> = Vec::new();
-    let mut parent: Vec<usize> = Vec::new();
-    fn find(parent: &mut [usize], mut i: usize) -> usize {
-        while parent[i] != i {
-            parent[i] = parent[parent[i]];
-            i = parent[i];
-        }
-        i
-    }
-    let mut prev = 0..0; // indices of the previous row's runs
-    // luma > t  ⇔  4899 R + 9617 G + 1868 B + 8192 ≥ (t + 1) · 2^14
-    let limit = ((threshold as u32 + 1) << 14).saturating_sub(8192);
-    let mut mask = vec![0u8; w];
-    let mut bits = vec![0u64; w.div_ceil(64)];
-    for y in 0..h {
-        let row = &img.data[y * w * 3..(y + 1) * w * 3];
-        for (m, p) in mask.iter_mut().zip(row.chunks_exact(3)) {
-            *m = (p[0] as u32 * 4899 + p[1] as u32 * 9617 + p[2] as u32 * 1868 >= limit) as u8;
-        }
-        // Pack the 0/1 bytes into bits (byte i of each 8 → bit i) and find runs with
-        // trailing-zero counts: cheap even for the many one-pixel runs of a noisy sky.
-        for (word, chunk) in bits.iter_mut().zip(mask.chunks(64)) {
-            *word = 0;
-            for (k, c8) in chunk.chunks(8).enumerate() {
-                let mut b = [0u8; 8];
-                b[..c8.len()].copy_from_slice(c8);
-                let v = u64::from_le_bytes(b);
-                *word |= (v.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (k * 8);
-            }
-        }
-        let start = runs.len();
-        let mut x = 0;
-        while let Some(x0) = next_bit(&bits, x, w, true) {
-            let end = next_bit(&bits, x0, w, false).unwrap_or(w);
-            runs.push(Run { y, x0, x1: end - 1 });
-            parent.push(runs.len() - 1);
-            x = end;
-        }
-        // Union with touching runs of the previous row (both lists are sorted by x).
-        let mut j = prev.start;
-        for i in start..runs.len() {
-            while j < prev.end && runs[j].x1 + 1 < runs[i].x0 {
-                j += 1;
-            }
-            let mut k = j;
-            while k < prev.end && runs[k].x0 <= runs[i].x1 + 1 {
-                let (a, b) = (find(&mut parent, i), find(&mut parent, k));
-                if a != b {
-                    // The root is the run seen first in raster order (keeps ties stable).
-                    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-                    parent[hi] = lo;
-                }
-                k += 1;
-            }
-        }
-        prev = start..runs.len();
-    }
-    // Bounding box per set, then the largest box (ties: the set seen first).
-    let mut boxes: Vec<Option<(usize, usize, usize, usize)>> = vec![None; runs.len()];
-    for i in 0..runs.len() {
-        let r = find(&mut parent, i);
-        let run = &runs[i];
-        let b = boxes[r].get_or_insert((run.x0, run.y, run.x1, run.y));
-        b.0 = b.0.min(run.x0);
-        b.1 = b.1.min(run.y);
-        b.2 = b.2.max(run.x1);
-        b.3 = b.3.max(run.y);
-    }
-    let mut best: Option<(usize, BoxPx)> = None;
-    for (x0, y0, x1, y1) in boxes.into_iter().flatten() {
-        let b = BoxPx {
-            x: x0,
-            y: y0,
-            w: x1 - x0 + 1,
-            h: y1 - y0 + 1,
-        };
-        let area = b.w * b.h;
-        if best.as_ref().is_none_or(|(a, _)| area > *a) {
-            best = Some((area, b));
-        }
-    }
-    best.map(|(_, b)| b)
+    labels.largest_box()
 }
 
-/// The first position ≥ `from` (and < `w`) whose bit is `set`.
-fn next_bit(bits: &[u64], from: usize, w: usize, set: bool) -> Option<usize> {
-    let load = |i: usize| if set { bits[i] } else { !bits[i] };
-    let mut i = from / 64;
-    if i >= bits.len() {
-        return None;
+/// Run-length connected-component labelling: each row's runs of foreground pixels are joined
+/// to the runs of the previous row they touch (8-connectivity: overlapping once widened by one
+/// pixel) in a union–find whose roots carry their set's bounding box. Much cheaper than a
+/// per-pixel flood fill, and the noisy skies of the survey have thousands of tiny runs.
+#[derive(Default)]
+struct Labelling {
+    /// Union–find over sets, numbered in raster order of their first run.
+    sets: Vec<Set>,
+    /// The previous and the current row's runs: (first x, last x, set).
+    prev: Vec<(u16, u16, u32)>,
+    cur: Vec<(u16, u16, u32)>,
+    /// Scratch: the current row's run starts and ends.
+    starts: Vec<u16>,
+    ends: Vec<u16>,
+}
+
+#[derive(Clone, Copy)]
+struct Set {
+    parent: u32,
+    x0: u16,
+    y0: u16,
+    x1: u16,
+    y1: u16,
+}
+
+/// The root of set `i` (halving the path on the way).
+fn find(sets: &mut [Set], mut i: u32) -> u32 {
+    while sets[i as usize].parent != i {
+        let grand = sets[sets[i as usize].parent as usize].parent;
+        sets[i as usize].parent = grand;
+        i = grand;
     }
-    let mut word = load(i) & (!0u64 << (from % 64));
-    loop {
-        if word != 0 {
-            let p = i * 64 + word.trailing_zeros() as usize;
-            return (p < w).then_some(p);
+    i
+}
+
+/// Merge the sets rooted at `a` and `b`; the one created first stays the root (keeps ties in
+/// raster order). Returns the root.
+fn union(sets: &mut [Set], a: u32, b: u32) -> u32 {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    let h = sets[hi as usize];
+    let l = &mut sets[lo as usize];
+    (l.x0, l.y0, l.x1, l.y1) = (
+        l.x0.min(h.x0),
+        l.y0.min(h.y0),
+        l.x1.max(h.x1),
+        l.y1.max(h.y1),
+    );
+    sets[hi as usize].parent = lo;
+    lo
+}
+
+/// The first and the last x of every run of set bits in `bits` (x < `width`): fills the front
+/// of `starts` and `ends` (each at least `width` + 4 long) and returns how many runs.
+fn run_bounds(bits: &[u64], width: usize, starts: &mut [u16], ends: &mut [u16]) -> usize {
+    let (mut n_first, mut n_last) = (0, 0);
+    let mut carry = 0u64; // the previous word's top bit
+    for (i, &word) in bits.iter().enumerate() {
+        let valid = if (i + 1) * 64 <= width {
+            !0
+        } else {
+            (1u64 << (width - i * 64)) - 1
+        };
+        let b = word & valid;
+        let next_low = bits.get(i + 1).map_or(0, |n| n & 1) & (valid >> 63);
+        let base = (i * 64) as u16;
+        unpack_positions(b & !(b << 1 | carry), base, starts, &mut n_first);
+        unpack_positions(b & !(b >> 1 | next_low << 63), base, ends, &mut n_last);
+        carry = b >> 63;
+    }
+    debug_assert_eq!(n_first, n_last);
+    n_first
+}
+
+/// Writes `base` + the position of each set bit of `word` at `out[*n..]` and advances `*n`.
+/// Four positions are written per step whatever the count (the extra ones are overwritten
+/// later), so the loop almost always runs once: a noisy row has one or two runs per word, and
+/// a data-dependent loop exit per word would cost a branch misprediction each time.
+#[inline]
+fn unpack_positions(mut word: u64, base: u16, out: &mut [u16], n: &mut usize) {
+    let end = *n + word.count_ones() as usize;
+    let mut k = *n;
+    while k < end {
+        for slot in &mut out[k..k + 4] {
+            *slot = base.wrapping_add(word.trailing_zeros() as u16);
+            word &= word.wrapping_sub(1);
         }
-        i += 1;
-        if i >= bits.len() {
-            return None;
+        k += 4;
+    }
+    *n = end;
+}
+
+impl Labelling {
+    fn add_row(&mut self, y: u16, bits: &[u64], width: usize) {
+        std::mem::swap(&mut self.prev, &mut self.cur);
+        self.cur.clear();
+        self.starts.resize(width + 4, 0);
+        self.ends.resize(width + 4, 0);
+        let runs = run_bounds(bits, width, &mut self.starts, &mut self.ends);
+        let (prev, sets) = (&self.prev, &mut self.sets);
+        let mut j = 0; // first run of the previous row that may touch the current run
+        for (&x0, &x1) in self.starts[..runs].iter().zip(&self.ends[..runs]) {
+            while j < prev.len() && prev[j].1 + 1 < x0 {
+                j += 1;
+            }
+            let mut root: Option<u32> = None;
+            let mut k = j;
+            while k < prev.len() && prev[k].0 <= x1 + 1 {
+                let r = find(sets, prev[k].2);
+                root = Some(match root {
+                    Some(a) if a != r => union(sets, a, r),
+                    _ => r,
+                });
+                k += 1;
+            }
+            let set = match root {
+                Some(r) => {
+                    let s = &mut sets[r as usize];
+                    (s.x0, s.x1, s.y1) = (s.x0.min(x0), s.x1.max(x1), y);
+                    r
+                }
+                None => {
+                    let id = sets.len() as u32;
+                    sets.push(Set {
+                        parent: id,
+                        x0,
+                        y0: y,
+                        x1,
+                        y1: y,
+                    });
+                    id
+                }
+            };
+            self.cur.push((x0, x1, set));
         }
-        word = load(i);
+    }
+
+    /// The largest bounding box of any set (ties: the set seen first).
+    fn largest_box(&self) -> Option<BoxPx> {
+        let mut best: Option<(usize, BoxPx)> = None;
+        for (i, s) in self.sets.iter().enumerate() {
+            if s.parent as usize != i {
+                continue;
+            }
+            let b = BoxPx {
+                x: s.x0 as usize,
+                y: s.y0 as usize,
+                w: (s.x1 - s.x0) as usize + 1,
+                h: (s.y1 - s.y0) as usize + 1,
+            };
+            let area = b.w * b.h;
+            if best.as_ref().is_none_or(|(a, _)| area > *a) {
+                best = Some((area, b));
+            }
+        }
+        best.map(|(_, b)| b)
     }
 }
 
@@ -252,23 +502,42 @@ pub fn centre_square(width: usize, height: usize, side: usize) -> BoxPx {
     }
 }
 
-/// Crop `b` out of `img` and resize it to `size`×`size` by area averaging (each output pixel is
-/// the mean of the input area it covers, with fractional edge weights, like OpenCV INTER_AREA
-/// when shrinking).
-pub fn crop_resize(img: &Rgb, b: BoxPx, size: usize) -> Vec<u8> {
+/// Crop `b` out of `img` and resize it to `size`×`size` RGB by area averaging (each output
+/// pixel is the mean of the input area it covers, with fractional edge weights, like OpenCV
+/// INTER_AREA when shrinking). A YCbCr image is averaged first and converted after.
+pub fn crop_resize<R: Raster>(img: &R, b: BoxPx, size: usize) -> Vec<u8> {
     let xs = area_weights(b.x, b.w, size);
     let ys = area_weights(b.y, b.h, size);
+    let (data, stride) = (img.data(), img.width() * 3);
     // Vertical pass first, a whole box row at a time (vectorises): `size` rows of b.w pixels.
     let span = b.w * 3;
     let mut cols: Vec<f32> = Vec::with_capacity(size * span);
+    // Rows with the largest weight (the ones the cell covers whole) are summed as integers
+    // first and converted once; only the fractional edge rows are weighted one by one.
     let mut acc = vec![0f32; span];
+    let mut sum = vec![0u16; span];
     for (first, weights) in &ys {
         acc.fill(0.0);
+        sum.fill(0);
+        let whole = weights.iter().copied().fold(0f32, f32::max);
+        let mut summed = 0;
         for (k, &wgt) in weights.iter().enumerate() {
-            let start = (first + k) * img.width * 3 + b.x * 3;
-            for (a, &v) in acc.iter_mut().zip(&img.data[start..start + span]) {
-                *a += v as f32 * wgt;
+            let start = (first + k) * stride + b.x * 3;
+            let src = &data[start..start + span];
+            // u16 sums stay exact for up to 257 rows of 255.
+            if wgt == whole && summed < 257 {
+                summed += 1;
+                for (s, &v) in sum.iter_mut().zip(src) {
+                    *s += v as u16;
+                }
+            } else {
+                for (a, &v) in acc.iter_mut().zip(src) {
+                    *a += v as f32 * wgt;
+                }
             }
+        }
+        for (a, &s) in acc.iter_mut().zip(&sum) {
+            *a += s as f32 * whole;
         }
         cols.extend_from_slice(&acc);
     }
@@ -283,7 +552,7 @@ pub fn crop_resize(img: &Rgb, b: BoxPx, size: usize) -> Vec<u8> {
                 px[1] += p[1] * wgt;
                 px[2] += p[2] * wgt;
             }
-            out.extend(px.map(|v| v.round().clamp(0.0, 255.0) as u8));
+            out.extend(R::to_rgb(px));
         }
     }
     out
@@ -440,7 +709,8 @@ mod tests {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         for case in 0..300 {
-            let (w, h) = (rng.random_range(1..40), rng.random_range(1..40));
+            // Up to 200 wide: runs cross the 64-pixel words of the row masks.
+            let (w, h) = (rng.random_range(1..200), rng.random_range(1..40));
             let density = rng.random_range(0.05..0.7);
             let data: Vec<u8> = (0..w * h)
                 .flat_map(|_| {
@@ -462,6 +732,72 @@ mod tests {
                 "case {case}: {w}×{h}"
             );
         }
+    }
+
+    #[test]
+    fn luma_threshold_on_ycbcr_matches_the_scalar_rule() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for case in 0..500 {
+            let w: usize = rng.random_range(1..300);
+            let t: u8 = rng.random();
+            let row: Vec<u8> = (0..w * 3)
+                .map(|_| t.saturating_add(rng.random_range(0..3)).saturating_sub(1))
+                .collect();
+            let (mut fast, mut slow) = (vec![!0u64; w.div_ceil(64)], vec![0u64; w.div_ceil(64)]);
+            luma_bits(&row, t, &mut fast);
+            luma_bits_scalar(&row, t, &mut slow);
+            assert_eq!(fast, slow, "case {case}: width {w}, threshold {t}");
+        }
+    }
+
+    /// The ellipse image written as a (YCbCr) JPEG and decoded both ways.
+    fn ellipse_jpeg_both_ways() -> (YCbCr, Rgb) {
+        let img = ellipse(424, 424, 200.0, 230.0, 60.0, 35.0);
+        let mut jpeg = Vec::new();
+        image::RgbImage::from_raw(424, 424, img.data)
+            .unwrap()
+            .write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.jpg");
+        std::fs::write(&path, &jpeg).unwrap();
+        let Decoded::YCbCr(ycc) = decode_jpeg_native(&path, Some((424, 424))).unwrap() else {
+            panic!("a colour JPEG decodes to YCbCr")
+        };
+        (ycc, decode_jpeg(&path, Some((424, 424))).unwrap())
+    }
+
+    #[test]
+    fn ycbcr_crop_matches_the_rgb_crop() {
+        let (ycc, rgb) = ellipse_jpeg_both_ways();
+        let b = roi_box(&ycc, 10).unwrap();
+        assert_eq!(
+            Some(b),
+            roi_box(&rgb, 10),
+            "same box from Y as from RGB luma"
+        );
+        let (sq, _) = square_around(Some(b), 0.2, 424, 424, false);
+        let (a, c) = (crop_resize(&ycc, sq, 64), crop_resize(&rgb, sq, 64));
+        let diffs: Vec<i32> = a
+            .iter()
+            .zip(&c)
+            .map(|(x, y)| (*x as i32 - *y as i32).abs())
+            .collect();
+        let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+        assert!(mean < 0.5, "mean difference {mean}");
+        // Larger differences only where the RGB path clamped out-of-gamut pixels (JPEG ringing
+        // at the sharp edge) before averaging; the YCbCr path clamps once, after.
+        let close = diffs.iter().filter(|&&d| d <= 2).count() as f64 / diffs.len() as f64;
+        assert!(close > 0.99, "{close} of bytes within 2");
+        assert!(
+            diffs.iter().all(|&d| d <= 8),
+            "max difference {:?}",
+            diffs.iter().max()
+        );
     }
 
     #[test]

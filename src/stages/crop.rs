@@ -22,39 +22,44 @@ const CHUNK: usize = 1024;
 /// The Kaggle images are 424×424.
 pub const IMAGE_SIZE: (usize, usize) = (424, 424);
 
+/// A crop: the square cut (x, y, side), how it was placed, and its RGB bytes.
+pub type Cropped = ((u16, u16, u16), Placement, Vec<u8>);
+
 /// The crop of one image, or why it could not be made.
-pub fn crop_one(
-    path: &Path,
-    p: &CropParams,
-) -> Result<((u16, u16, u16), Placement, Vec<u8>), String> {
-    let img = vision::decode_jpeg(path, Some(IMAGE_SIZE)).map_err(|e| e.to_string())?;
+pub fn crop_one(path: &Path, p: &CropParams) -> Result<Cropped, String> {
+    match vision::decode_jpeg_native(path, Some(IMAGE_SIZE)).map_err(|e| e.to_string())? {
+        vision::Decoded::YCbCr(img) => Ok(crop_decoded(&img, p)),
+        vision::Decoded::Rgb(img) => Ok(crop_decoded(&img, p)),
+    }
+}
+
+fn crop_decoded<R: vision::Raster>(img: &R, p: &CropParams) -> Cropped {
+    let (width, height) = (img.width(), img.height());
     let (square, placement) = match p.method {
         CropMethod::Center => (
-            vision::centre_square(img.width, img.height, p.center_size as usize),
+            vision::centre_square(width, height, p.center_size as usize),
             Placement::Roi,
         ),
-        CropMethod::Roi => {
-            let roi = vision::roi_box(&img, p.threshold);
-            vision::square_around(
-                roi,
-                p.padding,
-                img.width,
-                img.height,
-                p.fallback == CropFallback::Clamp,
-            )
-        }
+        CropMethod::Roi => vision::square_around(
+            vision::roi_box(img, p.threshold),
+            p.padding,
+            width,
+            height,
+            p.fallback == CropFallback::Clamp,
+        ),
     };
-    let pixels = vision::crop_resize(&img, square, p.size as usize);
-    Ok((
+    let pixels = vision::crop_resize(img, square, p.size as usize);
+    (
         (square.x as u16, square.y as u16, square.w as u16),
         placement,
         pixels,
-    ))
+    )
 }
 
 impl Stage for Crop {
     fn code_version(&self) -> u32 {
-        3
+        // 4: ROI thresholded on the JPEG's own luma, crops averaged in YCbCr then converted.
+        4
     }
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
@@ -87,10 +92,7 @@ impl Stage for Crop {
                 stream.finish().map_err(|e| StageError::Other(Box::new(e)))
             });
             for chunk in catalog.chunks(CHUNK) {
-                let results: Vec<(
-                    &CatalogRow,
-                    Result<((u16, u16, u16), Placement, Vec<u8>), String>,
-                )> = chunk
+                let results: Vec<(&CatalogRow, Result<Cropped, String>)> = chunk
                     .par_iter()
                     .map(|row| {
                         let r = crop_one(Path::new(&row.image_path), p);
