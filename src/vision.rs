@@ -511,14 +511,11 @@ pub fn crop_resize<R: Raster>(img: &R, b: BoxPx, size: usize) -> Vec<u8> {
     let (data, stride) = (img.data(), img.width() * 3);
     // Vertical pass first, a whole box row at a time (vectorises): `size` rows of b.w pixels.
     let span = b.w * 3;
-    let mut cols: Vec<f32> = Vec::with_capacity(size * span);
+    let mut cols = vec![0f32; size * span];
     // Rows with the largest weight (the ones the cell covers whole) are summed as integers
     // first and converted once; only the fractional edge rows are weighted one by one.
-    let mut acc = vec![0f32; span];
     let mut sum = vec![0u16; span];
-    for (first, weights) in &ys {
-        acc.fill(0.0);
-        sum.fill(0);
+    for ((first, weights), acc) in ys.iter().zip(cols.chunks_exact_mut(span)) {
         let whole = weights.iter().copied().fold(0f32, f32::max);
         let mut summed = 0;
         for (k, &wgt) in weights.iter().enumerate() {
@@ -526,20 +523,27 @@ pub fn crop_resize<R: Raster>(img: &R, b: BoxPx, size: usize) -> Vec<u8> {
             let src = &data[start..start + span];
             // u16 sums stay exact for up to 257 rows of 255.
             if wgt == whole && summed < 257 {
-                summed += 1;
-                for (s, &v) in sum.iter_mut().zip(src) {
-                    *s += v as u16;
+                if summed == 0 {
+                    for (s, &v) in sum.iter_mut().zip(src) {
+                        *s = v as u16;
+                    }
+                } else {
+                    for (s, &v) in sum.iter_mut().zip(src) {
+                        *s += v as u16;
+                    }
                 }
+                summed += 1;
             } else {
                 for (a, &v) in acc.iter_mut().zip(src) {
                     *a += v as f32 * wgt;
                 }
             }
         }
-        for (a, &s) in acc.iter_mut().zip(&sum) {
-            *a += s as f32 * whole;
+        if summed > 0 {
+            for (a, &s) in acc.iter_mut().zip(&sum) {
+                *a += s as f32 * whole;
+            }
         }
-        cols.extend_from_slice(&acc);
     }
     // Horizontal pass over only `size` rows.
     let mut out = Vec::with_capacity(size * size * 3);
