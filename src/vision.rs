@@ -513,35 +513,55 @@ pub fn crop_resize<R: Raster>(img: &R, b: BoxPx, size: usize) -> Vec<u8> {
     let span = b.w * 3;
     let mut cols = vec![0f32; size * span];
     // Rows with the largest weight (the ones the cell covers whole) are summed as integers
-    // first and converted once; only the fractional edge rows are weighted one by one.
+    // first; the sum and the (at most two) fractional edge rows are then weighted in one pass.
     let mut sum = vec![0u16; span];
     for ((first, weights), acc) in ys.iter().zip(cols.chunks_exact_mut(span)) {
         let whole = weights.iter().copied().fold(0f32, f32::max);
-        let mut summed = 0;
-        for (k, &wgt) in weights.iter().enumerate() {
+        let row = |k: usize| {
             let start = (first + k) * stride + b.x * 3;
-            let src = &data[start..start + span];
+            &data[start..start + span]
+        };
+        let mut summed = 0;
+        let mut edges: [Option<(&[u8], f32)>; 2] = [None, None];
+        for (k, &wgt) in weights.iter().enumerate() {
             // u16 sums stay exact for up to 257 rows of 255.
             if wgt == whole && summed < 257 {
                 if summed == 0 {
-                    for (s, &v) in sum.iter_mut().zip(src) {
+                    for (s, &v) in sum.iter_mut().zip(row(k)) {
                         *s = v as u16;
                     }
                 } else {
-                    for (s, &v) in sum.iter_mut().zip(src) {
+                    for (s, &v) in sum.iter_mut().zip(row(k)) {
                         *s += v as u16;
                     }
                 }
                 summed += 1;
+            } else if let Some(slot) = edges.iter_mut().find(|e| e.is_none()) {
+                *slot = Some((row(k), wgt));
             } else {
-                for (a, &v) in acc.iter_mut().zip(src) {
+                for (a, &v) in acc.iter_mut().zip(row(k)) {
                     *a += v as f32 * wgt;
                 }
             }
         }
-        if summed > 0 {
-            for (a, &s) in acc.iter_mut().zip(&sum) {
-                *a += s as f32 * whole;
+        if summed == 0 {
+            sum.fill(0);
+        }
+        match edges {
+            [Some((e1, w1)), Some((e2, w2))] => {
+                for (((a, &s), &v1), &v2) in acc.iter_mut().zip(&sum).zip(e1).zip(e2) {
+                    *a += v1 as f32 * w1 + v2 as f32 * w2 + s as f32 * whole;
+                }
+            }
+            [Some((e1, w1)), None] => {
+                for ((a, &s), &v1) in acc.iter_mut().zip(&sum).zip(e1) {
+                    *a += v1 as f32 * w1 + s as f32 * whole;
+                }
+            }
+            _ => {
+                for (a, &s) in acc.iter_mut().zip(&sum) {
+                    *a += s as f32 * whole;
+                }
             }
         }
     }
