@@ -175,7 +175,7 @@ impl Raster for YCbCr {
     }
     fn bright_bits(&self, y: usize, threshold: u8, bits: &mut [u64]) {
         let w = self.width;
-        luma_bits(&self.data[y * w * 3..(y + 1) * w * 3], threshold, bits);
+        y_bits(&self.data[y * w * 3..(y + 1) * w * 3], threshold, bits);
     }
     fn to_rgb([y, cb, cr]: [f32; 3]) -> [u8; 3] {
         // JFIF: full-range BT.601. `as u8` saturates, so adding ½ and truncating rounds.
@@ -191,16 +191,16 @@ impl Raster for YCbCr {
 
 /// `bright_bits` for interleaved Y, Cb, Cr bytes: bit x set when the Y of pixel x is above
 /// `threshold`.
-fn luma_bits(row: &[u8], threshold: u8, bits: &mut [u64]) {
+fn y_bits(row: &[u8], threshold: u8, bits: &mut [u64]) {
     // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
     #[cfg(target_arch = "x86_64")]
-    return unsafe { luma_bits_sse2(row, threshold, bits) };
+    return unsafe { y_bits_sse2(row, threshold, bits) };
     #[cfg(not(target_arch = "x86_64"))]
-    return luma_bits_scalar(row, threshold, bits);
+    return y_bits_scalar(row, threshold, bits);
 }
 
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn luma_bits_scalar(row: &[u8], threshold: u8, bits: &mut [u64]) {
+fn y_bits_scalar(row: &[u8], threshold: u8, bits: &mut [u64]) {
     bits.fill(0);
     for (x, p) in row.chunks_exact(3).enumerate() {
         bits[x / 64] |= ((p[0] > threshold) as u64) << (x % 64);
@@ -209,6 +209,7 @@ fn luma_bits_scalar(row: &[u8], threshold: u8, bits: &mut [u64]) {
 
 /// Bit i of `EVERY_THIRD[v]` is bit 3·i of the 12-bit `v`: picks the Y bits out of a
 /// Y, Cb, Cr, Y, … byte mask, 4 pixels per lookup.
+#[cfg(target_arch = "x86_64")]
 static EVERY_THIRD: [u8; 4096] = {
     let mut t = [0u8; 4096];
     let mut v = 0;
@@ -223,7 +224,7 @@ static EVERY_THIRD: [u8; 4096] = {
 /// threshold, gather the 48 comparison bits with `movemask`, keep every third.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse2")]
-fn luma_bits_sse2(row: &[u8], threshold: u8, bits: &mut [u64]) {
+fn y_bits_sse2(row: &[u8], threshold: u8, bits: &mut [u64]) {
     use std::arch::x86_64::*;
     bits.fill(0);
     let t = _mm_set1_epi8(threshold as i8);
@@ -775,8 +776,8 @@ mod tests {
                 .map(|_| t.saturating_add(rng.random_range(0..3)).saturating_sub(1))
                 .collect();
             let (mut fast, mut slow) = (vec![!0u64; w.div_ceil(64)], vec![0u64; w.div_ceil(64)]);
-            luma_bits(&row, t, &mut fast);
-            luma_bits_scalar(&row, t, &mut slow);
+            y_bits(&row, t, &mut fast);
+            y_bits_scalar(&row, t, &mut slow);
             assert_eq!(fast, slow, "case {case}: width {w}, threshold {t}");
         }
     }
