@@ -55,7 +55,8 @@ pub fn terminal_class(l: &[f32; N_CLASSES]) -> usize {
 
 impl Stage for Explore {
     fn code_version(&self) -> u32 {
-        1
+        // 2: the gallery's area-averaging resize sums whole rows as integers (rounding moved).
+        2
     }
 
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
