@@ -117,11 +117,17 @@ fn decode_as(
     Ok((w, h, data))
 }
 
+/// A borrowed three-channel image: width, height and interleaved bytes, row-major.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub width: usize,
+    pub height: usize,
+    pub data: &'a [u8],
+}
+
 /// Three interleaved 8-bit channels per pixel, as the ROI and resize kernels read them.
 pub trait Raster {
-    fn width(&self) -> usize;
-    fn height(&self) -> usize;
-    fn data(&self) -> &[u8];
+    fn view(&self) -> View<'_>;
     /// Sets bit x (least significant first, 64 per word) of `bits` for each pixel of row `y`
     /// whose luma is above `threshold`; clears the others.
     fn bright_bits(&self, y: usize, threshold: u8, bits: &mut [u64]);
@@ -130,14 +136,12 @@ pub trait Raster {
 }
 
 impl Raster for Rgb {
-    fn width(&self) -> usize {
-        self.width
-    }
-    fn height(&self) -> usize {
-        self.height
-    }
-    fn data(&self) -> &[u8] {
-        &self.data
+    fn view(&self) -> View<'_> {
+        View {
+            width: self.width,
+            height: self.height,
+            data: &self.data,
+        }
     }
     fn bright_bits(&self, y: usize, threshold: u8, bits: &mut [u64]) {
         // luma > t  ⇔  4899 R + 9617 G + 1868 B + 8192 ≥ (t + 1) · 2^14 (OpenCV's RGB→gray)
@@ -164,14 +168,12 @@ impl Raster for Rgb {
 }
 
 impl Raster for YCbCr {
-    fn width(&self) -> usize {
-        self.width
-    }
-    fn height(&self) -> usize {
-        self.height
-    }
-    fn data(&self) -> &[u8] {
-        &self.data
+    fn view(&self) -> View<'_> {
+        View {
+            width: self.width,
+            height: self.height,
+            data: &self.data,
+        }
     }
     fn bright_bits(&self, y: usize, threshold: u8, bits: &mut [u64]) {
         let w = self.width;
@@ -270,17 +272,12 @@ pub struct BoxPx {
 /// largest (the seed's "external contours, largest bounding rectangle"); None if nothing is
 /// above the threshold.
 pub fn roi_box<R: Raster>(img: &R, threshold: u8) -> Option<BoxPx> {
-    let mut bits = vec![0u64; img.width().div_ceil(64)];
-    // Sized for a noisy sky (~5,000 runs per 424×424 image) so the vectors rarely grow.
-    let mut labels = Labelling {
-        sets: Vec::with_capacity(8192),
-        prev: Vec::with_capacity(img.width() / 2 + 1),
-        cur: Vec::with_capacity(img.width() / 2 + 1),
-        ..Labelling::default()
-    };
-    for y in 0..img.height() {
+    let View { width, height, .. } = img.view();
+    let mut bits = vec![0u64; width.div_ceil(64)];
+    let mut labels = Labelling::new(width);
+    for y in 0..height {
         img.bright_bits(y, threshold, &mut bits);
-        labels.add_row(y as u16, &bits, img.width());
+        labels.add_row(y as u16, &bits);
     }
     labels.largest_box()
 }
@@ -289,14 +286,14 @@ pub fn roi_box<R: Raster>(img: &R, threshold: u8) -> Option<BoxPx> {
 /// to the runs of the previous row they touch (8-connectivity: overlapping once widened by one
 /// pixel) in a union–find whose roots carry their set's bounding box. Much cheaper than a
 /// per-pixel flood fill, and the noisy skies of the survey have thousands of tiny runs.
-#[derive(Default)]
 struct Labelling {
+    width: usize,
     /// Union–find over sets, numbered in raster order of their first run.
     sets: Vec<Set>,
     /// The previous and the current row's runs: (first x, last x, set).
     prev: Vec<(u16, u16, u32)>,
     cur: Vec<(u16, u16, u32)>,
-    /// Scratch: the current row's run starts and ends.
+    /// Scratch: the current row's run starts and ends (`width` + 4 long, see `run_bounds`).
     starts: Vec<u16>,
     ends: Vec<u16>,
 }
@@ -377,12 +374,22 @@ fn unpack_positions(mut word: u64, base: u16, out: &mut [u16], n: &mut usize) {
 }
 
 impl Labelling {
-    fn add_row(&mut self, y: u16, bits: &[u64], width: usize) {
+    /// Sized for a noisy sky (~5,000 runs per 424×424 image) so the vectors rarely grow.
+    fn new(width: usize) -> Self {
+        Labelling {
+            width,
+            sets: Vec::with_capacity(8192),
+            prev: Vec::with_capacity(width / 2 + 1),
+            cur: Vec::with_capacity(width / 2 + 1),
+            starts: vec![0; width + 4],
+            ends: vec![0; width + 4],
+        }
+    }
+
+    fn add_row(&mut self, y: u16, bits: &[u64]) {
         std::mem::swap(&mut self.prev, &mut self.cur);
         self.cur.clear();
-        self.starts.resize(width + 4, 0);
-        self.ends.resize(width + 4, 0);
-        let runs = run_bounds(bits, width, &mut self.starts, &mut self.ends);
+        let runs = run_bounds(bits, self.width, &mut self.starts, &mut self.ends);
         let (prev, sets) = (&self.prev, &mut self.sets);
         let mut j = 0; // first run of the previous row that may touch the current run
         for (&x0, &x1) in self.starts[..runs].iter().zip(&self.ends[..runs]) {
@@ -515,7 +522,8 @@ pub fn centre_square(width: usize, height: usize, side: usize) -> BoxPx {
 pub fn crop_resize<R: Raster>(img: &R, b: BoxPx, size: usize) -> Vec<u8> {
     let xs = area_weights(b.x, b.w, size);
     let ys = area_weights(b.y, b.h, size);
-    let (data, stride) = (img.data(), img.width() * 3);
+    let View { width, data, .. } = img.view();
+    let stride = width * 3;
     // Vertical pass first, a whole box row at a time (vectorises): `size` rows of b.w pixels.
     let span = b.w * 3;
     let mut cols = vec![0f32; size * span];
@@ -533,14 +541,10 @@ pub fn crop_resize<R: Raster>(img: &R, b: BoxPx, size: usize) -> Vec<u8> {
         for (k, &wgt) in weights.iter().enumerate() {
             // u16 sums stay exact for up to 257 rows of 255.
             if wgt == whole && summed < 257 {
-                if summed == 0 {
-                    for (s, &v) in sum.iter_mut().zip(row(k)) {
-                        *s = v as u16;
-                    }
-                } else {
-                    for (s, &v) in sum.iter_mut().zip(row(k)) {
-                        *s += v as u16;
-                    }
+                // The first whole row overwrites the previous cell's sums (no separate clear).
+                let keep = (summed > 0) as u16;
+                for (s, &v) in sum.iter_mut().zip(row(k)) {
+                    *s = *s * keep + v as u16;
                 }
                 summed += 1;
             } else if let Some(slot) = edges.iter_mut().find(|e| e.is_none()) {

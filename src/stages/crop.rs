@@ -34,7 +34,7 @@ pub fn crop_one(path: &Path, p: &CropParams) -> Result<Cropped, String> {
 }
 
 fn crop_decoded<R: vision::Raster>(img: &R, p: &CropParams) -> Cropped {
-    let (width, height) = (img.width(), img.height());
+    let vision::View { width, height, .. } = img.view();
     let (square, placement) = match p.method {
         CropMethod::Center => (
             vision::centre_square(width, height, p.center_size as usize),
