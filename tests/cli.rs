@@ -1445,20 +1445,14 @@ fn report_is_one_self_contained_html_file_that_renders_in_chromium() {
 fn bench_only_crop_measures_only_the_crop_figure_against_its_baseline() {
     let dir = tempfile::tempdir().unwrap();
     synth(dir.path(), 24, 4, 3);
-    let out = bin()
-        .current_dir(dir.path())
-        .args([
-            "bench", "--only", "crop", "--sample", "data", "--work", "bench",
-        ])
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bench = |only: &str| {
+        let args = [
+            "bench", "--only", only, "--sample", "data", "--work", "bench",
+        ];
+        run_real(dir.path(), &args)
+    };
+    let (code, v, stderr) = bench("crop");
+    assert_eq!(code, 0, "{stderr}");
     let figures = v["figures"].as_array().unwrap();
     assert_eq!(figures.len(), 1, "{v}");
     let crop = &figures[0];
@@ -1470,13 +1464,7 @@ fn bench_only_crop_measures_only_the_crop_figure_against_its_baseline() {
     assert!(value > 0.0 && baseline > 0.0, "{crop}");
     assert!((crop["ratio"].as_f64().unwrap() - value / baseline).abs() < 1e-9);
     // An unknown group is refused before anything is measured.
-    let bad = bin()
-        .current_dir(dir.path())
-        .args([
-            "bench", "--only", "gpu", "--sample", "data", "--work", "bench",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("crop"));
+    let (code, _, stderr) = bench("gpu");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("crop"), "{stderr}");
 }
