@@ -161,16 +161,17 @@ fn damage_to_any_cached_artifact_is_detected_reported_and_recomputed() {
 #[test]
 fn a_kill_between_publishing_and_cleaning_up_leaves_nothing_behind() {
     // Found by the kill soak: a kill after a stage's object was renamed into place but before its
-    // work area was removed left `cache/work/<key>` behind for good.
+    // work area was removed left that key's folder under the cache's `work` behind for good.
     let p = Project::new(5, 0);
     let (code, v) = p.run_json(&["run", "p.toml"]);
     assert_eq!(code, 0);
     let train_key = keys(&v)["train"].clone();
-    let leftover = p.path().join("cache/work").join(&train_key);
+    let work = p.path().join("cache").join("work");
+    let leftover = work.join(&train_key);
     std::fs::create_dir_all(&leftover).unwrap();
     std::fs::write(leftover.join("epoch-0"), "0").unwrap();
     // A checkpoint of a key that is not published yet is what resuming needs: it must stay.
-    let pending = p.path().join("cache/work").join("f".repeat(64));
+    let pending = work.join("f".repeat(64));
     std::fs::create_dir_all(&pending).unwrap();
     std::fs::write(pending.join("epoch-0"), "0").unwrap();
     p.clear_log();
