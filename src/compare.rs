@@ -112,7 +112,6 @@ pub fn resolve<'a>(
         .collect()
 }
 
-/// Flatten a JSON value into `prefix.key` → rendered value.
 /// Flattens nested parameters into `prefix.key.subkey` → rendered value (no prefix when empty).
 pub fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
     match v {
