@@ -10,7 +10,17 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::labels::CLASS_NAMES;
+use crate::labels::{CLASS_NAMES, N_CLASSES};
+
+/// The artifact file names (inside a stage's output folder).
+pub const CATALOG: &str = "catalog.parquet";
+pub const CROPS: &str = "crops.parquet";
+pub const METRICS: &str = "metrics.parquet";
+pub const PREDICTIONS: &str = "predictions.parquet";
+pub const SKIPPED: &str = "skipped.parquet";
+pub const HISTORY: &str = "history.parquet";
+pub const SUMMARY: &str = "summary.parquet";
+pub const CORRELATIONS: &str = "correlations.parquet";
 
 /// `catalog.parquet`: one row per galaxy.
 pub fn catalog_schema() -> Schema {
@@ -36,6 +46,28 @@ pub fn skipped_schema() -> Schema {
     ])
 }
 
+/// `predictions.parquet`: GalaxyID, method, and the 37 predicted outputs.
+pub fn write_predictions(
+    path: &std::path::Path,
+    rows: &[(u64, &str, crate::labels::Labels)],
+) -> Result<(), ArtifactError> {
+    let mut id = UInt64Builder::new();
+    let mut method = StringBuilder::new();
+    let mut cols: Vec<Float32Builder> = (0..N_CLASSES).map(|_| Float32Builder::new()).collect();
+    for (g, m, p) in rows {
+        id.append_value(*g);
+        method.append_value(m);
+        for (c, b) in cols.iter_mut().enumerate() {
+            b.append_value(p[c]);
+        }
+    }
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(id.finish()), Arc::new(method.finish())];
+    columns.extend(cols.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    let batch =
+        RecordBatch::try_new(Arc::new(predictions_schema()), columns).expect("columns match");
+    write_parquet(path, &batch)
+}
+
 /// Write `skipped.parquet`: the galaxies a stage left out, with the reason.
 pub fn write_skipped(path: &Path, skipped: &[(u64, String)]) -> Result<(), ArtifactError> {
     use arrow::array::{StringArray, UInt64Array};
@@ -58,7 +90,7 @@ pub struct CatalogRow {
     pub split: Split,
     pub image_path: String,
     pub image_digest: String,
-    pub labels: Option<[f32; 37]>,
+    pub labels: Option<crate::labels::Labels>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,7 +316,8 @@ pub fn read_predictions(path: &Path) -> Result<PredictionsByMethod, ArtifactErro
     Ok(out)
 }
 
-pub type PredictionsByMethod = std::collections::BTreeMap<String, Vec<(u64, [f32; 37])>>;
+pub type PredictionsByMethod =
+    std::collections::BTreeMap<String, Vec<(u64, crate::labels::Labels)>>;
 
 /// Every artifact's Arrow schema, as committed in `schemas/artifacts.json` (crops at size 64).
 pub fn documented_schemas() -> serde_json::Value {
@@ -325,7 +358,7 @@ pub fn label_columns<'a>(
 }
 
 /// Row `r` of the label columns; None where the labels are null (test galaxies).
-pub fn labels_at(cols: &[&arrow::array::Float32Array], r: usize) -> Option<[f32; 37]> {
+pub fn labels_at(cols: &[&arrow::array::Float32Array], r: usize) -> Option<crate::labels::Labels> {
     use arrow::array::Array;
     if cols[0].is_null(r) {
         return None;
@@ -399,7 +432,7 @@ pub struct CropRow {
     pub roi: (u16, u16, u16),
     pub placement: &'static str,
     pub pixels: Vec<u8>,
-    pub labels: Option<[f32; 37]>,
+    pub labels: Option<crate::labels::Labels>,
 }
 
 pub fn crops_batch(size: usize, rows: &[CropRow]) -> RecordBatch {
@@ -505,7 +538,7 @@ pub struct Crops {
     pub ids: Vec<u64>,
     pub splits: Vec<Split>,
     pub pixels: Vec<u8>,
-    pub labels: Vec<Option<[f32; 37]>>,
+    pub labels: Vec<Option<crate::labels::Labels>>,
 }
 
 impl Crops {
@@ -519,7 +552,7 @@ impl Crops {
 struct CropColumns {
     ids: Vec<u64>,
     splits: Vec<Split>,
-    labels: Vec<Option<[f32; 37]>>,
+    labels: Vec<Option<crate::labels::Labels>>,
 }
 
 /// Read `crops.parquet` into one contiguous pixel buffer. Row groups are decoded in parallel,

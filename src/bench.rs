@@ -104,7 +104,7 @@ fn large_set(work: &Path, sample: &Path, opts: &BenchOptions) -> Result<PathBuf,
     std::fs::create_dir_all(&images).map_err(|e| e.to_string())?;
     let labels = crate::stages::ingest::read_labels(&sample.join("training_solutions_rev1.csv"))
         .map_err(|e| e.to_string())?;
-    let sources: Vec<(u64, [f32; 37])> = labels
+    let sources: Vec<(u64, crate::labels::Labels)> = labels
         .into_iter()
         .filter(|(id, _)| {
             sample
@@ -463,13 +463,14 @@ fn train_figures(
     Ok(())
 }
 
-/// Print the figures as a Markdown table.
-pub fn print_table(v: &serde_json::Value) {
-    println!("| figure | value | baseline (same run) | value / baseline | target |");
-    println!("|---|---|---|---|---|");
+/// The figures as a Markdown table.
+pub fn table_text(v: &serde_json::Value) -> String {
+    let mut out =
+        String::from("| figure | value | baseline (same run) | value / baseline | target |\n");
+    out.push_str("|---|---|---|---|---|\n");
     for f in v["figures"].as_array().into_iter().flatten() {
-        println!(
-            "| {} | {:.3} {} | {:.3} ({}) | {:.2}× | {} |",
+        out += &format!(
+            "| {} | {:.3} {} | {:.3} ({}) | {:.2}× | {} |\n",
             f["what"].as_str().unwrap_or(""),
             f["value"].as_f64().unwrap_or(f64::NAN),
             f["unit"].as_str().unwrap_or(""),
@@ -479,4 +480,5 @@ pub fn print_table(v: &serde_json::Value) {
             f["target"].as_str().unwrap_or("")
         );
     }
+    out
 }

@@ -3,33 +3,34 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use serde::Serialize;
 use serde_json::json;
 
 use crate::cache::{Lookup, Store};
-use crate::records::{self, Outcome, RunRecord};
+use crate::records::{self, GitInfo, Outcome, RunRecord};
 
-/// The headline metric of a run: the validation RMSE of its evaluate stage, if any.
-fn headline(r: &RunRecord) -> Option<f64> {
-    r.stages
-        .iter()
-        .filter(|s| s.kind == "evaluate")
-        .find_map(|s| s.metrics.get("rmse").copied())
+/// One line of `galaxy-pipe runs`.
+#[derive(Debug, Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub started: String,
+    pub pipeline: String,
+    pub name: String,
+    pub git: Option<GitInfo>,
+    pub overrides: Vec<String>,
+    pub ran: usize,
+    pub cached: usize,
+    pub failed: usize,
+    pub rmse: Option<f64>,
 }
 
-/// Recent runs, newest first, optionally only those of one pipeline file.
-pub fn runs(
-    store: &Store,
-    pipeline: Option<&Path>,
-    limit: usize,
-    json: bool,
-) -> Result<(), String> {
+/// Recent runs, newest first, optionally only those of one pipeline file; and the warnings
+/// about unreadable records.
+pub fn runs(store: &Store, pipeline: Option<&Path>, limit: usize) -> (Vec<RunRow>, Vec<String>) {
     let (all, warnings) = records::list(&store.runs_dir());
-    for w in &warnings {
-        eprintln!("warning: ignoring {w}");
-    }
     let wanted = pipeline.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
-    let selected: Vec<&RunRecord> = all
-        .iter()
+    let rows = all
+        .into_iter()
         .filter(|r| {
             wanted.as_ref().is_none_or(|w| {
                 std::path::absolute(&r.pipeline).is_ok_and(|p| &p == w)
@@ -37,26 +38,29 @@ pub fn runs(
             })
         })
         .take(limit)
+        .map(|r| RunRow {
+            ran: r.count(Outcome::Ran),
+            cached: r.count(Outcome::Cached),
+            failed: r.count(Outcome::Failed),
+            rmse: r.headline_rmse(),
+            id: r.id,
+            started: r.started,
+            pipeline: r.pipeline,
+            name: r.pipeline_name,
+            git: r.git,
+            overrides: r.overrides,
+        })
         .collect();
-    if json {
-        let rows: Vec<_> = selected
-            .iter()
-            .map(|r| {
-                let count = |o: Outcome| r.stages.iter().filter(|s| s.outcome == o).count();
-                json!({ "id": r.id, "started": r.started, "pipeline": r.pipeline, "name": r.pipeline_name, "git": r.git,
-                        "overrides": r.overrides, "ran": count(Outcome::Ran), "cached": count(Outcome::Cached),
-                        "failed": count(Outcome::Failed), "rmse": headline(r) })
-            })
-            .collect();
-        println!("{}", json!({ "runs": rows }));
-        return Ok(());
-    }
-    println!(
-        "{:<27} {:<20} {:<22} {:<9} {:>4} {:>6} {:>9}  overrides",
+    (rows, warnings)
+}
+
+/// The run list as a text table.
+pub fn runs_text(rows: &[RunRow]) -> String {
+    let mut out = format!(
+        "{:<27} {:<20} {:<22} {:<9} {:>4} {:>6} {:>9}  overrides\n",
         "run", "started", "pipeline", "git", "ran", "cached", "rmse"
     );
-    for r in selected {
-        let count = |o: Outcome| r.stages.iter().filter(|s| s.outcome == o).count();
+    for r in rows {
         let git = r
             .git
             .as_ref()
@@ -68,23 +72,21 @@ pub fn runs(
                 )
             })
             .unwrap_or_else(|| "-".into());
-        let rmse = headline(r)
-            .map(|v| format!("{v:.5}"))
-            .unwrap_or_else(|| "-".into());
+        let rmse = r.rmse.map_or_else(|| "-".into(), |v| format!("{v:.5}"));
         let started: String = r.started.chars().take(19).collect();
-        println!(
-            "{:<27} {:<20} {:<22} {:<9} {:>4} {:>6} {:>9}  {}",
+        out.push_str(&format!(
+            "{:<27} {:<20} {:<22} {:<9} {:>4} {:>6} {:>9}  {}\n",
             r.id,
             started,
-            r.pipeline_name,
+            r.name,
             git,
-            count(Outcome::Ran),
-            count(Outcome::Cached),
+            r.ran,
+            r.cached,
             rmse,
             r.overrides.join(" ")
-        );
+        ));
     }
-    Ok(())
+    out
 }
 
 /// Find runs by id or unique id prefix; a miss that matches an unreadable record says so.
@@ -205,7 +207,8 @@ pub enum Format {
 }
 
 /// Columns side by side: only the parameters that differ, and every metric (best RMSE marked).
-pub fn print(columns: &[Column], format: Format) -> Result<(), String> {
+pub fn render(columns: &[Column], format: Format) -> String {
+    let mut out = String::new();
     let cols: Vec<_> = columns.iter().map(|c| (&c.params, &c.metrics)).collect();
     let param_names: BTreeSet<&String> = cols.iter().flat_map(|(p, _)| p.keys()).collect();
     let differing: Vec<&String> = param_names
@@ -241,23 +244,20 @@ pub fn print(columns: &[Column], format: Format) -> Result<(), String> {
                 .map(|n| (*n, cols.iter().map(|(_, m)| m.get(*n).copied()).collect()))
                 .collect();
             let ids: Vec<&str> = columns.iter().map(|c| c.label.as_str()).collect();
-            println!(
-                "{}",
-                json!({ "runs": ids, "params": params, "metrics": metrics })
-            );
+            out = json!({ "runs": ids, "params": params, "metrics": metrics }).to_string() + "\n";
         }
         Format::Csv => {
-            let mut w = csv::Writer::from_writer(std::io::stdout());
+            let mut w = csv::Writer::from_writer(Vec::new());
             let mut header = vec!["name".to_string()];
             header.extend(columns.iter().map(|c| c.label.clone()));
-            w.write_record(&header).map_err(|e| e.to_string())?;
+            w.write_record(&header).expect("writing to memory");
             for n in &differing {
                 let mut row = vec![format!("param {n}")];
                 row.extend(
                     cols.iter()
                         .map(|(p, _)| p.get(*n).cloned().unwrap_or_default()),
                 );
-                w.write_record(&row).map_err(|e| e.to_string())?;
+                w.write_record(&row).expect("writing to memory");
             }
             for n in &metric_names {
                 let mut row = vec![format!("metric {n}")];
@@ -265,9 +265,10 @@ pub fn print(columns: &[Column], format: Format) -> Result<(), String> {
                     cols.iter()
                         .map(|(_, m)| m.get(*n).map(|v| v.to_string()).unwrap_or_default()),
                 );
-                w.write_record(&row).map_err(|e| e.to_string())?;
+                w.write_record(&row).expect("writing to memory");
             }
-            w.flush().map_err(|e| e.to_string())?;
+            let bytes = w.into_inner().expect("writing to memory");
+            out = String::from_utf8_lossy(&bytes).into_owned();
         }
         Format::Text => {
             // Build every cell first so each column is as wide as its widest cell.
@@ -306,25 +307,26 @@ pub fn print(columns: &[Column], format: Format) -> Result<(), String> {
                         .unwrap_or(0)
                 })
                 .collect();
-            let line = |name: &str, cells: &[String]| {
-                let mut out = format!("{name:<name_width$}");
+            let line = |out: &mut String, name: &str, cells: &[String]| {
+                let mut text = format!("{name:<name_width$}");
                 for (cell, w) in cells.iter().zip(&widths) {
-                    out.push_str(&format!("  {cell:>w$}"));
+                    text.push_str(&format!("  {cell:>w$}"));
                 }
-                println!("{}", out.trim_end());
+                out.push_str(text.trim_end());
+                out.push('\n');
             };
             let labels: Vec<String> = columns.iter().map(|c| c.label.clone()).collect();
-            line("", &labels);
+            line(&mut out, "", &labels);
             for (i, (name, cells)) in rows.iter().enumerate() {
                 if i == 0 && params_end > 0 {
-                    println!("parameters that differ:");
+                    out.push_str("parameters that differ:\n");
                 }
                 if i == params_end {
-                    println!("metrics (* best):");
+                    out.push_str("metrics (* best):\n");
                 }
-                line(name, cells);
+                line(&mut out, name, cells);
             }
         }
     }
-    Ok(())
+    out
 }

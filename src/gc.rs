@@ -2,16 +2,58 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::json;
+use serde::Serialize;
 
-use crate::cache::{Fingerprint, Store};
+use crate::cache::{CacheError, Fingerprint, Store};
 use crate::records;
 
-pub fn gc(store: &Store, keep_runs: usize, dry_run: bool, json: bool) -> Result<i32, String> {
-    let (runs, warnings) = records::list(&store.runs_dir());
-    for w in &warnings {
-        eprintln!("warning: ignoring {w}");
+/// What `gc` did (or, with `dry_run`, would do).
+#[derive(Debug, Serialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub removed: Vec<String>,
+    /// Artifacts kept because a retained run or a pipeline's current state uses them.
+    pub kept: usize,
+    /// Artifacts left alone because a running stage holds them.
+    pub busy: Vec<String>,
+    pub freed_bytes: u64,
+    pub swept_temp: usize,
+    /// Run records that could not be read (and so keep nothing).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+impl GcReport {
+    pub fn text(&self) -> String {
+        let verb = if self.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        let mut out = String::new();
+        for key in &self.removed {
+            out.push_str(&format!("{verb} {key}\n"));
+        }
+        out.push_str(&format!(
+            "{verb} {} artifact(s), {:.1} MiB; kept {} in use\n",
+            self.removed.len(),
+            self.freed_bytes as f64 / (1 << 20) as f64,
+            self.kept
+        ));
+        if !self.busy.is_empty() {
+            out.push_str(&format!(
+                "left {} artifact(s) that a running stage holds\n",
+                self.busy.len()
+            ));
+        }
+        out
     }
+}
+
+/// Delete the artifacts that neither the newest `keep_runs` runs nor any pipeline's current
+/// state use.
+pub fn gc(store: &Store, keep_runs: usize, dry_run: bool) -> Result<GcReport, CacheError> {
+    let (runs, warnings) = records::list(&store.runs_dir());
     let mut keep: BTreeSet<String> = runs
         .iter()
         .take(keep_runs)
@@ -40,30 +82,18 @@ pub fn gc(store: &Store, keep_runs: usize, dry_run: bool, json: bool) -> Result<
                 freed += size;
             }
             Ok(false) => busy.push(key),
-            Err(e) => return Err(format!("gc: {e}")),
+            Err(e) => return Err(e),
         }
     }
-    let verb = if dry_run { "would delete" } else { "deleted" };
-    if json {
-        println!(
-            "{}",
-            json!({ "dry_run": dry_run, "removed": removed, "kept": keep.len(), "busy": busy, "freed_bytes": freed, "swept_temp": swept })
-        );
-    } else {
-        for key in &removed {
-            println!("{verb} {key}");
-        }
-        println!(
-            "{verb} {} artifact(s), {:.1} MiB; kept {} in use",
-            removed.len(),
-            freed as f64 / (1 << 20) as f64,
-            keep.len()
-        );
-        if !busy.is_empty() {
-            println!("left {} artifact(s) that a running stage holds", busy.len());
-        }
-    }
-    Ok(0)
+    Ok(GcReport {
+        dry_run,
+        removed,
+        kept: keep.len(),
+        busy,
+        freed_bytes: freed,
+        swept_temp: swept,
+        warnings,
+    })
 }
 
 /// Keys of the last fingerprint recorded for each stage of each pipeline.

@@ -90,15 +90,17 @@ impl Graph {
         up
     }
 
-    /// Direct downstream stage indices of stage `i`.
-    pub fn downstream(&self, i: usize) -> Vec<usize> {
-        let mut down: Vec<usize> = self
-            .graph
-            .neighbors_directed(NodeIndex::new(i), Direction::Outgoing)
-            .map(|n| self.graph[n])
-            .collect();
-        down.sort();
-        down
+    /// `stages` and every stage they depend on, directly or not.
+    pub fn with_ancestors(&self, stages: &BTreeSet<usize>) -> BTreeSet<usize> {
+        let reversed = Reversed(&self.graph);
+        let mut all = BTreeSet::new();
+        for &i in stages {
+            let mut dfs = Dfs::new(reversed, NodeIndex::new(i));
+            while let Some(n) = dfs.next(reversed) {
+                all.insert(self.graph[n]);
+            }
+        }
+        all
     }
 
     /// The stages a run selects: everything, everything up to and including `until`, or only
@@ -120,11 +122,7 @@ impl Graph {
             None => selected.extend(0..pipeline.stages.len()),
             Some(name) => {
                 let target = index_of(pipeline, name)?;
-                let reversed = Reversed(&self.graph);
-                let mut dfs = Dfs::new(reversed, NodeIndex::new(target));
-                while let Some(n) = dfs.next(reversed) {
-                    selected.insert(self.graph[n]);
-                }
+                selected = self.with_ancestors(&BTreeSet::from([target]));
             }
         }
         Ok(selected)
@@ -209,16 +207,16 @@ pub fn index_of(pipeline: &Pipeline, name: &str) -> Result<usize, GraphError> {
 fn check_kinds(pipeline: &Pipeline) -> Result<(), ConfigError> {
     let mut errors = Vec::new();
     for (i, stage) in pipeline.stages.iter().enumerate() {
-        let (accepted, required) = stage.kind.accepted_inputs();
+        let decl = stage.kind.decl();
+        let (accepted, required) = (decl.accepts, decl.requires);
         let mut seen = Vec::new();
         for (n, input) in stage.inputs.iter().enumerate() {
             let up = pipeline.stage(input).expect("inputs were validated");
-            if !accepted.contains(&up.kind) {
-                let names: Vec<&str> = accepted.iter().map(|k| k.name()).collect();
-                let allowed = if names.is_empty() {
+            if !stage.kind.accepts(up.kind) {
+                let allowed = if accepted.is_empty() {
                     "no inputs".to_string()
                 } else {
-                    names.join(", ")
+                    accepted.join(", ")
                 };
                 let message = format!(
                     "a `{}` stage cannot read `{input}` (a `{}` stage)",
@@ -231,7 +229,7 @@ fn check_kinds(pipeline: &Pipeline) -> Result<(), ConfigError> {
                     Some(format!("`{}` accepts: {allowed}", stage.kind)),
                 ));
             }
-            seen.push(up.kind);
+            seen.push(up.kind.name());
         }
         for need in required.iter().filter(|k| !seen.contains(k)) {
             let message = format!(

@@ -43,6 +43,9 @@ pub const CLASS_NAMES: [&str; 37] = [
 
 pub const N_CLASSES: usize = 37;
 
+/// One galaxy's 37 vote fractions (or predictions), in `CLASS_NAMES` order.
+pub type Labels = [f32; N_CLASSES];
+
 /// One question of the tree: its answer columns and the column its answers sum to (None = 1).
 #[derive(Debug, Clone)]
 pub struct Question {

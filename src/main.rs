@@ -1,4 +1,4 @@
-use galaxy_pipe::stages::StandardStages;
+use galaxy_pipe::stages::Registry;
 
 fn main() {
     // A file-size limit (`ulimit -f`) must turn into a clear "File too large" error naming the
@@ -7,7 +7,6 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    let code =
-        galaxy_pipe::cli::main_with(std::env::args_os().collect(), &StandardStages::default());
+    let code = galaxy_pipe::cli::main_with(std::env::args_os().collect(), &Registry::standard());
     std::process::exit(code);
 }

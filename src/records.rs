@@ -72,7 +72,25 @@ pub struct RunRecord {
     pub stages: Vec<StageRecord>,
 }
 
+/// How many of `stages` ended with `outcome`.
+pub fn count(stages: &[StageRecord], outcome: Outcome) -> usize {
+    stages.iter().filter(|s| s.outcome == outcome).count()
+}
+
 impl RunRecord {
+    /// How many stages of this run ended with `outcome`.
+    pub fn count(&self, outcome: Outcome) -> usize {
+        count(&self.stages, outcome)
+    }
+
+    /// The headline metric of a run: the validation RMSE of its evaluate stage, if any.
+    pub fn headline_rmse(&self) -> Option<f64> {
+        self.stages
+            .iter()
+            .filter(|s| s.kind == "evaluate")
+            .find_map(|s| s.metrics.get("rmse").copied())
+    }
+
     pub fn write(&self, runs_dir: &Path) -> std::io::Result<PathBuf> {
         let path = runs_dir.join(format!("{}.json", self.id));
         write_atomic(&path, &serde_json::to_vec_pretty(self).expect("serialise"))?;

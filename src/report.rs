@@ -10,7 +10,7 @@ use base64::Engine as _;
 
 use crate::artifacts::{self, Split};
 use crate::cache::{Artifact, Fingerprint, Lookup, Store};
-use crate::labels::{ANSWER_NAMES, N_CLASSES, QUESTION_TEXT, QUESTIONS};
+use crate::labels::{ANSWER_NAMES, QUESTION_TEXT, QUESTIONS};
 use crate::records::{Outcome, RunRecord, StageRecord};
 
 /// Galaxies shown in the worst-predicted gallery.
@@ -319,7 +319,13 @@ fn worst_gallery(predictions: &Path, crops: &Path) -> Result<String, String> {
         .map(|(i, id)| (*id, i))
         .collect();
     // (RMSE, GalaxyID, prediction, crop row, truth) of each validation galaxy.
-    type Scored<'a> = (f64, u64, &'a [f32; N_CLASSES], usize, [f32; N_CLASSES]);
+    type Scored<'a> = (
+        f64,
+        u64,
+        &'a crate::labels::Labels,
+        usize,
+        crate::labels::Labels,
+    );
     let mut scored: Vec<Scored> = model
         .iter()
         .filter_map(|(id, p)| {
@@ -328,7 +334,7 @@ fn worst_gallery(predictions: &Path, crops: &Path) -> Result<String, String> {
                 return None;
             }
             let truth = crops.labels[i]?;
-            let rmse = crate::stages::evaluate::score(&[*p], &[truth]).overall;
+            let rmse = crate::metrics::score(&[*p], &[truth]).overall;
             Some((rmse, *id, p, i, truth))
         })
         .collect();
@@ -347,7 +353,7 @@ fn worst_gallery(predictions: &Path, crops: &Path) -> Result<String, String> {
             png_data_uri(&png)
         );
         for q in &QUESTIONS {
-            let top = |v: &[f32; N_CLASSES]| {
+            let top = |v: &crate::labels::Labels| {
                 q.columns
                     .clone()
                     .max_by(|a, b| v[*a].total_cmp(&v[*b]))
@@ -417,10 +423,7 @@ pub fn render(store: &Store, run: &RunRecord) -> String {
     let views = stage_views(store, run);
     let mut html = String::new();
     let headline = run
-        .stages
-        .iter()
-        .filter(|s| s.kind == "evaluate")
-        .find_map(|s| s.metrics.get("rmse"))
+        .headline_rmse()
         .map(|v| format!("{v:.5}"))
         .unwrap_or_else(|| "-".into());
     let git = run
@@ -428,7 +431,7 @@ pub fn render(store: &Store, run: &RunRecord) -> String {
         .as_ref()
         .map(|g| format!("{}{}", g.commit, if g.dirty { " (dirty)" } else { "" }))
         .unwrap_or_else(|| "-".into());
-    let count = |o: Outcome| run.stages.iter().filter(|s| s.outcome == o).count();
+    let count = |o: Outcome| run.count(o);
     let _ = write!(
         html,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -506,7 +509,7 @@ pub fn render(store: &Store, run: &RunRecord) -> String {
     ));
 
     html.push_str("<h2>Evaluation against the baselines</h2>");
-    match file_of(&views, "evaluate", "metrics.parquet") {
+    match file_of(&views, "evaluate", crate::artifacts::METRICS) {
         Some(p) => match rmse_table(&p) {
             Ok(t) => html.push_str(&t),
             Err(e) => {
@@ -544,7 +547,10 @@ pub fn render(store: &Store, run: &RunRecord) -> String {
         .and_then(|v| v.out_dir());
     match (evaluate.and_then(|e| e.out_dir()), crop_of_evaluate) {
         (Some(e), Some(c)) => {
-            match worst_gallery(&e.join("predictions.parquet"), &c.join("crops.parquet")) {
+            match worst_gallery(
+                &e.join(crate::artifacts::PREDICTIONS),
+                &c.join(crate::artifacts::CROPS),
+            ) {
                 Ok(g) => html.push_str(&g),
                 Err(err) => {
                     let _ = write!(html, "<p class=\"missing\">gallery: {}</p>", esc(&err));

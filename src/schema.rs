@@ -2,24 +2,16 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::config::StageKind;
-use crate::config::params::*;
+use crate::kind::KindCatalog;
 
-pub fn pipeline_schema() -> Value {
+/// The JSON Schema of pipeline files whose stages are of the kinds in `kinds`.
+pub fn pipeline_schema(kinds: &dyn KindCatalog) -> Value {
     let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
     let mut variants = Vec::new();
     let mut refs = Vec::new();
-    for kind in StageKind::ALL {
-        let schema = match kind {
-            StageKind::Ingest => generator.subschema_for::<IngestParams>(),
-            StageKind::Explore => generator.subschema_for::<ExploreParams>(),
-            StageKind::Crop => generator.subschema_for::<CropParams>(),
-            StageKind::Baseline => generator.subschema_for::<BaselineParams>(),
-            StageKind::Train => generator.subschema_for::<TrainParams>(),
-            StageKind::Evaluate => generator.subschema_for::<EvaluateParams>(),
-            StageKind::Submit => generator.subschema_for::<SubmitParams>(),
-        };
-        refs.push((kind, schema.to_value()));
+    for kind in kinds.kinds() {
+        let schema = kind.schema(&mut generator);
+        refs.push((kind.kind(), schema.to_value()));
     }
     let mut defs: Map<String, Value> = generator.definitions().clone().into_iter().collect();
     for (kind, reference) in refs {
@@ -79,6 +71,6 @@ pub fn pipeline_schema() -> Value {
 }
 
 /// The schema as committed: pretty JSON with a trailing newline.
-pub fn pipeline_schema_text() -> String {
-    serde_json::to_string_pretty(&pipeline_schema()).expect("serialise") + "\n"
+pub fn pipeline_schema_text(kinds: &dyn KindCatalog) -> String {
+    serde_json::to_string_pretty(&pipeline_schema(kinds)).expect("serialise") + "\n"
 }

@@ -33,7 +33,8 @@ fn committed_schema_matches_the_types() {
     let committed =
         std::fs::read_to_string(repo_root().join("schemas/pipeline.schema.json")).unwrap();
     assert!(
-        committed == galaxy_pipe::schema::pipeline_schema_text(),
+        committed
+            == galaxy_pipe::schema::pipeline_schema_text(&galaxy_pipe::stages::Registry::standard()),
         "schemas/pipeline.schema.json is stale: run `cargo run -- schema > schemas/pipeline.schema.json`"
     );
 }
@@ -49,7 +50,7 @@ fn committed_artifact_schemas_match_the_code() {
 
 #[test]
 fn schema_describes_every_stage_kind() {
-    let schema = galaxy_pipe::schema::pipeline_schema();
+    let schema = galaxy_pipe::schema::pipeline_schema(&galaxy_pipe::stages::Registry::standard());
     let variants = schema["properties"]["stages"]["additionalProperties"]["oneOf"]
         .as_array()
         .unwrap();
@@ -64,6 +65,109 @@ fn schema_describes_every_stage_kind() {
         ]
     );
     assert!(variants.iter().all(|v| v["additionalProperties"] == false));
+}
+
+// ---------------------------------------------------------------- adding a stage kind
+
+const TALLY_PIPELINE: &str = "[pipeline]\nname = \"tally\"\nseed = 7\n\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"data\"\n\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingest\"]\n\n[stages.tally]\nkind = \"tally\"\ninputs = [\"ingest\"]\nsample = 2\n";
+
+/// `tests/support/tally.rs` is a whole new kind in one file, registered with one line in
+/// `test_registry()`: it validates, runs, caches, is in the schema, and its key records the seed
+/// because it declares so (crop, which does not, stays cached when the seed changes).
+#[test]
+fn a_new_stage_kind_is_one_file_and_one_registration_line() {
+    let p = Project::new(12, 0);
+    p.write("t.toml", TALLY_PIPELINE);
+    let (code, v) = p.run_json(&["run", "t.toml"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(ids_with(&v, "ran"), ["ingest", "crop", "tally"]);
+    let tally = v["stages"][2].clone();
+    assert_eq!(tally["kind"], "tally");
+    assert_eq!(
+        tally["metrics"]["Train"].as_f64().unwrap()
+            + tally["metrics"]["Valid"].as_f64().unwrap_or(0.0),
+        12.0,
+        "{tally}"
+    );
+    let (_, v) = p.run_json(&["run", "t.toml"]);
+    assert_eq!(ids_with(&v, "cached"), ["ingest", "crop", "tally"]);
+
+    // The seed enters ingest's and tally's keys (declared `SeedUse::InKey`), not crop's; crop
+    // re-runs only because ingest's split (its input) changed, not because it saw the seed.
+    let (_, v) = p.run_json(&["run", "t.toml", "--set", "pipeline.seed=8", "--dry-run"]);
+    assert_eq!(ids_with(&v, "miss"), ["ingest", "crop", "tally"], "{v}");
+    let (_, v) = p.run_json(&["status", "t.toml", "--set", "pipeline.seed=8"]);
+    assert_eq!(v["stages"][0]["state"], "stale", "{v}");
+
+    // Its parameters are validated like every other kind's: unknown keys, ranges.
+    p.write(
+        "bad.toml",
+        &TALLY_PIPELINE.replace("sample = 2", "sampel = 2"),
+    );
+    let err = String::from_utf8(p.run(&["validate", "bad.toml"]).stderr).unwrap();
+    assert!(
+        err.contains("unknown key `sampel` for a `tally` stage"),
+        "{err}"
+    );
+    assert!(err.contains("sample"), "did-you-mean: {err}");
+    p.write(
+        "bad.toml",
+        &TALLY_PIPELINE.replace("sample = 2", "sample = 500"),
+    );
+    let out = p.run(&["validate", "bad.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`tally.sample` must be at most 100"));
+
+    // It accepts only what it declares.
+    p.write(
+        "bad.toml",
+        &TALLY_PIPELINE.replace(
+            "inputs = [\"ingest\"]\nsample",
+            "inputs = [\"crop\"]\nsample",
+        ),
+    );
+    let err = String::from_utf8(p.run(&["validate", "bad.toml"]).stderr).unwrap();
+    assert!(err.contains("a `tally` stage cannot read `crop`"), "{err}");
+
+    // And the pipeline schema of that registry describes it.
+    let schema = galaxy_pipe::schema::pipeline_schema(&test_registry());
+    let kinds: Vec<&str> = schema["properties"]["stages"]["additionalProperties"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["properties"]["kind"]["const"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"tally"), "{kinds:?}");
+}
+
+/// `galaxy-pipe runs | head -1`: a closed pipe ends the command quietly with exit 0.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let p = Project::new(5, 0);
+    let exe = assert_cmd::cargo::cargo_bin("galaxy-pipe");
+    for args in [
+        vec!["runs"],
+        vec!["dag", "p.toml"],
+        vec!["schema"],
+        vec!["status", "p.toml"],
+    ] {
+        let mut child = std::process::Command::new(&exe)
+            .args(&args)
+            .current_dir(p.path())
+            .env_remove("GALAXY_PIPE_CACHE_DIR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader goes away before anything is written
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------- config errors: exit 2 + message

@@ -586,12 +586,12 @@ mod config_fuzz {
         std::fs::write(dir.path().join("full.toml"), BASE).unwrap();
         let path = dir.path().join("p.toml");
         std::fs::write(&path, text).unwrap();
-        let result = galaxy_pipe::config::load(&path, set).and_then(|p| {
-            match galaxy_pipe::graph::Graph::build(&p) {
-                Err(galaxy_pipe::graph::GraphError::Invalid(e)) => Err(e),
-                _ => Ok(()),
-            }
-        });
+        let result =
+            galaxy_pipe::config::load(&path, set, &galaxy_pipe::stages::Registry::standard())
+                .and_then(|p| match galaxy_pipe::graph::Graph::build(&p) {
+                    Err(galaxy_pipe::graph::GraphError::Invalid(e)) => Err(e),
+                    _ => Ok(()),
+                });
         if let Err(e) = result {
             let mut out = String::new();
             miette::GraphicalReportHandler::new()

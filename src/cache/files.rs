@@ -320,6 +320,7 @@ fn walk(root: &Path) -> Result<Vec<Found>, CacheError> {
     Ok(found)
 }
 
-fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
+/// A file's modification time in nanoseconds.
+pub(crate) fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
     meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
 }

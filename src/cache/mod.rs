@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use atomic::write_atomic;
 pub use files::Manifest;
+use files::mtime_ns;
 pub use fingerprint::{CACHE_FORMAT, Change, Fingerprint};
 pub use lock::{Acquired, KeyLock};
 
@@ -462,10 +463,6 @@ impl Store {
         }
         size(&self.object_dir(key))
     }
-}
-
-fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
-    meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128
 }
 
 /// Relative paths of all files under `dir`, sorted.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use miette::{Diagnostic, NamedSource, SourceSpan};
 
-use super::source::Sources;
+use super::texts::Sources;
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum ConfigError {

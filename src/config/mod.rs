@@ -3,11 +3,13 @@
 mod error;
 pub mod params;
 mod source;
+mod texts;
 
 use std::path::{Path, PathBuf};
 
+use crate::kind::KindParams;
+pub use crate::kind::{KindCatalog, StageKind, StageParams};
 pub use error::{ConfigError, did_you_mean};
-pub use params::{StageKind, StageParams};
 use source::{Node, NodeKind, Origin, Sources};
 
 /// Keys of the `[pipeline]` table.
@@ -77,27 +79,81 @@ impl Pipeline {
 }
 
 impl StageSpec {
-    /// Resolve a path parameter of this stage against the file that declared it.
+    /// Resolve a path parameter of this stage against the file that declared it (normalised:
+    /// `pipelines/../data` reads `data`).
     pub fn resolve(&self, relative: &str) -> PathBuf {
-        self.base_dir.join(relative)
+        normalize(&self.base_dir.join(relative))
     }
 }
 
-/// Load `path`, follow `extends`, apply `overrides` (`STAGE.KEY=VALUE`), and validate.
-pub fn load(path: &Path, overrides: &[String]) -> Result<Pipeline, ConfigError> {
+/// `path` with `.` and `name/..` removed, without touching the file system (as users write
+/// paths; a symlinked folder followed by `..` is taken literally).
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+    use std::path::Path;
+
+    #[test]
+    fn normalize_removes_dot_and_parent_components() {
+        let cases = [
+            (
+                "/abs/pipelines/../submissions/demo.csv",
+                "/abs/submissions/demo.csv",
+            ),
+            ("pipelines/./../data/galaxy-zoo", "data/galaxy-zoo"),
+            ("../shared/data", "../shared/data"),
+            ("a/../../b", "../b"),
+            ("/..", "/"),
+            ("./", "."),
+        ];
+        for (given, want) in cases {
+            assert_eq!(normalize(Path::new(given)), Path::new(want), "{given}");
+        }
+    }
+}
+
+/// Load `path`, follow `extends`, apply `overrides` (`STAGE.KEY=VALUE`), and validate against
+/// the stage kinds of `kinds`.
+pub fn load(
+    path: &Path,
+    overrides: &[String],
+    kinds: &dyn KindCatalog,
+) -> Result<Pipeline, ConfigError> {
     let mut sources = Sources::default();
     let mut root = source::load_chain(path, &mut sources)?;
     let cwd = std::env::current_dir().unwrap_or_default();
     for arg in overrides {
         source::apply_override(&mut root, arg, &mut sources, &cwd)?;
     }
-    let mut pipeline = build(&root, &sources)?;
+    let mut pipeline = build(&root, &sources, kinds)?;
     pipeline.path = path.to_path_buf();
     pipeline.overrides = overrides.to_vec();
     Ok(pipeline)
 }
 
-fn build(root: &Node, sources: &Sources) -> Result<Pipeline, ConfigError> {
+fn build(root: &Node, sources: &Sources, kinds: &dyn KindCatalog) -> Result<Pipeline, ConfigError> {
     let mut errors = Vec::new();
     let top = root.as_table().expect("document is a table");
     for (key, node) in top.iter() {
@@ -142,7 +198,7 @@ fn build(root: &Node, sources: &Sources) -> Result<Pipeline, ConfigError> {
         )),
         Some((_, Some(table))) => {
             for (id, node) in table.iter() {
-                if let Some(stage) = stage(id, node, sources, &mut errors) {
+                if let Some(stage) = stage(id, node, sources, kinds, &mut errors) {
                     stages.push(stage);
                 }
             }
@@ -223,7 +279,9 @@ fn pipeline_table(
     };
     let cache_dir = match table.get("cache_dir").map(|n| (n, n.to_value())) {
         None => None,
-        Some((n, toml::Value::String(s))) => Some(sources.get(n.origin.source).base_dir.join(s)),
+        Some((n, toml::Value::String(s))) => {
+            Some(normalize(&sources.get(n.origin.source).base_dir.join(s)))
+        }
         Some((n, _)) => {
             errors.push(type_error(
                 sources,
@@ -240,6 +298,7 @@ fn stage(
     id: &str,
     node: &Node,
     sources: &Sources,
+    kinds: &dyn KindCatalog,
     errors: &mut Vec<ConfigError>,
 ) -> Option<StageSpec> {
     let Some(table) = node.as_table() else {
@@ -263,140 +322,16 @@ fn stage(
         ));
         return None;
     }
-    let kind_names: Vec<String> = StageKind::ALL
-        .iter()
-        .map(|k| k.name().to_string())
-        .collect();
-    let kind = match table.get("kind") {
-        None => {
-            errors.push(ConfigError::at(
-                sources,
-                node.origin.source,
-                node.origin.key.clone(),
-                format!("stage `{id}` has no `kind`"),
-                Some(format!("kinds: {}", kind_names.join(", "))),
-            ));
-            return None;
-        }
-        Some(k) => match k.to_value() {
-            toml::Value::String(s) => match StageKind::from_name(&s) {
-                Some(kind) => kind,
-                None => {
-                    errors.push(ConfigError::unknown_name(
-                        sources,
-                        k.origin.source,
-                        k.origin.value.clone(),
-                        "stage kind",
-                        &s,
-                        &kind_names,
-                    ));
-                    return None;
-                }
-            },
-            _ => {
-                errors.push(type_error(sources, k, "`kind` must be a string"));
-                return None;
-            }
-        },
-    };
-    let inputs = match table.get("inputs") {
-        None => Vec::new(),
-        Some(n) => match n.to_value() {
-            toml::Value::Array(items) if items.iter().all(|v| v.is_str()) => items
-                .into_iter()
-                .map(|v| v.as_str().unwrap_or_default().to_string())
-                .collect(),
-            _ => {
-                errors.push(type_error(
-                    sources,
-                    n,
-                    "`inputs` must be an array of stage ids",
-                ));
-                return None;
-            }
-        },
-    };
-
-    // Kind-specific keys: unknown names first (with suggestions), then types, then ranges.
-    let known = StageParams::known_keys(kind);
-    let mut params = toml::Table::new();
-    let mut ok = true;
-    for (key, n) in table.iter() {
-        if key == "kind" || key == "inputs" {
-            continue;
-        }
-        if !known.iter().any(|k| k == key) {
-            let mut all = known.clone();
-            all.extend(["kind".to_string(), "inputs".to_string()]);
-            errors.push(
-                ConfigError::unknown_name(
-                    sources,
-                    n.origin.source,
-                    n.origin.key.clone(),
-                    "key",
-                    key,
-                    &all,
-                )
-                .with_message(format!("unknown key `{key}` for a `{kind}` stage")),
-            );
-            ok = false;
-            continue;
-        }
-        params.insert(key.clone(), n.to_value());
-    }
-    if !ok {
-        return None;
-    }
-    let params = match StageParams::from_value(kind, toml::Value::Table(params)) {
-        Ok(p) => p,
-        Err(e) => {
-            let path = e.path().to_string();
-            let first = path.split(['.', '[']).next().unwrap_or("").to_string();
-            let (src, span) = match table.get(&first) {
-                Some(n) => (n.origin.source, n.origin.value.clone()),
-                None => (node.origin.source, node.origin.key.clone()),
-            };
-            let what = if first.is_empty() || path == "." {
-                format!("stage `{id}`")
-            } else {
-                format!("`{id}.{path}`")
-            };
-            errors.push(ConfigError::at(
-                sources,
-                src,
-                span,
-                format!("{what}: {}", e.inner().message()),
-                None,
-            ));
-            return None;
-        }
-    };
-    let mut valid = true;
-    for invalid in params.validate() {
-        valid = false;
-        let (src, span) = table
-            .get(invalid.key)
-            .map(|n| (n.origin.source, n.origin.value.clone()))
-            .unwrap_or((node.origin.source, node.origin.key.clone()));
-        errors.push(ConfigError::at(
-            sources,
-            src,
-            span,
-            format!("`{id}.{}` {}", invalid.key, invalid.message),
-            None,
-        ));
-    }
-    if !valid {
-        return None;
-    }
+    let kind = stage_kind(id, node, table, sources, kinds, errors)?;
+    let inputs = stage_inputs(table, sources, errors)?;
+    let params = stage_params(id, node, table, kind, sources, errors)?;
     // Paths resolve against the file that wrote them.
-    let path_key = match kind {
-        StageKind::Ingest => Some("data_dir"),
-        StageKind::Submit => Some("output"),
-        _ => None,
-    };
-    let base_dir = path_key
-        .and_then(|k| table.get(k))
+    let base_dir = kind
+        .kind()
+        .decl()
+        .path_params
+        .iter()
+        .find_map(|k| table.get(k))
         .map(|n| sources.get(n.origin.source).base_dir.clone())
         .unwrap_or_else(|| sources.get(node.origin.source).base_dir.clone());
     let inputs_origin = table.get("inputs").map(|n| {
@@ -412,12 +347,169 @@ fn stage(
     };
     Some(StageSpec {
         id: id.to_string(),
-        kind,
+        kind: kind.kind(),
         inputs,
         params,
         base_dir,
         origin,
     })
+}
+
+/// The kind a stage table names, among those of `kinds`.
+fn stage_kind<'k>(
+    id: &str,
+    node: &Node,
+    table: &source::Table,
+    sources: &Sources,
+    kinds: &'k dyn KindCatalog,
+    errors: &mut Vec<ConfigError>,
+) -> Option<&'k dyn KindParams> {
+    let kind_names = kinds.names();
+    let Some(k) = table.get("kind") else {
+        errors.push(ConfigError::at(
+            sources,
+            node.origin.source,
+            node.origin.key.clone(),
+            format!("stage `{id}` has no `kind`"),
+            Some(format!("kinds: {}", kind_names.join(", "))),
+        ));
+        return None;
+    };
+    let toml::Value::String(s) = k.to_value() else {
+        errors.push(type_error(sources, k, "`kind` must be a string"));
+        return None;
+    };
+    let found = kinds.find(&s);
+    if found.is_none() {
+        errors.push(ConfigError::unknown_name(
+            sources,
+            k.origin.source,
+            k.origin.value.clone(),
+            "stage kind",
+            &s,
+            &kind_names,
+        ));
+    }
+    found
+}
+
+/// The `inputs` array of a stage table (empty when absent).
+fn stage_inputs(
+    table: &source::Table,
+    sources: &Sources,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Vec<String>> {
+    let Some(n) = table.get("inputs") else {
+        return Some(Vec::new());
+    };
+    match n.to_value() {
+        toml::Value::Array(items) if items.iter().all(|v| v.is_str()) => Some(
+            items
+                .into_iter()
+                .map(|v| v.as_str().unwrap_or_default().to_string())
+                .collect(),
+        ),
+        _ => {
+            errors.push(type_error(
+                sources,
+                n,
+                "`inputs` must be an array of stage ids",
+            ));
+            None
+        }
+    }
+}
+
+/// The kind-specific keys of a stage table: unknown names first (with suggestions), then
+/// types, then ranges.
+fn stage_params(
+    id: &str,
+    node: &Node,
+    table: &source::Table,
+    kind: &dyn KindParams,
+    sources: &Sources,
+    errors: &mut Vec<ConfigError>,
+) -> Option<StageParams> {
+    let known = crate::kind::schema_keys(&crate::kind::full_schema(kind));
+    let mut params = toml::Table::new();
+    let mut ok = true;
+    for (key, n) in table.iter() {
+        if key == "kind" || key == "inputs" {
+            continue;
+        }
+        if !known.iter().any(|k| k == key) {
+            let mut all = known.clone();
+            all.extend(["kind".to_string(), "inputs".to_string()]);
+            let message = format!("unknown key `{key}` for a `{}` stage", kind.kind());
+            errors.push(
+                ConfigError::unknown_name(
+                    sources,
+                    n.origin.source,
+                    n.origin.key.clone(),
+                    "key",
+                    key,
+                    &all,
+                )
+                .with_message(message),
+            );
+            ok = false;
+            continue;
+        }
+        params.insert(key.clone(), n.to_value());
+    }
+    if !ok {
+        return None;
+    }
+    let params = match kind.parse(toml::Value::Table(params)) {
+        Ok(p) => p,
+        Err(e) => {
+            errors.push(parse_error(id, node, table, sources, &e));
+            return None;
+        }
+    };
+    let invalid = kind.validate(&params);
+    for invalid in &invalid {
+        let (src, span) = table
+            .get(invalid.key)
+            .map(|n| (n.origin.source, n.origin.value.clone()))
+            .unwrap_or((node.origin.source, node.origin.key.clone()));
+        errors.push(ConfigError::at(
+            sources,
+            src,
+            span,
+            format!("`{id}.{}` {}", invalid.key, invalid.message),
+            None,
+        ));
+    }
+    invalid.is_empty().then_some(params)
+}
+
+/// A serde error in a stage's parameters, pointing at the value it names.
+fn parse_error(
+    id: &str,
+    node: &Node,
+    table: &source::Table,
+    sources: &Sources,
+    e: &crate::kind::ParseError,
+) -> ConfigError {
+    let path = e.path().to_string();
+    let first = path.split(['.', '[']).next().unwrap_or("").to_string();
+    let (src, span) = match table.get(&first) {
+        Some(n) => (n.origin.source, n.origin.value.clone()),
+        None => (node.origin.source, node.origin.key.clone()),
+    };
+    let what = if first.is_empty() || path == "." {
+        format!("stage `{id}`")
+    } else {
+        format!("`{id}.{path}`")
+    };
+    ConfigError::at(
+        sources,
+        src,
+        span,
+        format!("{what}: {}", e.inner().message()),
+        None,
+    )
 }
 
 fn check_inputs(

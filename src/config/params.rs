@@ -4,73 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The seven stage kinds of the Galaxy Zoo workflow.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum StageKind {
-    Ingest,
-    Explore,
-    Crop,
-    Baseline,
-    Train,
-    Evaluate,
-    Submit,
-}
-
-impl StageKind {
-    pub const ALL: [StageKind; 7] = [
-        StageKind::Ingest,
-        StageKind::Explore,
-        StageKind::Crop,
-        StageKind::Baseline,
-        StageKind::Train,
-        StageKind::Evaluate,
-        StageKind::Submit,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            StageKind::Ingest => "ingest",
-            StageKind::Explore => "explore",
-            StageKind::Crop => "crop",
-            StageKind::Baseline => "baseline",
-            StageKind::Train => "train",
-            StageKind::Evaluate => "evaluate",
-            StageKind::Submit => "submit",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    /// Upstream kinds this kind accepts as inputs, and which of them it requires.
-    pub fn accepted_inputs(self) -> (&'static [StageKind], &'static [StageKind]) {
-        use StageKind::*;
-        match self {
-            Ingest => (&[], &[]),
-            Explore => (&[Ingest, Crop], &[Ingest]),
-            Crop => (&[Ingest], &[Ingest]),
-            Baseline => (&[Ingest, Crop], &[Ingest]),
-            Train => (&[Crop], &[Crop]),
-            Evaluate => (&[Train, Crop, Baseline], &[Train, Crop]),
-            Submit => (&[Train, Crop], &[Train, Crop]),
-        }
-    }
-
-    /// Whether the pipeline seed enters this kind's fingerprint (it does where it changes output).
-    pub fn uses_seed(self) -> bool {
-        matches!(self, StageKind::Ingest | StageKind::Train)
-    }
-}
-
-impl std::fmt::Display for StageKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use crate::kind::{Invalid, Params};
 
 /// What to do with a catalogued galaxy whose image is missing or unreadable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -476,216 +410,125 @@ mod d {
     }
 }
 
-/// Typed parameters of one stage.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StageParams {
-    Ingest(IngestParams),
-    Explore(ExploreParams),
-    Crop(CropParams),
-    Baseline(BaselineParams),
-    Train(TrainParams),
-    Evaluate(EvaluateParams),
-    Submit(SubmitParams),
-}
-
-/// A value-range problem: the offending key and what is wrong with it.
-pub struct Invalid {
-    pub key: &'static str,
-    pub message: String,
-}
-
-fn check(ok: bool, key: &'static str, message: impl Into<String>, out: &mut Vec<Invalid>) {
-    if !ok {
-        out.push(Invalid {
-            key,
-            message: message.into(),
-        });
+impl Params for IngestParams {
+    fn validate(&self) -> Vec<Invalid> {
+        [
+            Invalid::unless(
+                (0.0..1.0).contains(&self.valid_fraction),
+                "valid_fraction",
+                "must be in [0, 1)",
+            ),
+            Invalid::unless(self.tree_tolerance >= 0.0, "tree_tolerance", "must be ≥ 0"),
+            Invalid::unless(!self.data_dir.is_empty(), "data_dir", "must name a folder"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 
-impl StageParams {
-    /// Parse the kind-specific keys of a stage table (everything but `kind` and `inputs`).
-    pub fn from_value(
-        kind: StageKind,
-        value: toml::Value,
-    ) -> Result<Self, serde_path_to_error::Error<toml::de::Error>> {
-        fn de<T: serde::de::DeserializeOwned>(
-            v: toml::Value,
-        ) -> Result<T, serde_path_to_error::Error<toml::de::Error>> {
-            serde_path_to_error::deserialize(v)
-        }
-        Ok(match kind {
-            StageKind::Ingest => StageParams::Ingest(de(value)?),
-            StageKind::Explore => StageParams::Explore(de(value)?),
-            StageKind::Crop => StageParams::Crop(de(value)?),
-            StageKind::Baseline => StageParams::Baseline(de(value)?),
-            StageKind::Train => StageParams::Train(de(value)?),
-            StageKind::Evaluate => StageParams::Evaluate(de(value)?),
-            StageKind::Submit => StageParams::Submit(de(value)?),
-        })
-    }
-
-    /// The parameters with every default filled in, as JSON with sorted keys: the canonical
-    /// form that enters the fingerprint.
-    pub fn canonical(&self) -> serde_json::Value {
-        let v = match self {
-            StageParams::Ingest(p) => serde_json::to_value(p),
-            StageParams::Explore(p) => serde_json::to_value(p),
-            StageParams::Crop(p) => serde_json::to_value(p),
-            StageParams::Baseline(p) => serde_json::to_value(p),
-            StageParams::Train(p) => serde_json::to_value(p),
-            StageParams::Evaluate(p) => serde_json::to_value(p),
-            StageParams::Submit(p) => serde_json::to_value(p),
-        };
-        v.expect("parameters always serialise")
-    }
-
-    /// Keys this kind accepts (from its schema), for unknown-key errors.
-    pub fn known_keys(kind: StageKind) -> Vec<String> {
-        let schema = kind_schema(kind);
-        let mut keys: Vec<String> = schema
-            .get("properties")
-            .and_then(|p| p.as_object())
-            .map(|p| p.keys().cloned().collect())
-            .unwrap_or_default();
-        keys.sort();
-        keys
-    }
-
-    /// Range checks serde cannot express.
-    pub fn validate(&self) -> Vec<Invalid> {
-        let mut out = Vec::new();
-        match self {
-            StageParams::Ingest(p) => {
-                check(
-                    (0.0..1.0).contains(&p.valid_fraction),
-                    "valid_fraction",
-                    "must be in [0, 1)",
-                    &mut out,
-                );
-                check(
-                    p.tree_tolerance >= 0.0,
-                    "tree_tolerance",
-                    "must be ≥ 0",
-                    &mut out,
-                );
-                check(
-                    !p.data_dir.is_empty(),
-                    "data_dir",
-                    "must name a folder",
-                    &mut out,
-                );
-            }
-            StageParams::Explore(p) => {
-                check(
-                    (0.0..=1.0).contains(&p.confidence),
-                    "confidence",
-                    "must be in [0, 1]",
-                    &mut out,
-                );
-            }
-            StageParams::Crop(p) => {
-                check(
-                    (8..=424).contains(&p.size),
-                    "size",
-                    "must be between 8 and 424 pixels",
-                    &mut out,
-                );
-                check(
-                    (0.0..=2.0).contains(&p.padding),
-                    "padding",
-                    "must be in [0, 2]",
-                    &mut out,
-                );
-                check(
-                    (8..=424).contains(&p.center_size),
-                    "center_size",
-                    "must be between 8 and 424 pixels",
-                    &mut out,
-                );
-            }
-            StageParams::Baseline(p) => {
-                check(
-                    !p.methods.is_empty(),
-                    "methods",
-                    "must list at least one method",
-                    &mut out,
-                );
-            }
-            StageParams::Train(p) => {
-                check(p.epochs >= 1, "epochs", "must be at least 1", &mut out);
-                check(
-                    p.batch_size >= 1,
-                    "batch_size",
-                    "must be at least 1",
-                    &mut out,
-                );
-                check(
-                    p.learning_rate > 0.0 && p.learning_rate.is_finite(),
-                    "learning_rate",
-                    "must be a positive number",
-                    &mut out,
-                );
-                check(
-                    (0.0..1.0).contains(&p.momentum),
-                    "momentum",
-                    "must be in [0, 1)",
-                    &mut out,
-                );
-                check(
-                    p.weight_decay >= 0.0,
-                    "weight_decay",
-                    "must be ≥ 0",
-                    &mut out,
-                );
-                check(
-                    p.lr_decay > 0.0 && p.lr_decay <= 1.0,
-                    "lr_decay",
-                    "must be in (0, 1]",
-                    &mut out,
-                );
-                check(
-                    p.lr_step_epochs >= 1,
-                    "lr_step_epochs",
-                    "must be at least 1",
-                    &mut out,
-                );
-                check(
-                    p.conv
-                        .iter()
-                        .all(|c| c.filters >= 1 && c.kernel >= 1 && c.pool >= 1),
-                    "conv",
-                    "filters, kernel and pool must be at least 1",
-                    &mut out,
-                );
-                check(
-                    p.dense
-                        .iter()
-                        .all(|d| d.units >= 1 && (0.0..1.0).contains(&d.dropout)),
-                    "dense",
-                    "units must be ≥ 1 and dropout in [0, 1)",
-                    &mut out,
-                );
-            }
-            StageParams::Evaluate(_) => {}
-            StageParams::Submit(p) => {
-                check(!p.output.is_empty(), "output", "must name a file", &mut out);
-            }
-        }
-        out
+impl Params for ExploreParams {
+    fn validate(&self) -> Vec<Invalid> {
+        Invalid::unless(
+            (0.0..=1.0).contains(&self.confidence),
+            "confidence",
+            "must be in [0, 1]",
+        )
+        .into_iter()
+        .collect()
     }
 }
 
-/// The JSON Schema of one kind's parameter table.
-pub fn kind_schema(kind: StageKind) -> serde_json::Value {
-    let schema = match kind {
-        StageKind::Ingest => schemars::schema_for!(IngestParams),
-        StageKind::Explore => schemars::schema_for!(ExploreParams),
-        StageKind::Crop => schemars::schema_for!(CropParams),
-        StageKind::Baseline => schemars::schema_for!(BaselineParams),
-        StageKind::Train => schemars::schema_for!(TrainParams),
-        StageKind::Evaluate => schemars::schema_for!(EvaluateParams),
-        StageKind::Submit => schemars::schema_for!(SubmitParams),
-    };
-    serde_json::to_value(schema).expect("schemas serialise")
+impl Params for CropParams {
+    fn validate(&self) -> Vec<Invalid> {
+        [
+            Invalid::unless(
+                (8..=424).contains(&self.size),
+                "size",
+                "must be between 8 and 424 pixels",
+            ),
+            Invalid::unless(
+                (0.0..=2.0).contains(&self.padding),
+                "padding",
+                "must be in [0, 2]",
+            ),
+            Invalid::unless(
+                (8..=424).contains(&self.center_size),
+                "center_size",
+                "must be between 8 and 424 pixels",
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+impl Params for BaselineParams {
+    fn validate(&self) -> Vec<Invalid> {
+        Invalid::unless(
+            !self.methods.is_empty(),
+            "methods",
+            "must list at least one method",
+        )
+        .into_iter()
+        .collect()
+    }
+}
+
+impl Params for TrainParams {
+    fn validate(&self) -> Vec<Invalid> {
+        [
+            Invalid::unless(self.epochs >= 1, "epochs", "must be at least 1"),
+            Invalid::unless(self.batch_size >= 1, "batch_size", "must be at least 1"),
+            Invalid::unless(
+                self.learning_rate > 0.0 && self.learning_rate.is_finite(),
+                "learning_rate",
+                "must be a positive number",
+            ),
+            Invalid::unless(
+                (0.0..1.0).contains(&self.momentum),
+                "momentum",
+                "must be in [0, 1)",
+            ),
+            Invalid::unless(self.weight_decay >= 0.0, "weight_decay", "must be ≥ 0"),
+            Invalid::unless(
+                self.lr_decay > 0.0 && self.lr_decay <= 1.0,
+                "lr_decay",
+                "must be in (0, 1]",
+            ),
+            Invalid::unless(
+                self.lr_step_epochs >= 1,
+                "lr_step_epochs",
+                "must be at least 1",
+            ),
+            Invalid::unless(
+                self.conv
+                    .iter()
+                    .all(|c| c.filters >= 1 && c.kernel >= 1 && c.pool >= 1),
+                "conv",
+                "filters, kernel and pool must be at least 1",
+            ),
+            Invalid::unless(
+                self.dense
+                    .iter()
+                    .all(|d| d.units >= 1 && (0.0..1.0).contains(&d.dropout)),
+                "dense",
+                "units must be ≥ 1 and dropout in [0, 1)",
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+impl Params for EvaluateParams {}
+
+impl Params for SubmitParams {
+    fn validate(&self) -> Vec<Invalid> {
+        Invalid::unless(!self.output.is_empty(), "output", "must name a file")
+            .into_iter()
+            .collect()
+    }
 }

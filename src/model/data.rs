@@ -151,7 +151,7 @@ pub fn assemble<'a>(
     size: usize,
     indices: &[usize],
     transforms: &[Transform],
-    labels: &dyn Fn(usize) -> [f32; 37],
+    labels: &dyn Fn(usize) -> crate::labels::Labels,
 ) -> Batch {
     let per = 3 * size * size;
     let mut images = vec![0f32; indices.len() * per];

@@ -24,7 +24,7 @@ pub fn load_model<B: Backend>(
         .map_err(|e| format!("{}: {e}", dir.join("model.json").display()))
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("model.json: {e}")))?;
     // Parameters are initialised lazily (possibly while loading), drawing from the RNG.
-    let _rng = super::training::rng_guard();
+    let _rng = super::rng::rng_guard();
     let net = arch.init::<B>(device)?;
     let net = net
         .load_file(
@@ -43,7 +43,7 @@ pub fn predict_crops<B: Backend>(
     crops: &Crops,
     indices: &[usize],
     tta: bool,
-) -> Vec<[f32; N_CLASSES]> {
+) -> Vec<crate::labels::Labels> {
     let size = crops.size;
     let variants = if tta { 8 } else { 1 };
     let mut sums = vec![[0f32; N_CLASSES]; indices.len()];
@@ -84,4 +84,28 @@ pub fn predict_crops<B: Backend>(
     sums.iter()
         .map(|s| s.map(|v| v / variants as f32))
         .collect()
+}
+
+/// Predict `indices` with the model stored in `model_dir`, on the device `requested` resolves to.
+pub fn predict_on_device(
+    model_dir: &Path,
+    requested: crate::config::params::Device,
+    crops: &Crops,
+    indices: &[usize],
+    tta: bool,
+) -> Result<Vec<crate::labels::Labels>, String> {
+    let (resolved, _) = super::device::resolve(requested)?;
+    match resolved {
+        super::Resolved::Cpu => {
+            let dev = burn::backend::flex::FlexDevice;
+            let (net, _) = load_model::<burn::backend::Flex>(model_dir, &dev)?;
+            Ok(predict_crops(&net, &dev, crops, indices, tta))
+        }
+        #[cfg(feature = "cuda")]
+        super::Resolved::Cuda => {
+            let dev = Default::default();
+            let (net, _) = load_model::<burn::backend::Cuda>(model_dir, &dev)?;
+            Ok(predict_crops(&net, &dev, crops, indices, tta))
+        }
+    }
 }

@@ -5,6 +5,7 @@ pub mod data;
 pub mod device;
 pub mod inference;
 pub mod net;
+pub mod rng;
 pub mod training;
 
 pub use device::Resolved;

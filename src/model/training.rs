@@ -67,7 +67,7 @@ fn recorder() -> Rec {
 
 /// Per-class loss weights for `weighted_mse`: rarer answers weigh more (w ∝ 1/√(mean + 0.01),
 /// normalised to mean 1), so the few-vote classes of the deep tree are not ignored.
-pub fn class_weights(labels: &[[f32; N_CLASSES]]) -> [f32; N_CLASSES] {
+pub fn class_weights(labels: &[crate::labels::Labels]) -> crate::labels::Labels {
     let n = labels.len().max(1) as f64;
     let mut w = [0f64; N_CLASSES];
     for (c, wc) in w.iter_mut().enumerate() {
@@ -91,24 +91,11 @@ pub fn learning_rate(p: &TrainParams, epoch: u32) -> f64 {
     }
 }
 
-/// Burn's backend RNG (parameter initialisation, dropout) is process-wide: two trainings
-/// interleaving on it would not be reproducible, so one process trains one model at a time.
-/// Building a network for inference draws from the same RNG (its initial weights, then
-/// overwritten), so it takes the same lock.
-static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Hold Burn's process-wide RNG for the guard's lifetime.
-pub fn rng_guard() -> std::sync::MutexGuard<'static, ()> {
-    TRAINING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 pub fn train<B: AutodiffBackend>(
     device: B::Device,
     inp: &TrainInputs,
 ) -> Result<TrainReport, String> {
-    let _one_at_a_time = rng_guard();
+    let _one_at_a_time = super::rng::rng_guard();
     let p = inp.params;
     let decay = (p.weight_decay > 0.0).then(|| WeightDecayConfig::new(p.weight_decay as f32));
     match p.optimizer {
@@ -150,7 +137,7 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
     if train_idx.is_empty() {
         return Err("no labelled training crops".into());
     }
-    let train_labels: Vec<[f32; N_CLASSES]> = train_idx
+    let train_labels: Vec<crate::labels::Labels> = train_idx
         .iter()
         .map(|&i| crops.labels[i].expect("filtered"))
         .collect();
@@ -292,11 +279,11 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
                 &valid_idx,
                 false,
             );
-            let truth: Vec<[f32; N_CLASSES]> = valid_idx
+            let truth: Vec<crate::labels::Labels> = valid_idx
                 .iter()
                 .map(|&i| crops.labels[i].expect("labelled"))
                 .collect();
-            crate::stages::baseline::rmse(&preds, &truth)
+            crate::metrics::rmse(&preds, &truth)
         };
         history.push(HistoryRow {
             epoch: epoch + 1,

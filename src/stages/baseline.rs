@@ -4,17 +4,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Float32Builder, Float64Array, RecordBatch, StringArray, StringBuilder, UInt64Builder,
-};
+use arrow::array::{Float64Array, RecordBatch, StringArray};
 use nalgebra::DMatrix;
 
 use crate::artifacts::{self, Crops, Split};
 use crate::config::params::BaselineMethod;
-use crate::config::{StageKind, StageParams};
+use crate::config::params::BaselineParams;
 use crate::labels::N_CLASSES;
 
-use super::{Stage, StageContext, StageError, StageOutcome};
+use crate::kind::{KindDecl, SeedUse, StageKind};
+
+use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
 pub struct Baseline;
 
@@ -51,7 +51,7 @@ fn features(method: BaselineMethod, crops: &Crops, i: usize) -> Vec<f64> {
 }
 
 /// Least squares with an intercept: returns a (features+1)×37 coefficient matrix.
-pub fn fit(x: &[Vec<f64>], y: &[[f32; N_CLASSES]]) -> Result<DMatrix<f64>, String> {
+pub fn fit(x: &[Vec<f64>], y: &[crate::labels::Labels]) -> Result<DMatrix<f64>, String> {
     let n = x.len();
     let d = x.first().map_or(0, |r| r.len()) + 1;
     let xm = DMatrix::from_fn(n, d, |r, c| if c == 0 { 1.0 } else { x[r][c - 1] });
@@ -60,7 +60,7 @@ pub fn fit(x: &[Vec<f64>], y: &[[f32; N_CLASSES]]) -> Result<DMatrix<f64>, Strin
     svd.solve(&ym, 1e-12).map_err(|e| e.to_string())
 }
 
-pub fn predict(beta: &DMatrix<f64>, x: &[f64]) -> [f32; N_CLASSES] {
+pub fn predict(beta: &DMatrix<f64>, x: &[f64]) -> crate::labels::Labels {
     let mut out = [0f32; N_CLASSES];
     for (c, o) in out.iter_mut().enumerate() {
         let mut v = beta[(0, c)];
@@ -72,39 +72,31 @@ pub fn predict(beta: &DMatrix<f64>, x: &[f64]) -> [f32; N_CLASSES] {
     out
 }
 
-/// Root mean squared error over all outputs of all rows.
-pub fn rmse(pred: &[[f32; N_CLASSES]], truth: &[[f32; N_CLASSES]]) -> f64 {
-    let mut sum = 0f64;
-    for (p, t) in pred.iter().zip(truth) {
-        for c in 0..N_CLASSES {
-            let d = p[c] as f64 - t[c] as f64;
-            sum += d * d;
-        }
-    }
-    (sum / (pred.len() * N_CLASSES).max(1) as f64).sqrt()
-}
+impl StageKindDef for Baseline {
+    const KIND: StageKind = StageKind::new(&KindDecl {
+        name: "baseline",
+        code_version: 1,
+        seed: SeedUse::Unused,
+        path_params: &[],
+        accepts: &["ingest", "crop"],
+        requires: &["ingest"],
+    });
+    type Params = BaselineParams;
 
-impl Stage for Baseline {
-    fn code_version(&self) -> u32 {
-        1
-    }
-
-    fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let StageParams::Baseline(p) = &ctx.spec.params else {
-            unreachable!("registry maps baseline to Baseline")
-        };
-        let catalog =
-            artifacts::read_catalog(&ctx.input_of(StageKind::Ingest)?.dir.join("catalog.parquet"))
-                .map_err(|e| StageError::Other(Box::new(e)))?;
-        let labels: HashMap<u64, [f32; N_CLASSES]> = catalog
+    fn run(&self, p: &BaselineParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
+        let catalog = artifacts::read_catalog(
+            &ctx.input_of::<super::ingest::Ingest>()?
+                .dir
+                .join(crate::artifacts::CATALOG),
+        )?;
+        let labels: HashMap<u64, crate::labels::Labels> = catalog
             .iter()
             .filter_map(|r| r.labels.map(|l| (r.id, l)))
             .collect();
-        let crop_input = ctx.inputs.values().find(|i| i.kind == StageKind::Crop);
+        let crop_input = ctx.optional_input::<super::crop::Crop>();
         let needs_pixels = p.methods.iter().any(|m| *m != BaselineMethod::Mean);
         let crops = match crop_input {
-            Some(input) => artifacts::read_crops(&input.dir.join("crops.parquet"))
-                .map_err(|e| StageError::Other(Box::new(e)))?,
+            Some(input) => artifacts::read_crops(&input.dir.join(crate::artifacts::CROPS))?,
             None if needs_pixels => {
                 return Err(StageError::msg(
                     "central_pixel and average_colour need a `crop` input",
@@ -149,12 +141,12 @@ impl Stage for Baseline {
                 valid.len()
             )));
         }
-        let y_train: Vec<[f32; N_CLASSES]> = train.iter().map(|r| labels[&r.1]).collect();
-        let y_valid: Vec<[f32; N_CLASSES]> = valid.iter().map(|r| labels[&r.1]).collect();
+        let y_train: Vec<crate::labels::Labels> = train.iter().map(|r| labels[&r.1]).collect();
+        let y_valid: Vec<crate::labels::Labels> = valid.iter().map(|r| labels[&r.1]).collect();
 
         let mut metrics = BTreeMap::new();
         let mut metric_rows: Vec<(String, f64)> = Vec::new();
-        let mut pred_rows: Vec<(u64, &'static str, [f32; N_CLASSES])> = Vec::new();
+        let mut pred_rows: Vec<(u64, &'static str, crate::labels::Labels)> = Vec::new();
         ctx.progress.start(p.methods.len() as u64, "fitting");
         for &method in &p.methods {
             let x_train: Vec<Vec<f64>> = train
@@ -164,11 +156,11 @@ impl Stage for Baseline {
             let beta = fit(&x_train, &y_train).map_err(|e| {
                 StageError::msg(format!("{}: least squares failed: {e}", method.name()))
             })?;
-            let preds: Vec<[f32; N_CLASSES]> = valid
+            let preds: Vec<crate::labels::Labels> = valid
                 .iter()
                 .map(|r| predict(&beta, &features(method, &crops, r.0)))
                 .collect();
-            let score = rmse(&preds, &y_valid);
+            let score = crate::metrics::rmse(&preds, &y_valid);
             metrics.insert(format!("rmse_{}", method.name()), score);
             metric_rows.push((method.name().to_string(), score));
             pred_rows.extend(
@@ -180,11 +172,11 @@ impl Stage for Baseline {
             ctx.progress.inc(1);
         }
         write_metrics(
-            &ctx.out_dir.join("metrics.parquet"),
+            &ctx.out_dir.join(crate::artifacts::METRICS),
             &metric_rows,
             valid.len(),
         )?;
-        write_predictions(&ctx.out_dir.join("predictions.parquet"), &pred_rows)?;
+        artifacts::write_predictions(&ctx.out_dir.join(crate::artifacts::PREDICTIONS), &pred_rows)?;
         let notes = metric_rows
             .iter()
             .map(|(m, s)| format!("{m}: validation RMSE {s:.5} ({} galaxies)", valid.len()))
@@ -212,29 +204,7 @@ fn write_metrics(
         ],
     )
     .expect("columns match");
-    artifacts::write_parquet(path, &batch).map_err(|e| StageError::Other(Box::new(e)))
-}
-
-/// `predictions.parquet`: GalaxyID, method, and the 37 predicted outputs.
-pub fn write_predictions(
-    path: &std::path::Path,
-    rows: &[(u64, &str, [f32; N_CLASSES])],
-) -> Result<(), StageError> {
-    let mut id = UInt64Builder::new();
-    let mut method = StringBuilder::new();
-    let mut cols: Vec<Float32Builder> = (0..N_CLASSES).map(|_| Float32Builder::new()).collect();
-    for (g, m, p) in rows {
-        id.append_value(*g);
-        method.append_value(m);
-        for (c, b) in cols.iter_mut().enumerate() {
-            b.append_value(p[c]);
-        }
-    }
-    let mut columns: Vec<ArrayRef> = vec![Arc::new(id.finish()), Arc::new(method.finish())];
-    columns.extend(cols.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-    let batch = RecordBatch::try_new(Arc::new(artifacts::predictions_schema()), columns)
-        .expect("columns match");
-    artifacts::write_parquet(path, &batch).map_err(|e| StageError::Other(Box::new(e)))
+    Ok(artifacts::write_parquet(path, &batch)?)
 }
 
 #[cfg(test)]
@@ -246,7 +216,7 @@ mod tests {
         let x: Vec<Vec<f64>> = (0..50)
             .map(|i| vec![i as f64 / 50.0, ((i * 7) % 11) as f64 / 11.0])
             .collect();
-        let y: Vec<[f32; N_CLASSES]> = x
+        let y: Vec<crate::labels::Labels> = x
             .iter()
             .map(|r| [(0.1 + 0.5 * r[0] + 0.2 * r[1]) as f32; N_CLASSES])
             .collect();
@@ -271,6 +241,6 @@ mod tests {
     fn rmse_of_a_constant_offset() {
         let a = vec![[0.5f32; N_CLASSES]; 3];
         let b = vec![[0.4f32; N_CLASSES]; 3];
-        assert!((rmse(&a, &b) - 0.1).abs() < 1e-6);
+        assert!((crate::metrics::rmse(&a, &b) - 0.1).abs() < 1e-6);
     }
 }

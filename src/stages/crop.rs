@@ -8,12 +8,12 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::artifacts::{self, CatalogRow, CropRow, ParquetStream};
-use crate::config::StageKind;
-use crate::config::StageParams;
 use crate::config::params::{CropFallback, CropMethod, CropParams, OnProblem};
 use crate::vision::{self, Placement};
 
-use super::{Stage, StageContext, StageError, StageOutcome};
+use crate::kind::{KindDecl, SeedUse, StageKind};
+
+use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
 pub struct Crop;
 
@@ -38,7 +38,7 @@ fn crop_decoded<R: vision::Raster>(img: &R, p: &CropParams) -> Cropped {
     let (square, placement) = match p.method {
         CropMethod::Center => (
             vision::centre_square(width, height, p.center_size as usize),
-            Placement::Roi,
+            Placement::Center,
         ),
         CropMethod::Roi => vision::square_around(
             vision::roi_box(img, p.threshold),
@@ -56,23 +56,28 @@ fn crop_decoded<R: vision::Raster>(img: &R, p: &CropParams) -> Cropped {
     )
 }
 
-impl Stage for Crop {
-    fn code_version(&self) -> u32 {
+impl StageKindDef for Crop {
+    const KIND: StageKind = StageKind::new(&KindDecl {
+        name: "crop",
         // 4: ROI thresholded on the JPEG's own luma, crops averaged in YCbCr then converted.
-        4
-    }
+        // 5: centre crops record their placement as `center` (was `roi`).
+        code_version: 5,
+        seed: SeedUse::Unused,
+        path_params: &[],
+        accepts: &["ingest"],
+        requires: &["ingest"],
+    });
+    type Params = CropParams;
 
-    fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let StageParams::Crop(p) = &ctx.spec.params else {
-            unreachable!("registry maps crop to Crop")
-        };
-        let catalog_path = ctx.input_of(StageKind::Ingest)?.dir.join("catalog.parquet");
-        let catalog =
-            artifacts::read_catalog(&catalog_path).map_err(|e| StageError::Other(Box::new(e)))?;
+    fn run(&self, p: &CropParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
+        let catalog_path = ctx
+            .input_of::<super::ingest::Ingest>()?
+            .dir
+            .join(crate::artifacts::CATALOG);
+        let catalog = artifacts::read_catalog(&catalog_path)?;
         let size = p.size as usize;
-        let out_path = ctx.out_dir.join("crops.parquet");
-        let mut stream = ParquetStream::create(&out_path, Arc::new(artifacts::crops_schema(size)))
-            .map_err(|e| StageError::Other(Box::new(e)))?;
+        let out_path = ctx.out_dir.join(crate::artifacts::CROPS);
+        let mut stream = ParquetStream::create(&out_path, Arc::new(artifacts::crops_schema(size)))?;
         ctx.progress.start(catalog.len() as u64, "cropping");
 
         let mut skipped: Vec<(u64, String)> = Vec::new();
@@ -85,11 +90,9 @@ impl Stage for Crop {
             let tx = tx;
             let writer = scope.spawn(move || -> Result<(), StageError> {
                 for rows in rx {
-                    stream
-                        .write(&artifacts::crops_batch(size, &rows))
-                        .map_err(|e| StageError::Other(Box::new(e)))?;
+                    stream.write(&artifacts::crops_batch(size, &rows))?;
                 }
-                stream.finish().map_err(|e| StageError::Other(Box::new(e)))
+                stream.finish().map_err(StageError::from)
             });
             for chunk in catalog.chunks(CHUNK) {
                 let results: Vec<(&CatalogRow, Result<Cropped, String>)> = chunk
@@ -108,6 +111,7 @@ impl Stage for Crop {
                                 Placement::Roi => "roi",
                                 Placement::Clamped => "clamped",
                                 Placement::Whole => "whole",
+                                Placement::Center => "center",
                             };
                             *placements.entry(name).or_default() += 1;
                             if sheet.len() < 64 {
@@ -163,8 +167,7 @@ impl Stage for Crop {
                 skipped.len(),
                 skipped[0].1
             ));
-            artifacts::write_skipped(&ctx.out_dir.join("skipped.parquet"), &skipped)
-                .map_err(|e| StageError::Other(Box::new(e)))?;
+            artifacts::write_skipped(&ctx.out_dir.join(crate::artifacts::SKIPPED), &skipped)?;
         }
         if let Some(whole) = placements.get("whole") {
             notes.push(format!(

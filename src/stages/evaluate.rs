@@ -10,81 +10,35 @@ use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use plotters::prelude::*;
 
 use crate::artifacts::{self, Split};
-use crate::config::{StageKind, StageParams};
-use crate::labels::{CLASS_NAMES, N_CLASSES, QUESTIONS, tree_deviation};
-use crate::model::{Resolved, device, inference};
+use crate::config::params::EvaluateParams;
+use crate::labels::{CLASS_NAMES, QUESTIONS, tree_deviation};
+use crate::metrics::{Scores, score};
+use crate::model::inference;
 
-use super::{Stage, StageContext, StageError, StageOutcome};
+use crate::kind::{KindDecl, SeedUse, StageKind};
+
+use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
 pub struct Evaluate;
 
-/// RMSE overall, per question (11) and per class (37).
-#[derive(Debug, Clone)]
-pub struct Scores {
-    pub overall: f64,
-    pub questions: Vec<f64>,
-    pub classes: Vec<f64>,
-}
+impl StageKindDef for Evaluate {
+    const KIND: StageKind = StageKind::new(&KindDecl {
+        name: "evaluate",
+        code_version: 1,
+        seed: SeedUse::Unused,
+        path_params: &[],
+        accepts: &["train", "crop", "baseline"],
+        requires: &["train", "crop"],
+    });
+    type Params = EvaluateParams;
 
-pub fn score(pred: &[[f32; N_CLASSES]], truth: &[[f32; N_CLASSES]]) -> Scores {
-    let n = pred.len().max(1) as f64;
-    let mut sq = [0f64; N_CLASSES];
-    for (p, t) in pred.iter().zip(truth) {
-        for c in 0..N_CLASSES {
-            sq[c] += (p[c] as f64 - t[c] as f64).powi(2);
-        }
-    }
-    let classes: Vec<f64> = sq.iter().map(|s| (s / n).sqrt()).collect();
-    let questions = QUESTIONS
-        .iter()
-        .map(|q| {
-            (q.columns.clone().map(|c| sq[c]).sum::<f64>() / (n * q.columns.len() as f64)).sqrt()
-        })
-        .collect();
-    Scores {
-        overall: (sq.iter().sum::<f64>() / (n * N_CLASSES as f64)).sqrt(),
-        questions,
-        classes,
-    }
-}
-
-/// Predict `indices` with the model stored in `model_dir`, on the device `requested` resolves to.
-pub fn predict(
-    model_dir: &Path,
-    requested: crate::config::params::Device,
-    crops: &artifacts::Crops,
-    indices: &[usize],
-    tta: bool,
-) -> Result<Vec<[f32; N_CLASSES]>, String> {
-    let (resolved, _) = device::resolve(requested)?;
-    match resolved {
-        Resolved::Cpu => {
-            let dev = burn::backend::flex::FlexDevice;
-            let (net, _) = inference::load_model::<burn::backend::Flex>(model_dir, &dev)?;
-            Ok(inference::predict_crops(&net, &dev, crops, indices, tta))
-        }
-        #[cfg(feature = "cuda")]
-        Resolved::Cuda => {
-            let dev = Default::default();
-            let (net, _) = inference::load_model::<burn::backend::Cuda>(model_dir, &dev)?;
-            Ok(inference::predict_crops(&net, &dev, crops, indices, tta))
-        }
-    }
-}
-
-impl Stage for Evaluate {
-    fn code_version(&self) -> u32 {
-        1
-    }
-
-    fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let StageParams::Evaluate(p) = &ctx.spec.params else {
-            unreachable!("registry maps evaluate to Evaluate")
-        };
-        let model_dir = &ctx.input_of(StageKind::Train)?.dir;
-        let crops =
-            artifacts::read_crops(&ctx.input_of(StageKind::Crop)?.dir.join("crops.parquet"))
-                .map_err(|e| StageError::Other(Box::new(e)))?;
+    fn run(&self, p: &EvaluateParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
+        let model_dir = &ctx.input_of::<super::train::Train>()?.dir;
+        let crops = artifacts::read_crops(
+            &ctx.input_of::<super::crop::Crop>()?
+                .dir
+                .join(crate::artifacts::CROPS),
+        )?;
         let valid: Vec<usize> = (0..crops.ids.len())
             .filter(|&i| crops.splits[i] == Split::Valid && crops.labels[i].is_some())
             .collect();
@@ -93,12 +47,13 @@ impl Stage for Evaluate {
                 "no labelled validation crops to evaluate on",
             ));
         }
-        let truth: Vec<[f32; N_CLASSES]> = valid
+        let truth: Vec<crate::labels::Labels> = valid
             .iter()
             .map(|&i| crops.labels[i].expect("labelled"))
             .collect();
         ctx.progress.start(valid.len() as u64, "predicting");
-        let preds = predict(model_dir, p.device, &crops, &valid, p.tta).map_err(StageError::msg)?;
+        let preds = inference::predict_on_device(model_dir, p.device, &crops, &valid, p.tta)
+            .map_err(StageError::msg)?;
         ctx.progress.set_position(valid.len() as u64);
 
         let mut table: Vec<(String, Scores)> = vec![("model".into(), score(&preds, &truth))];
@@ -108,18 +63,17 @@ impl Stage for Evaluate {
             .count() as f64
             / preds.len() as f64;
         // Baselines side by side, on the same galaxies.
-        let truth_by_id: HashMap<u64, [f32; N_CLASSES]> = valid
+        let truth_by_id: HashMap<u64, crate::labels::Labels> = valid
             .iter()
             .map(|&i| (crops.ids[i], crops.labels[i].expect("labelled")))
             .collect();
         for (id, input) in ctx
             .inputs
             .iter()
-            .filter(|(_, i)| i.kind == StageKind::Baseline)
+            .filter(|(_, i)| i.kind == super::baseline::Baseline::KIND)
         {
             for (method, rows) in
-                artifacts::read_predictions(&input.dir.join("predictions.parquet"))
-                    .map_err(|e| StageError::Other(Box::new(e)))?
+                artifacts::read_predictions(&input.dir.join(crate::artifacts::PREDICTIONS))?
             {
                 let (p, t): (Vec<_>, Vec<_>) = rows
                     .iter()
@@ -132,13 +86,13 @@ impl Stage for Evaluate {
         }
 
         let ids: Vec<u64> = valid.iter().map(|&i| crops.ids[i]).collect();
-        let pred_rows: Vec<(u64, &str, [f32; N_CLASSES])> = ids
+        let pred_rows: Vec<(u64, &str, crate::labels::Labels)> = ids
             .iter()
             .zip(&preds)
             .map(|(g, p)| (*g, "model", *p))
             .collect();
-        super::baseline::write_predictions(&ctx.out_dir.join("predictions.parquet"), &pred_rows)?;
-        write_metrics(&ctx.out_dir.join("metrics.parquet"), &table)?;
+        artifacts::write_predictions(&ctx.out_dir.join(crate::artifacts::PREDICTIONS), &pred_rows)?;
+        write_metrics(&ctx.out_dir.join(crate::artifacts::METRICS), &table)?;
         per_class_chart(&ctx.out_dir.join("per_class_rmse.png"), &table)?;
 
         let mut metrics = BTreeMap::new();
@@ -195,18 +149,15 @@ fn write_metrics(path: &Path, table: &[(String, Scores)]) -> Result<(), StageErr
         Arc::new(Float64Array::from(value)),
     ];
     let batch = RecordBatch::try_new(Arc::new(schema), columns).expect("columns match");
-    artifacts::write_parquet(path, &batch).map_err(|e| StageError::Other(Box::new(e)))
-}
-
-fn plot_err(e: impl std::fmt::Display) -> StageError {
-    StageError::msg(format!("drawing the per-class chart: {e}"))
+    Ok(artifacts::write_parquet(path, &batch)?)
 }
 
 /// Per-class RMSE: bars for the model, a line per baseline.
 fn per_class_chart(path: &Path, table: &[(String, Scores)]) -> Result<(), StageError> {
     crate::figures::register_font();
     let root = BitMapBackend::new(path, (1400, 620)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_err)?;
+    root.fill(&WHITE)
+        .map_err(StageError::drawing("the per-class chart"))?;
     let max = table
         .iter()
         .flat_map(|(_, s)| s.classes.iter().copied())
@@ -224,7 +175,7 @@ fn per_class_chart(path: &Path, table: &[(String, Scores)]) -> Result<(), StageE
                 RGBColor(70, 110, 180).filled(),
             )
         }))
-        .map_err(plot_err)?
+        .map_err(StageError::drawing("the per-class chart"))?
         .label("model")
         .legend(|(x, y)| {
             Rectangle::new(
@@ -248,7 +199,7 @@ fn per_class_chart(path: &Path, table: &[(String, Scores)]) -> Result<(), StageE
                     .map(|(i, v)| (SegmentValue::CenterOf(i), *v)),
                 colour.stroke_width(2),
             ))
-            .map_err(plot_err)?
+            .map_err(StageError::drawing("the per-class chart"))?
             .label(name.clone())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2))
@@ -260,6 +211,7 @@ fn per_class_chart(path: &Path, table: &[(String, Scores)]) -> Result<(), StageE
         .border_style(BLACK)
         .label_font(("sans-serif", 15))
         .draw()
-        .map_err(plot_err)?;
-    root.present().map_err(plot_err)
+        .map_err(StageError::drawing("the per-class chart"))?;
+    root.present()
+        .map_err(StageError::drawing("the per-class chart"))
 }

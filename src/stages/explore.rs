@@ -18,20 +18,18 @@ use plotters::prelude::*;
 use rayon::prelude::*;
 
 use crate::artifacts::{self, CatalogRow, Split};
-use crate::config::{StageKind, StageParams};
+use crate::config::params::ExploreParams;
 use crate::labels::{CLASS_NAMES, N_CLASSES, QUESTIONS};
 use crate::vision;
 
-use super::{Stage, StageContext, StageError, StageOutcome};
+use crate::kind::{KindDecl, SeedUse, StageKind};
+
+use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
 pub struct Explore;
 
-fn plot_err(e: impl std::fmt::Display) -> StageError {
-    StageError::msg(format!("drawing a figure: {e}"))
-}
-
 /// The class (column) where the most-voted path through the tree ends.
-pub fn terminal_class(l: &[f32; N_CLASSES]) -> usize {
+pub fn terminal_class(l: &crate::labels::Labels) -> usize {
     let argmax = |q: usize| {
         let cols = QUESTIONS[q].columns.clone();
         cols.clone()
@@ -53,21 +51,26 @@ pub fn terminal_class(l: &[f32; N_CLASSES]) -> usize {
     }
 }
 
-impl Stage for Explore {
-    fn code_version(&self) -> u32 {
+impl StageKindDef for Explore {
+    const KIND: StageKind = StageKind::new(&KindDecl {
+        name: "explore",
         // 2: the gallery's area-averaging resize sums whole rows as integers (rounding moved).
-        2
-    }
+        code_version: 2,
+        seed: SeedUse::Unused,
+        path_params: &[],
+        accepts: &["ingest", "crop"],
+        requires: &["ingest"],
+    });
+    type Params = ExploreParams;
 
-    fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let StageParams::Explore(p) = &ctx.spec.params else {
-            unreachable!("registry maps explore to Explore")
-        };
+    fn run(&self, p: &ExploreParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
         crate::figures::register_font();
-        let catalog =
-            artifacts::read_catalog(&ctx.input_of(StageKind::Ingest)?.dir.join("catalog.parquet"))
-                .map_err(|e| StageError::Other(Box::new(e)))?;
-        let train: Vec<(&CatalogRow, [f32; N_CLASSES])> = catalog
+        let catalog = artifacts::read_catalog(
+            &ctx.input_of::<super::ingest::Ingest>()?
+                .dir
+                .join(crate::artifacts::CATALOG),
+        )?;
+        let train: Vec<(&CatalogRow, crate::labels::Labels)> = catalog
             .iter()
             .filter(|r| r.split == Split::Train)
             .filter_map(|r| r.labels.map(|l| (r, l)))
@@ -181,23 +184,22 @@ impl Stage for Explore {
                     .unwrap()
             })
             .collect();
-        let crops = match ctx.inputs.values().find(|i| i.kind == StageKind::Crop) {
-            Some(input) => Some(
-                artifacts::read_crops(&input.dir.join("crops.parquet"))
-                    .map_err(|e| StageError::Other(Box::new(e)))?,
-            ),
+        let crops = match ctx.optional_input::<super::crop::Crop>() {
+            Some(input) => Some(artifacts::read_crops(
+                &input.dir.join(crate::artifacts::CROPS),
+            )?),
             None => None,
         };
         gallery(&out.join("gallery.png"), &train, &best, crops.as_ref())?;
 
         write_summary(
-            &out.join("summary.parquet"),
+            &out.join(crate::artifacts::SUMMARY),
             &train,
             &confident,
             &terminal,
             &best,
         )?;
-        write_correlations(&out.join("correlations.parquet"), &correlations)?;
+        write_correlations(&out.join(crate::artifacts::CORRELATIONS), &correlations)?;
         let mut metrics = BTreeMap::new();
         metrics.insert("train_galaxies".into(), train.len() as f64);
         metrics.insert("mean_image_galaxies".into(), n as f64);
@@ -208,7 +210,7 @@ impl Stage for Explore {
     }
 }
 
-fn pearson(rows: &[(&CatalogRow, [f32; N_CLASSES])], a: usize, b: usize) -> f64 {
+fn pearson(rows: &[(&CatalogRow, crate::labels::Labels)], a: usize, b: usize) -> f64 {
     let n = rows.len() as f64;
     let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0f64, 0f64, 0f64, 0f64, 0f64);
     for (_, l) in rows {
@@ -231,7 +233,7 @@ fn pearson(rows: &[(&CatalogRow, [f32; N_CLASSES])], a: usize, b: usize) -> f64 
 
 fn bar_chart(path: &Path, title: &str, counts: &[u64]) -> Result<(), StageError> {
     let root = BitMapBackend::new(path, (1400, 620)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_err)?;
+    root.fill(&WHITE).map_err(StageError::drawing("a figure"))?;
     let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
     let mut chart = crate::figures::class_axes(&root, title, "galaxies", max * 1.1 + 1.0)
         .map_err(StageError::msg)?;
@@ -242,14 +244,14 @@ fn bar_chart(path: &Path, title: &str, counts: &[u64]) -> Result<(), StageError>
                 .margin(3)
                 .data(counts.iter().enumerate().map(|(i, c)| (i, *c as f64))),
         )
-        .map_err(plot_err)?;
-    root.present().map_err(plot_err)
+        .map_err(StageError::drawing("a figure"))?;
+    root.present().map_err(StageError::drawing("a figure"))
 }
 
 fn heatmap(path: &Path, question: u8, cols: &[usize], m: &[Vec<f64>]) -> Result<(), StageError> {
     let n = cols.len();
     let root = BitMapBackend::new(path, (560, 560)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_err)?;
+    root.fill(&WHITE).map_err(StageError::drawing("a figure"))?;
     let names: Vec<String> = cols
         .iter()
         .map(|c| CLASS_NAMES[*c].trim_start_matches("Class").to_string())
@@ -263,7 +265,7 @@ fn heatmap(path: &Path, question: u8, cols: &[usize], m: &[Vec<f64>]) -> Result<
         .x_label_area_size(50)
         .y_label_area_size(60)
         .build_cartesian_2d((0..n - 1).into_segmented(), (0..n - 1).into_segmented())
-        .map_err(plot_err)?;
+        .map_err(StageError::drawing("a figure"))?;
     let fmt = |v: &SegmentValue<usize>| match v {
         SegmentValue::CenterOf(i) if *i < n => names[*i].clone(),
         _ => String::new(),
@@ -279,7 +281,7 @@ fn heatmap(path: &Path, question: u8, cols: &[usize], m: &[Vec<f64>]) -> Result<
         .y_label_formatter(&fmt)
         .label_style(("sans-serif", 15))
         .draw()
-        .map_err(plot_err)?;
+        .map_err(StageError::drawing("a figure"))?;
     let colour = |r: f64| {
         // Blue (−1) → white (0) → red (+1).
         let t = r.clamp(-1.0, 1.0);
@@ -298,22 +300,22 @@ fn heatmap(path: &Path, question: u8, cols: &[usize], m: &[Vec<f64>]) -> Result<
                     [(x0, y0), (x1, y1)],
                     colour(m[i][j]).filled(),
                 )))
-                .map_err(plot_err)?;
+                .map_err(StageError::drawing("a figure"))?;
             chart
                 .draw_series(std::iter::once(Text::new(
                     format!("{:.2}", m[i][j]),
                     (SegmentValue::CenterOf(i), SegmentValue::CenterOf(j)),
                     ("sans-serif", 15).into_font(),
                 )))
-                .map_err(plot_err)?;
+                .map_err(StageError::drawing("a figure"))?;
         }
     }
-    root.present().map_err(plot_err)
+    root.present().map_err(StageError::drawing("a figure"))
 }
 
 fn gallery(
     path: &Path,
-    train: &[(&CatalogRow, [f32; N_CLASSES])],
+    train: &[(&CatalogRow, crate::labels::Labels)],
     best: &[(usize, f32)],
     crops: Option<&artifacts::Crops>,
 ) -> Result<(), StageError> {
@@ -386,16 +388,16 @@ fn gallery(
             "Highest-vote galaxy per class"
         };
         root.draw(&Text::new(title, (10, 8), ("sans-serif", 24).into_font()))
-            .map_err(plot_err)?;
+            .map_err(StageError::drawing("a figure"))?;
         for (x, y, text) in captions {
             root.draw(&Text::new(
                 text,
                 (x as i32, y as i32),
                 ("sans-serif", 14).into_font(),
             ))
-            .map_err(plot_err)?;
+            .map_err(StageError::drawing("a figure"))?;
         }
-        root.present().map_err(plot_err)?;
+        root.present().map_err(StageError::drawing("a figure"))?;
     }
     image::RgbImage::from_raw(w, h, buf)
         .expect("buffer size")
@@ -414,7 +416,7 @@ fn blit(canvas: &mut image::RgbImage, x0: u32, y0: u32, side: u32, rgb: &[u8]) {
 
 fn write_summary(
     path: &Path,
-    train: &[(&CatalogRow, [f32; N_CLASSES])],
+    train: &[(&CatalogRow, crate::labels::Labels)],
     confident: &[u64],
     terminal: &[u64],
     best: &[(usize, f32)],
@@ -437,7 +439,7 @@ fn write_summary(
         )),
     ];
     let batch = RecordBatch::try_new(Arc::new(schema), columns).expect("columns match");
-    artifacts::write_parquet(path, &batch).map_err(|e| StageError::Other(Box::new(e)))
+    Ok(artifacts::write_parquet(path, &batch)?)
 }
 
 fn write_correlations(path: &Path, rows: &[(u8, &str, &str, f64)]) -> Result<(), StageError> {
@@ -451,7 +453,7 @@ fn write_correlations(path: &Path, rows: &[(u8, &str, &str, f64)]) -> Result<(),
         Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3))),
     ];
     let batch = RecordBatch::try_new(Arc::new(schema), columns).expect("columns match");
-    artifacts::write_parquet(path, &batch).map_err(|e| StageError::Other(Box::new(e)))
+    Ok(artifacts::write_parquet(path, &batch)?)
 }
 
 #[cfg(test)]

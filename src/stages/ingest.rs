@@ -5,25 +5,31 @@ use std::path::Path;
 
 use crate::artifacts::{self, CatalogRow, Split};
 use crate::cache::Manifest;
-use crate::config::{StageParams, StageSpec, params::OnProblem};
+use crate::config::StageSpec;
+use crate::config::params::{IngestParams, OnProblem};
 use crate::labels::{CLASS_NAMES, tree_deviation};
 
-use super::{FileInput, Stage, StageContext, StageError, StageOutcome};
+use crate::kind::{KindDecl, SeedUse, StageKind};
+
+use super::{FileInput, StageContext, StageError, StageKindDef, StageOutcome};
 
 pub struct Ingest;
 
 /// At most this many individual problems are listed in one error.
 const MAX_LISTED: usize = 20;
 
-impl Stage for Ingest {
-    fn code_version(&self) -> u32 {
-        1
-    }
+impl StageKindDef for Ingest {
+    const KIND: StageKind = StageKind::new(&KindDecl {
+        name: "ingest",
+        code_version: 1,
+        seed: SeedUse::InKey,
+        path_params: &["data_dir"],
+        accepts: &[],
+        requires: &[],
+    });
+    type Params = IngestParams;
 
-    fn file_inputs(&self, spec: &StageSpec) -> Vec<FileInput> {
-        let StageParams::Ingest(p) = &spec.params else {
-            return Vec::new();
-        };
+    fn file_inputs(&self, p: &IngestParams, spec: &StageSpec) -> Vec<FileInput> {
         let root = spec.resolve(&p.data_dir);
         let mut inputs = vec![
             FileInput {
@@ -44,10 +50,7 @@ impl Stage for Ingest {
         inputs
     }
 
-    fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let StageParams::Ingest(p) = &ctx.spec.params else {
-            unreachable!("registry maps ingest to Ingest")
-        };
+    fn run(&self, p: &IngestParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
         let root = ctx.spec.resolve(&p.data_dir);
         let images_dir = root.join(&p.images);
         let labels_path = root.join(&p.labels);
@@ -73,7 +76,7 @@ impl Stage for Ingest {
             match images.get(id) {
                 Some((name, digest)) => rows.push(CatalogRow {
                     id: *id,
-                    split: split_of(ctx.seed, *id, p.valid_fraction),
+                    split: split_of(ctx.seed()?, *id, p.valid_fraction),
                     image_path: images_dir.join(name).to_string_lossy().into_owned(),
                     image_digest: digest.clone(),
                     labels: Some(*values),
@@ -168,12 +171,10 @@ impl Stage for Ingest {
         metrics.insert("tree_violations".into(), violations as f64);
 
         ctx.progress.message("writing catalog.parquet");
-        let out = ctx.out_dir.join("catalog.parquet");
-        artifacts::write_parquet(&out, &artifacts::catalog_batch(&rows))
-            .map_err(|e| StageError::Other(Box::new(e)))?;
+        let out = ctx.out_dir.join(crate::artifacts::CATALOG);
+        artifacts::write_parquet(&out, &artifacts::catalog_batch(&rows))?;
         if !skipped.is_empty() {
-            artifacts::write_skipped(&ctx.out_dir.join("skipped.parquet"), &skipped)
-                .map_err(|e| StageError::Other(Box::new(e)))?;
+            artifacts::write_skipped(&ctx.out_dir.join(crate::artifacts::SKIPPED), &skipped)?;
         }
         Ok(StageOutcome { metrics, notes })
     }
@@ -214,7 +215,7 @@ pub fn split_of(seed: u64, id: u64, valid_fraction: f64) -> Split {
 }
 
 /// Parse and validate the label CSV; every problem names the file and line.
-pub fn read_labels(path: &Path) -> Result<BTreeMap<u64, [f32; 37]>, StageError> {
+pub fn read_labels(path: &Path) -> Result<BTreeMap<u64, crate::labels::Labels>, StageError> {
     let file =
         std::fs::File::open(path).map_err(|e| StageError::io("cannot open label CSV", path, e))?;
     let mut reader = csv::ReaderBuilder::new()
@@ -239,7 +240,19 @@ pub fn read_labels(path: &Path) -> Result<BTreeMap<u64, [f32; 37]>, StageError> 
     let mut expected = vec!["GalaxyID"];
     expected.extend(CLASS_NAMES);
     if got != expected {
+        let missing: Vec<String> = expected
+            .iter()
+            .filter(|e| !got.contains(e))
+            .map(|e| format!("`{e}` missing"))
+            .collect();
+        let extra: Vec<String> = got
+            .iter()
+            .filter(|g| !expected.contains(g))
+            .map(|g| format!("`{g}` not a Kaggle column"))
+            .collect();
+        let named: Vec<String> = missing.into_iter().chain(extra).collect();
         let detail = match got.iter().zip(&expected).position(|(g, e)| g != e) {
+            _ if got.len() != expected.len() && !named.is_empty() => named.join("; "),
             Some(i) => format!(
                 "column {} is `{}`, expected `{}`",
                 i + 1,
@@ -424,6 +437,16 @@ mod tests {
                 .to_string()
                 .contains("column 3 is `Class1.9`, expected `Class1.2`")
         );
+        // A column left out or added is named.
+        let f = csv_file(&header().replace(",Class11.6", ""));
+        let err = read_labels(f.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(":1: wrong header: `Class11.6` missing"),
+            "{err}"
+        );
+        let f = csv_file(&header().replace("\n", ",Extra\n"));
+        let err = read_labels(f.path()).unwrap_err().to_string();
+        assert!(err.contains("`Extra` not a Kaggle column"), "{err}");
         let f = csv_file("");
         assert!(
             read_labels(f.path())

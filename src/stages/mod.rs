@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use crate::cache::Manifest;
 
-use crate::config::{StageKind, StageSpec};
+use crate::config::StageSpec;
+use crate::kind::{Invalid, KindCatalog, KindParams, Params, ParseError, StageKind, StageParams};
 use crate::progress::Progress;
 
 /// An upstream artifact as a stage sees it: a read-only folder of files.
@@ -36,7 +37,8 @@ pub struct FileInput {
 /// Everything a stage run gets.
 pub struct StageContext<'a> {
     pub spec: &'a StageSpec,
-    pub seed: u64,
+    /// The pipeline seed, for kinds whose key records it (`SeedUse::InKey`); None otherwise.
+    pub seed: Option<u64>,
     /// Upstream stage id → its artifact.
     pub inputs: BTreeMap<String, Input>,
     /// Manifests (relative path, size, digest) of the stage's file inputs, by group.
@@ -49,14 +51,30 @@ pub struct StageContext<'a> {
 }
 
 impl StageContext<'_> {
-    /// The single input of `kind` (the pipeline validated its presence).
-    pub fn input_of(&self, kind: StageKind) -> Result<&Input, StageError> {
-        self.inputs
-            .values()
-            .find(|i| i.kind == kind)
-            .ok_or_else(|| {
-                StageError::msg(format!("stage `{}` has no `{kind}` input", self.spec.id))
-            })
+    /// The single input of kind `K` (the graph validated its presence when `K` is required).
+    pub fn input_of<K: StageKindDef>(&self) -> Result<&Input, StageError> {
+        self.optional_input::<K>().ok_or_else(|| {
+            StageError::msg(format!(
+                "stage `{}` has no `{}` input",
+                self.spec.id,
+                K::KIND
+            ))
+        })
+    }
+
+    /// The input of kind `K`, if the pipeline gave one.
+    pub fn optional_input<K: StageKindDef>(&self) -> Option<&Input> {
+        self.inputs.values().find(|i| i.kind == K::KIND)
+    }
+
+    /// The pipeline seed; an error for a kind that does not declare `SeedUse::InKey`.
+    pub fn seed(&self) -> Result<u64, StageError> {
+        self.seed.ok_or_else(|| {
+            StageError::msg(format!(
+                "stage `{}` ({}) reads the seed but its kind does not put it in its key",
+                self.spec.id, self.spec.kind
+            ))
+        })
     }
 }
 
@@ -79,12 +97,18 @@ pub enum StageError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Artifact(#[from] crate::artifacts::ArtifactError),
+    #[error(transparent)]
     Other(#[from] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl StageError {
     pub fn msg(m: impl Into<String>) -> Self {
         StageError::Message(m.into())
+    }
+    /// For `map_err`: the figure `what` could not be drawn.
+    pub fn drawing<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Self {
+        move |e| StageError::Message(format!("drawing {what}: {e}"))
     }
     pub fn io(what: impl Into<String>, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StageError::Io {
@@ -95,65 +119,131 @@ impl StageError {
     }
 }
 
-pub trait Stage: Send + Sync {
-    /// Bump when a change to the implementation changes its outputs: every cached artifact of
-    /// this kind is then recomputed.
-    fn code_version(&self) -> u32;
+/// One stage kind, declared in one module: its static facts ([`KindDecl`]), its parameter type,
+/// the files outside the cache it reads, what it exports, and how it runs. Register it with one
+/// line in [`Registry::standard`] (or a test's registry).
+pub trait StageKindDef: Send + Sync + 'static {
+    /// The kind's declaration: `const KIND: StageKind = StageKind::new(&KindDecl { .. })`.
+    const KIND: StageKind;
+    type Params: Params;
 
     /// Files outside the cache this stage reads (hashed into its fingerprint).
-    fn file_inputs(&self, _spec: &StageSpec) -> Vec<FileInput> {
+    fn file_inputs(&self, _params: &Self::Params, _spec: &StageSpec) -> Vec<FileInput> {
         Vec::new()
     }
 
     /// Output files the runner copies (atomically) to paths outside the cache after the stage
     /// runs or is reused: (file in the output folder, destination).
-    fn exports(&self, _spec: &StageSpec) -> Vec<(String, PathBuf)> {
+    fn exports(&self, _params: &Self::Params, _spec: &StageSpec) -> Vec<(String, PathBuf)> {
         Vec::new()
     }
 
+    fn run(&self, params: &Self::Params, ctx: &StageContext) -> Result<StageOutcome, StageError>;
+}
+
+/// The object-safe face of a registered kind, as the runner drives it.
+pub trait Stage: KindParams {
+    fn file_inputs(&self, spec: &StageSpec) -> Vec<FileInput>;
+    fn exports(&self, spec: &StageSpec) -> Vec<(String, PathBuf)>;
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError>;
 }
 
-/// Maps stage kinds to implementations.
-pub trait Registry: Sync {
-    fn stage(&self, kind: StageKind) -> Option<&dyn Stage>;
-}
+/// Adapts a [`StageKindDef`] to [`Stage`]: parses its parameters and hands them over typed.
+pub struct Registered<K>(pub K);
 
-/// The stage kinds this build implements.
-pub struct StandardStages {
-    ingest: ingest::Ingest,
-    crop: crop::Crop,
-    baseline: baseline::Baseline,
-    explore: explore::Explore,
-    train: train::Train,
-    evaluate: evaluate::Evaluate,
-    submit: submit::Submit,
-}
-
-impl Default for StandardStages {
-    fn default() -> Self {
-        StandardStages {
-            ingest: ingest::Ingest,
-            crop: crop::Crop,
-            baseline: baseline::Baseline,
-            explore: explore::Explore,
-            train: train::Train,
-            evaluate: evaluate::Evaluate,
-            submit: submit::Submit,
-        }
+impl<K: StageKindDef> Registered<K> {
+    fn params<'s>(&self, spec: &'s StageSpec) -> Result<&'s K::Params, StageError> {
+        spec.params.get::<K::Params>().ok_or_else(|| {
+            StageError::msg(format!(
+                "stage `{}`: parameters are not those of a `{}` stage",
+                spec.id,
+                K::KIND
+            ))
+        })
     }
 }
 
-impl Registry for StandardStages {
-    fn stage(&self, kind: StageKind) -> Option<&dyn Stage> {
-        match kind {
-            StageKind::Ingest => Some(&self.ingest),
-            StageKind::Crop => Some(&self.crop),
-            StageKind::Baseline => Some(&self.baseline),
-            StageKind::Explore => Some(&self.explore),
-            StageKind::Train => Some(&self.train),
-            StageKind::Evaluate => Some(&self.evaluate),
-            StageKind::Submit => Some(&self.submit),
+impl<K: StageKindDef> KindParams for Registered<K> {
+    fn kind(&self) -> StageKind {
+        K::KIND
+    }
+    fn parse(&self, value: toml::Value) -> Result<StageParams, ParseError> {
+        crate::kind::parse_params::<K::Params>(value)
+    }
+    fn validate(&self, params: &StageParams) -> Vec<Invalid> {
+        crate::kind::validate_params::<K::Params>(params)
+    }
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<K::Params>()
+    }
+}
+
+impl<K: StageKindDef> Stage for Registered<K> {
+    fn file_inputs(&self, spec: &StageSpec) -> Vec<FileInput> {
+        match self.params(spec) {
+            Ok(p) => self.0.file_inputs(p, spec),
+            Err(_) => Vec::new(),
         }
+    }
+    fn exports(&self, spec: &StageSpec) -> Vec<(String, PathBuf)> {
+        match self.params(spec) {
+            Ok(p) => self.0.exports(p, spec),
+            Err(_) => Vec::new(),
+        }
+    }
+    fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
+        self.0.run(self.params(ctx.spec)?, ctx)
+    }
+}
+
+/// The stage kinds a build knows, in declaration order.
+#[derive(Default)]
+pub struct Registry {
+    kinds: Vec<Box<dyn Stage>>,
+}
+
+impl Registry {
+    /// The seven kinds of the Galaxy Zoo workflow: one line per kind.
+    pub fn standard() -> Self {
+        Registry::default()
+            .with(ingest::Ingest)
+            .with(explore::Explore)
+            .with(crop::Crop)
+            .with(baseline::Baseline)
+            .with(train::Train)
+            .with(evaluate::Evaluate)
+            .with(submit::Submit)
+    }
+
+    /// Register a kind.
+    pub fn with<K: StageKindDef>(self, kind: K) -> Self {
+        self.with_stage(Box::new(Registered(kind)))
+    }
+
+    /// Register a kind given as a [`Stage`] (a test's stand-in implementation of a kind).
+    pub fn with_stage(mut self, stage: Box<dyn Stage>) -> Self {
+        let name = stage.kind().name();
+        assert!(
+            self.stage(stage.kind()).is_none(),
+            "stage kind `{name}` registered twice"
+        );
+        self.kinds.push(stage);
+        self
+    }
+
+    pub fn stage(&self, kind: StageKind) -> Option<&dyn Stage> {
+        self.kinds
+            .iter()
+            .find(|s| s.kind() == kind)
+            .map(|s| s.as_ref())
+    }
+}
+
+impl KindCatalog for Registry {
+    fn kinds(&self) -> Vec<&dyn KindParams> {
+        self.kinds
+            .iter()
+            .map(|s| s.as_ref() as &dyn KindParams)
+            .collect()
     }
 }

@@ -6,35 +6,40 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use crate::artifacts::{self, Split};
-use crate::config::{StageKind, StageParams, StageSpec};
+use crate::config::StageSpec;
+use crate::config::params::SubmitParams;
 use crate::labels::CLASS_NAMES;
 
-use super::{Stage, StageContext, StageError, StageOutcome};
+use crate::kind::{KindDecl, SeedUse, StageKind};
+
+use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
 pub struct Submit;
 
 pub const FILE: &str = "submission.csv";
 
-impl Stage for Submit {
-    fn code_version(&self) -> u32 {
-        1
-    }
+impl StageKindDef for Submit {
+    const KIND: StageKind = StageKind::new(&KindDecl {
+        name: "submit",
+        code_version: 1,
+        seed: SeedUse::Unused,
+        path_params: &["output"],
+        accepts: &["train", "crop"],
+        requires: &["train", "crop"],
+    });
+    type Params = SubmitParams;
 
-    fn exports(&self, spec: &StageSpec) -> Vec<(String, PathBuf)> {
-        let StageParams::Submit(p) = &spec.params else {
-            return Vec::new();
-        };
+    fn exports(&self, p: &SubmitParams, spec: &StageSpec) -> Vec<(String, PathBuf)> {
         vec![(FILE.to_string(), spec.resolve(&p.output))]
     }
 
-    fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let StageParams::Submit(p) = &ctx.spec.params else {
-            unreachable!("registry maps submit to Submit")
-        };
-        let model_dir = &ctx.input_of(StageKind::Train)?.dir;
-        let crops =
-            artifacts::read_crops(&ctx.input_of(StageKind::Crop)?.dir.join("crops.parquet"))
-                .map_err(|e| StageError::Other(Box::new(e)))?;
+    fn run(&self, p: &SubmitParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
+        let model_dir = &ctx.input_of::<super::train::Train>()?.dir;
+        let crops = artifacts::read_crops(
+            &ctx.input_of::<super::crop::Crop>()?
+                .dir
+                .join(crate::artifacts::CROPS),
+        )?;
         let mut test: Vec<usize> = (0..crops.ids.len())
             .filter(|&i| crops.splits[i] == Split::Test)
             .collect();
@@ -45,8 +50,9 @@ impl Stage for Submit {
         }
         test.sort_by_key(|&i| crops.ids[i]);
         ctx.progress.start(test.len() as u64, "predicting");
-        let preds = super::evaluate::predict(model_dir, p.device, &crops, &test, p.tta)
-            .map_err(StageError::msg)?;
+        let preds =
+            crate::model::inference::predict_on_device(model_dir, p.device, &crops, &test, p.tta)
+                .map_err(StageError::msg)?;
         let mut csv = format!("GalaxyID,{}\n", CLASS_NAMES.join(","));
         for (&i, pred) in test.iter().zip(&preds) {
             write!(csv, "{}", crops.ids[i]).expect("string write");

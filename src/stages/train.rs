@@ -8,26 +8,33 @@ use arrow::array::{ArrayRef, Float64Array, RecordBatch, UInt32Array};
 use plotters::prelude::*;
 
 use crate::artifacts;
-use crate::config::{StageKind, StageParams};
+use crate::config::params::TrainParams;
 use crate::model::training::{self, HistoryRow, TrainInputs};
 use crate::model::{Architecture, Resolved, device};
 
-use super::{Stage, StageContext, StageError, StageOutcome};
+use crate::kind::{KindDecl, SeedUse, StageKind};
+
+use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
 pub struct Train;
 
-impl Stage for Train {
-    fn code_version(&self) -> u32 {
-        2
-    }
+impl StageKindDef for Train {
+    const KIND: StageKind = StageKind::new(&KindDecl {
+        name: "train",
+        code_version: 2,
+        seed: SeedUse::InKey,
+        path_params: &[],
+        accepts: &["crop"],
+        requires: &["crop"],
+    });
+    type Params = TrainParams;
 
-    fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let StageParams::Train(p) = &ctx.spec.params else {
-            unreachable!("registry maps train to Train")
-        };
-        let crops =
-            artifacts::read_crops(&ctx.input_of(StageKind::Crop)?.dir.join("crops.parquet"))
-                .map_err(|e| StageError::Other(Box::new(e)))?;
+    fn run(&self, p: &TrainParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
+        let crops = artifacts::read_crops(
+            &ctx.input_of::<super::crop::Crop>()?
+                .dir
+                .join(crate::artifacts::CROPS),
+        )?;
         let arch = Architecture {
             input_size: crops.size,
             conv: p.conv.clone(),
@@ -49,7 +56,7 @@ impl Stage for Train {
             params: p,
             arch: &arch,
             crops: &crops,
-            seed: ctx.seed,
+            seed: ctx.seed()?,
             work_dir: &ctx.work_dir,
             out_dir: &ctx.out_dir,
             progress: ctx.progress,
@@ -72,7 +79,10 @@ impl Stage for Train {
             serde_json::to_vec_pretty(&arch).expect("serialise"),
         )
         .map_err(|e| StageError::io("writing", ctx.out_dir.join("model.json"), e))?;
-        write_history(&ctx.out_dir.join("history.parquet"), &report.history)?;
+        write_history(
+            &ctx.out_dir.join(crate::artifacts::HISTORY),
+            &report.history,
+        )?;
         loss_curve(&ctx.out_dir.join("loss_curve.png"), &report.history)?;
         if report.resumed_from_epoch > 0 {
             notes.push(format!(
@@ -108,18 +118,15 @@ fn write_history(path: &Path, rows: &[HistoryRow]) -> Result<(), StageError> {
         )),
     ];
     let batch = RecordBatch::try_new(Arc::new(schema), columns).expect("columns match");
-    artifacts::write_parquet(path, &batch).map_err(|e| StageError::Other(Box::new(e)))
-}
-
-fn plot_err(e: impl std::fmt::Display) -> StageError {
-    StageError::msg(format!("drawing the loss curve: {e}"))
+    Ok(artifacts::write_parquet(path, &batch)?)
 }
 
 /// Training loss per batch (and per epoch) on the left, validation RMSE per epoch on the right.
 fn loss_curve(path: &Path, rows: &[HistoryRow]) -> Result<(), StageError> {
     crate::figures::register_font();
     let root = BitMapBackend::new(path, (1200, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_err)?;
+    root.fill(&WHITE)
+        .map_err(StageError::drawing("the loss curve"))?;
     let (left, right) = root.split_horizontally(700);
     let batches: Vec<(f64, f64)> = rows
         .iter()
@@ -135,17 +142,17 @@ fn loss_curve(path: &Path, rows: &[HistoryRow]) -> Result<(), StageError> {
         .x_label_area_size(45)
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..steps, 0f64..max_loss * 1.05)
-        .map_err(plot_err)?;
+        .map_err(StageError::drawing("the loss curve"))?;
     chart
         .configure_mesh()
         .x_desc("batch")
         .y_desc("loss")
         .axis_desc_style(("sans-serif", 16))
         .draw()
-        .map_err(plot_err)?;
+        .map_err(StageError::drawing("the loss curve"))?;
     chart
         .draw_series(LineSeries::new(batches, RGBColor(70, 110, 180)))
-        .map_err(plot_err)?;
+        .map_err(StageError::drawing("the loss curve"))?;
     let epochs: Vec<(f64, f64)> = rows
         .iter()
         .filter(|r| r.batch.is_none())
@@ -163,23 +170,24 @@ fn loss_curve(path: &Path, rows: &[HistoryRow]) -> Result<(), StageError> {
         .x_label_area_size(45)
         .y_label_area_size(70)
         .build_cartesian_2d(0.5f64..n_epochs + 0.5, 0f64..max_rmse * 1.1)
-        .map_err(plot_err)?;
+        .map_err(StageError::drawing("the loss curve"))?;
     chart
         .configure_mesh()
         .x_desc("epoch")
         .y_desc("RMSE")
         .axis_desc_style(("sans-serif", 16))
         .draw()
-        .map_err(plot_err)?;
+        .map_err(StageError::drawing("the loss curve"))?;
     chart
         .draw_series(LineSeries::new(epochs.clone(), RGBColor(200, 80, 60)))
-        .map_err(plot_err)?;
+        .map_err(StageError::drawing("the loss curve"))?;
     chart
         .draw_series(
             epochs
                 .iter()
                 .map(|p| Circle::new(*p, 4, RGBColor(200, 80, 60).filled())),
         )
-        .map_err(plot_err)?;
-    root.present().map_err(plot_err)
+        .map_err(StageError::drawing("the loss curve"))?;
+    root.present()
+        .map_err(StageError::drawing("the loss curve"))
 }

@@ -10,11 +10,16 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use assert_cmd::Command as BinCommand;
-use galaxy_pipe::config::{StageKind, StageParams, StageSpec};
+use galaxy_pipe::config::StageSpec;
+use galaxy_pipe::config::params::{CropParams, TrainParams};
+use galaxy_pipe::kind::{self, Invalid, KindParams, ParseError, StageKind, StageParams};
 use galaxy_pipe::labels::CLASS_NAMES;
 use galaxy_pipe::stages::{
-    FileInput, Registry, Stage, StageContext, StageError, StageOutcome, ingest::Ingest,
+    FileInput, Registry, Stage, StageContext, StageError, StageKindDef, StageOutcome, baseline,
+    crop, evaluate, explore, ingest, train,
 };
+
+pub mod tally;
 
 /// Env var carrying the CLI arguments to the re-executed child.
 pub const CHILD_ARGS: &str = "GP_CHILD_ARGS";
@@ -26,36 +31,59 @@ pub fn child_main() {
         return;
     };
     let args: Vec<String> = serde_json::from_str(&args).unwrap();
-    let code = galaxy_pipe::cli::main_with(
-        args.into_iter().map(Into::into).collect(),
-        &TestStages::default(),
-    );
+    let code =
+        galaxy_pipe::cli::main_with(args.into_iter().map(Into::into).collect(), &test_registry());
     std::process::exit(code);
 }
 
-/// Fake stages. Each appends `<stage id> <pid>` to `$GP_EXEC_LOG` when it starts, sleeps
-/// `$GP_SLEEP_MS` (per epoch for train), and fails if `$GP_FAIL` names it.
-pub struct TestStages {
-    ingest: Ingest,
-    fake: Fake,
+/// The test registry: the real `ingest`, fakes with the real declarations of the other kinds
+/// (no `submit`: a pipeline naming it is refused), and the toy kind `tally` (one file, one line).
+/// Each fake appends `<stage id> <pid>` to `$GP_EXEC_LOG` when it starts, sleeps `$GP_SLEEP_MS`
+/// (per epoch for train), and fails if `$GP_FAIL` names it.
+pub fn test_registry() -> Registry {
+    Registry::default()
+        .with(ingest::Ingest)
+        .with_stage(Box::new(Faked::<explore::Explore>::default()))
+        .with_stage(Box::new(Faked::<crop::Crop>::default()))
+        .with_stage(Box::new(Faked::<baseline::Baseline>::default()))
+        .with_stage(Box::new(Faked::<train::Train>::default()))
+        .with_stage(Box::new(Faked::<evaluate::Evaluate>::default()))
+        .with(tally::Tally)
 }
 
-impl Default for TestStages {
+/// A kind's real declaration and parameters with [`Fake`]'s implementation.
+struct Faked<K>(std::marker::PhantomData<K>);
+
+impl<K> Default for Faked<K> {
     fn default() -> Self {
-        TestStages {
-            ingest: Ingest,
-            fake: Fake,
-        }
+        Faked(std::marker::PhantomData)
     }
 }
 
-impl Registry for TestStages {
-    fn stage(&self, kind: StageKind) -> Option<&dyn Stage> {
-        match kind {
-            StageKind::Ingest => Some(&self.ingest),
-            StageKind::Submit => None,
-            _ => Some(&self.fake),
-        }
+impl<K: StageKindDef> KindParams for Faked<K> {
+    fn kind(&self) -> StageKind {
+        K::KIND
+    }
+    fn parse(&self, value: toml::Value) -> Result<StageParams, ParseError> {
+        kind::parse_params::<K::Params>(value)
+    }
+    fn validate(&self, params: &StageParams) -> Vec<Invalid> {
+        kind::validate_params::<K::Params>(params)
+    }
+    fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<K::Params>()
+    }
+}
+
+impl<K: StageKindDef> Stage for Faked<K> {
+    fn file_inputs(&self, _spec: &StageSpec) -> Vec<FileInput> {
+        Vec::new()
+    }
+    fn exports(&self, _spec: &StageSpec) -> Vec<(String, PathBuf)> {
+        Vec::new()
+    }
+    fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
+        Fake.run(ctx)
     }
 }
 
@@ -80,15 +108,7 @@ fn sleep() {
     std::thread::sleep(Duration::from_millis(ms));
 }
 
-impl Stage for Fake {
-    fn code_version(&self) -> u32 {
-        1
-    }
-
-    fn file_inputs(&self, _spec: &StageSpec) -> Vec<FileInput> {
-        Vec::new()
-    }
-
+impl Fake {
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
         let id = &ctx.spec.id;
         log_exec(id, "start");
@@ -109,31 +129,30 @@ impl Stage for Fake {
             }
         }
         let mut metrics = std::collections::BTreeMap::new();
-        match &ctx.spec.params {
+        let params = &ctx.spec.params;
+        if let Some(p) = params.get::<CropParams>() {
             // `threshold` changes the fingerprint but not these bytes: the early-cutoff case.
-            StageParams::Crop(p) => {
-                h.update(&p.size.to_le_bytes());
+            h.update(&p.size.to_le_bytes());
+            sleep();
+        } else if let Some(p) = params.get::<TrainParams>() {
+            // One checkpoint per epoch in the work area; a killed run resumes after the last.
+            let done = (0..p.epochs)
+                .take_while(|e| ctx.work_dir.join(format!("epoch-{e}")).exists())
+                .count() as u32;
+            if done > 0 {
+                log_exec(id, &format!("resume-from-{done}"));
+            }
+            for e in done..p.epochs {
                 sleep();
+                let tmp = ctx.work_dir.join(format!("epoch-{e}.tmp"));
+                std::fs::write(&tmp, format!("{e}")).unwrap();
+                std::fs::rename(&tmp, ctx.work_dir.join(format!("epoch-{e}"))).unwrap();
+                log_exec(id, &format!("epoch-{e}"));
             }
-            StageParams::Train(p) => {
-                // One checkpoint per epoch in the work area; a killed run resumes after the last.
-                let done = (0..p.epochs)
-                    .take_while(|e| ctx.work_dir.join(format!("epoch-{e}")).exists())
-                    .count() as u32;
-                if done > 0 {
-                    log_exec(id, &format!("resume-from-{done}"));
-                }
-                for e in done..p.epochs {
-                    sleep();
-                    let tmp = ctx.work_dir.join(format!("epoch-{e}.tmp"));
-                    std::fs::write(&tmp, format!("{e}")).unwrap();
-                    std::fs::rename(&tmp, ctx.work_dir.join(format!("epoch-{e}"))).unwrap();
-                    log_exec(id, &format!("epoch-{e}"));
-                }
-                h.update(&p.epochs.to_le_bytes());
-                h.update(&p.learning_rate.to_le_bytes());
-            }
-            _ => sleep(),
+            h.update(&p.epochs.to_le_bytes());
+            h.update(&p.learning_rate.to_le_bytes());
+        } else {
+            sleep();
         }
         let digest = h.finalize();
         std::fs::write(ctx.out_dir.join("out.bin"), digest.as_bytes()).unwrap();

@@ -1,0 +1,122 @@
+//! `runs`, `compare`, `report`, `gc`: what earlier runs left in the cache.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::output::{emit, print};
+use super::pipeline::{load, open_store, planner};
+use super::plan::describe;
+use super::{CliError, Context, PipelineArgs, compare_format, exit};
+use crate::config;
+use crate::records;
+use crate::runner::{PlanState, RunOptions};
+
+fn warn_unreadable(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: ignoring {w}");
+    }
+}
+
+pub fn runs(ctx: &Context, pipeline: Option<&Path>, limit: usize) -> Result<i32, CliError> {
+    let store = match pipeline {
+        Some(p) => open_store(ctx, Some(&config::load(p, &[], ctx.registry)?))?,
+        None => open_store(ctx, None)?,
+    };
+    let (rows, warnings) = crate::compare::runs(&store, pipeline, limit);
+    warn_unreadable(&warnings);
+    let value = json!({ "runs": rows });
+    emit(ctx.json, &value, &crate::compare::runs_text(&rows))?;
+    Ok(exit::OK)
+}
+
+pub fn compare(
+    ctx: &Context,
+    runs: &[String],
+    pipelines: &[PathBuf],
+    csv: bool,
+) -> Result<i32, CliError> {
+    let columns = if pipelines.is_empty() {
+        crate::compare::run_columns(&open_store(ctx, None)?, runs).map_err(CliError::Usage)?
+    } else {
+        pipeline_columns(ctx, pipelines)?
+    };
+    print(&crate::compare::render(
+        &columns,
+        compare_format(ctx.json, csv),
+    ))?;
+    Ok(exit::OK)
+}
+
+/// `compare --pipelines`: each pipeline as it is now, from the stages that are cached.
+fn pipeline_columns(
+    ctx: &Context,
+    paths: &[PathBuf],
+) -> Result<Vec<crate::compare::Column>, CliError> {
+    let mut loaded = Vec::new();
+    for path in paths {
+        let args = PipelineArgs {
+            pipeline: path.clone(),
+            set: Vec::new(),
+        };
+        loaded.push(load(ctx, &args)?);
+    }
+    let store = open_store(ctx, Some(&loaded[0].0))?;
+    let mut columns = Vec::new();
+    for (path, (pipeline, graph)) in paths.iter().zip(&loaded) {
+        let runner = planner(ctx, pipeline, graph, &store);
+        let all: BTreeSet<usize> = (0..pipeline.stages.len()).collect();
+        let mut cached = Vec::new();
+        for entry in runner.plan(&all, &RunOptions::default()) {
+            let id = &pipeline.stages[entry.index].id;
+            match entry.state {
+                PlanState::Fresh { key } => cached.push((id.clone(), key)),
+                other => eprintln!(
+                    "warning: {}: stage `{id}` is {} (run the pipeline to compare its metrics)",
+                    path.display(),
+                    describe(&other).0
+                ),
+            }
+        }
+        let label = path.display().to_string();
+        columns.push(crate::compare::state_column(&store, label, &cached));
+    }
+    Ok(columns)
+}
+
+pub fn report(ctx: &Context, run: Option<&str>, out: &Path) -> Result<i32, CliError> {
+    let store = open_store(ctx, None)?;
+    let (all, unreadable) = records::list(&store.runs_dir());
+    let record = match run {
+        Some(id) => crate::compare::resolve(&all, &unreadable, &[id.to_string()])
+            .map_err(CliError::Usage)?[0],
+        None => all
+            .first()
+            .ok_or_else(|| CliError::Usage("no runs yet on this cache".into()))?,
+    };
+    let html = crate::report::render(&store, record);
+    crate::cache::write_atomic(out, html.as_bytes())
+        .map_err(|e| CliError::Runtime(format!("writing the report {}: {e}", out.display())))?;
+    if ctx.json {
+        super::output::println(json!({ "run_id": record.id, "out": out, "bytes": html.len() }))?;
+    } else {
+        eprintln!(
+            "wrote {} ({:.1} MiB) for run {}",
+            out.display(),
+            html.len() as f64 / (1 << 20) as f64,
+            record.id
+        );
+    }
+    Ok(exit::OK)
+}
+
+pub fn gc(ctx: &Context, keep_runs: usize, dry_run: bool) -> Result<i32, CliError> {
+    let store = open_store(ctx, None)?;
+    let report = crate::gc::gc(&store, keep_runs, dry_run)
+        .map_err(|e| CliError::Runtime(format!("gc: {e}")))?;
+    warn_unreadable(&report.warnings);
+    let value = serde_json::to_value(&report).expect("serialise");
+    emit(ctx.json, &value, &report.text())?;
+    Ok(exit::OK)
+}

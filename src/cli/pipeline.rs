@@ -1,0 +1,81 @@
+//! What several commands share: loading a pipeline and its DAG, finding and opening the cache,
+//! and a runner for planning.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::cache::Store;
+use crate::config::{self, Pipeline};
+use crate::graph::Graph;
+use crate::progress::Bars;
+use crate::runner::{RunOptions, Runner};
+
+use super::{CliError, Context, PipelineArgs};
+
+pub fn load(ctx: &Context, args: &PipelineArgs) -> Result<(Pipeline, Graph), CliError> {
+    let pipeline = config::load(&args.pipeline, &args.set, ctx.registry)?;
+    let graph = Graph::build(&pipeline)?;
+    Ok((pipeline, graph))
+}
+
+/// Where the cache lives: `--cache-dir`/`GALAXY_PIPE_CACHE_DIR`, else the pipeline's
+/// `cache_dir`, else `cache/` in the project root: the nearest folder at or above the pipeline
+/// file (or the working directory) that holds a `cache/` folder or a `.git`.
+fn cache_root(flag: Option<&Path>, pipeline: Option<&Pipeline>) -> PathBuf {
+    if let Some(dir) = flag {
+        return dir.to_path_buf();
+    }
+    if let Some(dir) = pipeline.and_then(|p| p.cache_dir.clone()) {
+        return dir;
+    }
+    let start = match pipeline {
+        Some(p) => std::path::absolute(&p.path)
+            .ok()
+            .and_then(|a| a.parent().map(Path::to_path_buf)),
+        None => std::env::current_dir().ok(),
+    }
+    .unwrap_or_else(|| PathBuf::from("."));
+    project_root(&start).join("cache")
+}
+
+pub fn project_root(start: &Path) -> PathBuf {
+    start
+        .ancestors()
+        .find(|d| d.join("cache").is_dir() || d.join(".git").exists())
+        .unwrap_or(start)
+        .to_path_buf()
+}
+
+pub fn open_store(ctx: &Context, pipeline: Option<&Pipeline>) -> Result<Store, CliError> {
+    let root = cache_root(ctx.cache_dir, pipeline);
+    Store::open(&root).map_err(CliError::Cache)
+}
+
+/// The stages `run` selects (`--until`, `--only`), after checking every stage id the options
+/// name (`--force`, `--only`).
+pub fn select(
+    pipeline: &Pipeline,
+    graph: &Graph,
+    opts: &RunOptions,
+) -> Result<BTreeSet<usize>, CliError> {
+    for id in opts.force.iter().chain(&opts.only) {
+        crate::graph::index_of(pipeline, id)?;
+    }
+    Ok(graph.select(pipeline, opts.until.as_deref(), &opts.only)?)
+}
+
+/// A runner that only plans (`status`, `why`, `compare --pipelines`): no progress bars.
+pub fn planner<'a>(
+    ctx: &Context<'a>,
+    pipeline: &'a Pipeline,
+    graph: &'a Graph,
+    store: &'a Store,
+) -> Runner<'a> {
+    Runner {
+        pipeline,
+        graph,
+        store,
+        registry: ctx.registry,
+        bars: Bars::new(false),
+    }
+}

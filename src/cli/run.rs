@@ -1,0 +1,124 @@
+//! `run`: plan and run a pipeline through the cache, write its run record, print the table.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::output::println;
+use super::pipeline::{load, open_store, select};
+use super::{CliError, Context, RunArgs, exit};
+use crate::cache::Store;
+use crate::config::Pipeline;
+use crate::graph::Graph;
+use crate::progress::{Bars, bars_enabled};
+use crate::records::{self, Outcome, RunRecord, StageRecord};
+use crate::runner::{RunOptions, Runner};
+
+pub fn run(ctx: &Context, args: RunArgs) -> Result<i32, CliError> {
+    let opts = RunOptions {
+        until: args.until,
+        only: args.only,
+        force: args.force,
+        force_all: args.force_all,
+        jobs: args.jobs.unwrap_or_else(default_jobs),
+        dry_run: args.dry_run,
+        verify_inputs: args.verify_inputs,
+        verify: args.verify,
+    };
+    if !args.sweep.is_empty() {
+        return super::sweep::run_sweep(ctx, &args.pipeline, &args.sweep, &opts);
+    }
+    let (pipeline, graph) = load(ctx, &args.pipeline)?;
+    let selected = select(&pipeline, &graph, &opts)?;
+    let store = open_store(ctx, Some(&pipeline))?;
+    let (code, _) = run_once(ctx, &pipeline, &graph, &store, &selected, &opts, ctx.json)?;
+    Ok(code)
+}
+
+/// Run `selected` stages of one pipeline, record the run, print it; the exit code and run id.
+pub fn run_once(
+    ctx: &Context,
+    pipeline: &Pipeline,
+    graph: &Graph,
+    store: &Store,
+    selected: &BTreeSet<usize>,
+    opts: &RunOptions,
+    json: bool,
+) -> Result<(i32, String), CliError> {
+    let start = Instant::now();
+    let (run_id, started) = records::new_run_id();
+    let runner = Runner {
+        pipeline,
+        graph,
+        store,
+        registry: ctx.registry,
+        bars: Bars::new(bars_enabled(json)),
+    };
+    let stages = runner.run(selected, opts);
+    let failed = stages
+        .iter()
+        .any(|s| matches!(s.outcome, Outcome::Failed | Outcome::Skipped));
+    let seconds = start.elapsed().as_secs_f64();
+    let record_path = if opts.dry_run {
+        None
+    } else {
+        let record = RunRecord {
+            id: run_id.clone(),
+            started,
+            pipeline: pipeline.path.display().to_string(),
+            pipeline_name: pipeline.name.clone(),
+            overrides: pipeline.overrides.clone(),
+            git: records::git_info(&pipeline_dir(&pipeline.path)),
+            seconds,
+            stages: stages.clone(),
+        };
+        record
+            .write(&store.runs_dir())
+            .inspect_err(|e| eprintln!("warning: could not write the run record: {e}"))
+            .ok()
+    };
+    if json {
+        println(
+            json!({ "run_id": run_id, "pipeline": pipeline.name, "dry_run": opts.dry_run, "record": record_path, "seconds": seconds, "stages": stages }),
+        )?;
+    } else {
+        eprintln!("{}", verdict(&stages, failed, opts.dry_run, seconds));
+    }
+    let code = if failed { exit::STAGE_FAILED } else { exit::OK };
+    Ok((code, run_id))
+}
+
+/// The last line of a run: what ran, was reused, failed.
+fn verdict(stages: &[StageRecord], failed: bool, dry_run: bool, seconds: f64) -> String {
+    let count = |o: Outcome| records::count(stages, o);
+    if dry_run {
+        return format!(
+            "dry run: {} hit, {} miss",
+            count(Outcome::Hit),
+            count(Outcome::Miss)
+        );
+    }
+    format!(
+        "{}: {} ran, {} cached, {} failed, {} skipped in {seconds:.2}s",
+        if failed { "FAILED" } else { "ok" },
+        count(Outcome::Ran),
+        count(Outcome::Cached),
+        count(Outcome::Failed),
+        count(Outcome::Skipped)
+    )
+}
+
+fn pipeline_dir(path: &Path) -> std::path::PathBuf {
+    std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default()
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}

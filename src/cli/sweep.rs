@@ -1,0 +1,144 @@
+//! `run --sweep STAGE.KEY=V1,V2,...`: the grid of every combination, one run per point (sharing
+//! the cache), then the compare table of those runs.
+
+use super::output::print;
+use super::pipeline::{load, open_store, select};
+use super::run::run_once;
+use super::{CliError, Context, PipelineArgs, exit};
+use crate::runner::RunOptions;
+
+/// Splits `V1,V2,...` at the commas outside brackets, braces and quotes, so a value may be a
+/// TOML array or inline table.
+fn split_values(text: &str) -> Vec<String> {
+    let mut values = Vec::new();
+    let mut depth = 0i32;
+    let mut quote: Option<char> = None;
+    let mut current = String::new();
+    for c in text.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                values.push(std::mem::take(&mut current).trim().to_string());
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    values.push(current.trim().to_string());
+    values
+}
+
+/// The `--set` lists of a sweep's grid, in the order the sweeps were given (last varies fastest).
+fn sweep_grid(sweeps: &[String]) -> Result<Vec<Vec<String>>, CliError> {
+    let mut grid: Vec<Vec<String>> = vec![Vec::new()];
+    for sweep in sweeps {
+        let (key, values) = sweep.split_once('=').ok_or_else(|| {
+            CliError::Usage(format!(
+                "--sweep `{sweep}`: expected STAGE.KEY=V1,V2,... (e.g. train.epochs=5,10)"
+            ))
+        })?;
+        let values = split_values(values);
+        if values.iter().any(String::is_empty) {
+            return Err(CliError::Usage(format!(
+                "--sweep `{sweep}`: empty value in the list"
+            )));
+        }
+        grid = grid
+            .into_iter()
+            .flat_map(|point| {
+                values.iter().map(move |v| {
+                    let mut next = point.clone();
+                    next.push(format!("{}={v}", key.trim()));
+                    next
+                })
+            })
+            .collect();
+    }
+    Ok(grid)
+}
+
+/// Every grid point as its own run (one at a time, sharing the cache), then the compare table of
+/// those runs. Every point is validated before anything runs.
+pub fn run_sweep(
+    ctx: &Context,
+    args: &PipelineArgs,
+    sweeps: &[String],
+    opts: &RunOptions,
+) -> Result<i32, CliError> {
+    let grid = sweep_grid(sweeps)?;
+    let mut points = Vec::new();
+    for sets in &grid {
+        let point_args = PipelineArgs {
+            pipeline: args.pipeline.clone(),
+            set: args.set.iter().chain(sets).cloned().collect(),
+        };
+        let (pipeline, graph) = load(ctx, &point_args)?;
+        let selected = select(&pipeline, &graph, opts)?;
+        points.push((sets, pipeline, graph, selected));
+    }
+    let store = open_store(ctx, Some(&points[0].1))?;
+    let mut run_ids = Vec::new();
+    let mut worst = exit::OK;
+    for (i, (sets, pipeline, graph, selected)) in points.iter().enumerate() {
+        let n = points.len();
+        eprintln!("sweep {}/{n}: --set {}", i + 1, sets.join(" --set "));
+        let (code, id) = run_once(ctx, pipeline, graph, &store, selected, opts, false)?;
+        worst = worst.max(code);
+        run_ids.push(id);
+    }
+    if !opts.dry_run {
+        if !ctx.json {
+            print("\n")?;
+        }
+        let columns = crate::compare::run_columns(&store, &run_ids).map_err(CliError::Usage)?;
+        print(&crate::compare::render(
+            &columns,
+            super::compare_format(ctx.json, false),
+        ))?;
+    }
+    Ok(worst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_split_at_top_level_commas_only() {
+        assert_eq!(split_values("1e-3, 3e-4"), ["1e-3", "3e-4"]);
+        assert_eq!(
+            split_values("[{units = 64}],[{units = 256, dropout = 0.5}]"),
+            ["[{units = 64}]", "[{units = 256, dropout = 0.5}]"]
+        );
+        assert_eq!(split_values(r#""a,b",'c,d',e"#), [r#""a,b""#, "'c,d'", "e"]);
+    }
+
+    #[test]
+    fn the_grid_is_every_combination_last_sweep_fastest() {
+        let grid = sweep_grid(&["train.epochs=5,10".into(), "crop.size=32,64".into()]).unwrap();
+        let points: Vec<String> = grid.iter().map(|p| p.join(" ")).collect();
+        assert_eq!(
+            points,
+            [
+                "train.epochs=5 crop.size=32",
+                "train.epochs=5 crop.size=64",
+                "train.epochs=10 crop.size=32",
+                "train.epochs=10 crop.size=64",
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_sweeps_are_usage_errors() {
+        for bad in ["train.epochs", "train.epochs=5,,10", "train.epochs="] {
+            let err = sweep_grid(&[bad.to_string()]).unwrap_err();
+            assert_eq!(err.code(), exit::USAGE, "{bad}");
+            assert!(err.to_string().contains(bad), "{err} names {bad}");
+        }
+    }
+}

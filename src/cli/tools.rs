@@ -1,0 +1,55 @@
+//! `synth` and `bench`: synthetic data, and the performance figures of BENCHMARKS.md.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::output::emit;
+use super::{BenchArgs, CliError, Context, SynthArgs, exit};
+use crate::progress::{Bars, bars_enabled};
+
+pub fn synth(ctx: &Context, args: SynthArgs) -> Result<i32, CliError> {
+    let SynthArgs {
+        out,
+        count,
+        test_count,
+        seed,
+    } = args;
+    let bars = Bars::new(bars_enabled(ctx.json));
+    let progress = bars.stage("synth");
+    progress.start((count + test_count) as u64, "rendering");
+    let start = Instant::now();
+    let opts = crate::synth::SynthOptions {
+        out: out.clone(),
+        count,
+        test_count,
+        seed,
+    };
+    crate::synth::generate(&opts, &|| progress.inc(1))
+        .map_err(|e| CliError::Runtime(crate::runner::chain(&e)))?;
+    drop(progress);
+    let seconds = start.elapsed().as_secs_f64();
+    if ctx.json {
+        let value = json!({ "out": out, "count": count, "test_count": test_count, "seed": seed, "seconds": seconds });
+        super::output::println(value)?;
+    } else {
+        eprintln!(
+            "wrote {count} labelled + {test_count} test galaxies to {} in {seconds:.1}s",
+            out.display()
+        );
+    }
+    Ok(exit::OK)
+}
+
+pub fn bench(ctx: &Context, args: BenchArgs) -> Result<i32, CliError> {
+    let opts = crate::bench::BenchOptions {
+        sample: args.sample,
+        work: args.work,
+        count: args.count,
+        train_batches: args.train_batches,
+        only: args.only,
+    };
+    let value = crate::bench::run(&opts).map_err(CliError::Runtime)?;
+    emit(ctx.json, &value, &crate::bench::table_text(&value))?;
+    Ok(exit::OK)
+}
