@@ -102,28 +102,34 @@ impl Serialize for StageKind {
 }
 
 /// A value-range problem: the offending key and what is wrong with it.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Invalid {
-    pub key: &'static str,
+    /// The top-level parameter (where the diagnostic points).
+    pub key: String,
+    /// The full path of the offending value (`conv[1].kernel`).
+    pub path: String,
     pub message: String,
 }
 
 impl Invalid {
     /// `Some(Invalid)` unless `ok`.
-    pub fn unless(ok: bool, key: &'static str, message: impl Into<String>) -> Option<Invalid> {
+    pub fn unless(ok: bool, key: &str, message: impl Into<String>) -> Option<Invalid> {
         (!ok).then(|| Invalid {
-            key,
+            key: key.to_string(),
+            path: key.to_string(),
             message: message.into(),
         })
     }
 }
 
-/// A kind's parameter table: parsed with serde (unknown keys denied), documented by its schema,
-/// range-checked by `validate`.
+/// A kind's parameter table: parsed with serde (unknown keys denied), documented by its schema.
+/// Numeric ranges and minimum lengths are declared once, as schemars attributes on the type
+/// (`#[schemars(range(min = 8, max = 424))]`, `#[schemars(extend("exclusiveMaximum" = 1.0))]`,
+/// `#[schemars(length(min = 1))]`): the JSON Schema shows them and [`check_bounds`] enforces them.
 pub trait Params:
     Serialize + DeserializeOwned + JsonSchema + fmt::Debug + Send + Sync + 'static
 {
-    /// Range checks serde cannot express.
+    /// Checks the schema cannot express.
     fn validate(&self) -> Vec<Invalid> {
         Vec::new()
     }
@@ -181,9 +187,193 @@ pub fn parse_params<P: Params>(value: toml::Value) -> Result<StageParams, ParseE
     Ok(StageParams::new(typed))
 }
 
-/// `validate` of the typed parameters inside `params` (none when they are another type).
+/// The problems of the typed parameters inside `params`: the bounds `P`'s schema declares,
+/// then `P::validate` (none when they are another type).
 pub fn validate_params<P: Params>(params: &StageParams) -> Vec<Invalid> {
-    params.get::<P>().map(P::validate).unwrap_or_default()
+    let Some(typed) = params.get::<P>() else {
+        return Vec::new();
+    };
+    let root = serde_json::to_value(schemars::schema_for!(P)).expect("schemas serialise");
+    let mut out = check_bounds(&root, &params.canonical);
+    out.extend(typed.validate());
+    out
+}
+
+/// Every value of `value` (parameters as canonical JSON) outside the bounds `root` (their JSON
+/// Schema, with its `$defs`) declares: `minimum`/`maximum` and their exclusive forms,
+/// `minLength`, `minItems`; arrays and nested tables are checked item by item.
+pub fn check_bounds(root: &serde_json::Value, value: &serde_json::Value) -> Vec<Invalid> {
+    let mut out = Vec::new();
+    if let (Some(props), Some(values)) = (root["properties"].as_object(), value.as_object()) {
+        for (key, schema) in props {
+            if let Some(v) = values.get(key) {
+                check_value(root, schema, v, key, key, &mut out);
+            }
+        }
+    }
+    out
+}
+
+fn check_value(
+    root: &serde_json::Value,
+    schema: &serde_json::Value,
+    v: &serde_json::Value,
+    key: &str,
+    path: &str,
+    out: &mut Vec<Invalid>,
+) {
+    let schema = resolve_ref(root, schema);
+    let mut problem = |message: String| {
+        out.push(Invalid {
+            key: key.to_string(),
+            path: path.to_string(),
+            message,
+        })
+    };
+    let bounds = Bounds::of(schema);
+    match v {
+        serde_json::Value::Number(n) if !bounds.contains(n.as_f64().unwrap_or(f64::NAN)) => {
+            problem(bounds.describe(schema["type"] == "integer"));
+        }
+        // A NaN or infinity serialises as null: never inside a declared range.
+        serde_json::Value::Null if bounds.any() => {
+            problem(format!("{} (a finite number)", bounds.describe(false)));
+        }
+        serde_json::Value::String(s)
+            if (s.chars().count() as u64) < min_of(schema, "minLength") =>
+        {
+            problem("must not be empty".into());
+        }
+        serde_json::Value::Array(items) => {
+            if (items.len() as u64) < min_of(schema, "minItems") {
+                problem("must list at least one item".into());
+            }
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("{path}[{i}]");
+                check_value(root, &schema["items"], item, key, &path, out);
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            for (name, sub) in schema["properties"].as_object().into_iter().flatten() {
+                if let Some(x) = fields.get(name) {
+                    check_value(root, sub, x, key, &format!("{path}.{name}"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn resolve_ref<'a>(
+    root: &'a serde_json::Value,
+    schema: &'a serde_json::Value,
+) -> &'a serde_json::Value {
+    match schema["$ref"]
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/$defs/"))
+    {
+        Some(name) => &root["$defs"][name],
+        None => schema,
+    }
+}
+
+fn min_of(schema: &serde_json::Value, key: &str) -> u64 {
+    schema[key].as_u64().unwrap_or(0)
+}
+
+/// A numeric range as a schema declares it: (bound, exclusive) at each end.
+struct Bounds {
+    lo: Option<(f64, bool)>,
+    hi: Option<(f64, bool)>,
+}
+
+impl Bounds {
+    fn of(schema: &serde_json::Value) -> Self {
+        let end = |inclusive: &str, exclusive: &str| {
+            schema[exclusive]
+                .as_f64()
+                .map(|b| (b, true))
+                .or_else(|| schema[inclusive].as_f64().map(|b| (b, false)))
+        };
+        Bounds {
+            lo: end("minimum", "exclusiveMinimum"),
+            hi: end("maximum", "exclusiveMaximum"),
+        }
+    }
+    fn any(&self) -> bool {
+        self.lo.is_some() || self.hi.is_some()
+    }
+    fn contains(&self, x: f64) -> bool {
+        let above = self
+            .lo
+            .is_none_or(|(b, excl)| if excl { x > b } else { x >= b });
+        let below = self
+            .hi
+            .is_none_or(|(b, excl)| if excl { x < b } else { x <= b });
+        above && below
+    }
+    fn describe(&self, integer: bool) -> String {
+        match (self.lo, self.hi) {
+            (Some((lo, lx)), Some((hi, hx))) => format!(
+                "must be in {}{lo}, {hi}{}",
+                if lx { "(" } else { "[" },
+                if hx { ")" } else { "]" }
+            ),
+            (Some((lo, false)), None) if integer => format!("must be at least {lo}"),
+            (Some((lo, false)), None) => format!("must be ≥ {lo}"),
+            (Some((lo, true)), None) => format!("must be > {lo}"),
+            (None, Some((hi, false))) => format!("must be at most {hi}"),
+            (None, Some((hi, true))) => format!("must be < {hi}"),
+            (None, None) => "is out of range".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bounds_are_read_from_the_schema_and_described() {
+        let root = json!({
+            "properties": {
+                "f": { "type": "number", "minimum": 0.0, "exclusiveMaximum": 1.0 },
+                "n": { "type": "integer", "minimum": 1 },
+                "s": { "type": "string", "minLength": 1 },
+                "list": { "type": "array", "minItems": 1, "items": { "$ref": "#/$defs/Item" } }
+            },
+            "$defs": { "Item": { "properties": { "k": { "type": "integer", "minimum": 8, "maximum": 424 } } } }
+        });
+        let ok = json!({ "f": 0.0, "n": 1, "s": "x", "list": [{ "k": 8 }, { "k": 424 }] });
+        assert_eq!(check_bounds(&root, &ok), []);
+        let bad = json!({ "f": 1.0, "n": 0, "s": "", "list": [{ "k": 8 }, { "k": 425 }] });
+        let mut got: Vec<(String, String, String)> = check_bounds(&root, &bad)
+            .into_iter()
+            .map(|i| (i.key, i.path, i.message))
+            .collect();
+        got.sort();
+        let want = [
+            ("f", "f", "must be in [0, 1)"),
+            ("list", "list[1].k", "must be in [8, 424]"),
+            ("n", "n", "must be at least 1"),
+            ("s", "s", "must not be empty"),
+        ];
+        let want: Vec<(String, String, String)> = want
+            .iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        let nan = json!({ "f": null });
+        assert_eq!(
+            check_bounds(&root, &nan)[0].message,
+            "must be in [0, 1) (a finite number)"
+        );
+        assert_eq!(
+            check_bounds(&root, &json!({ "list": [] }))[0].message,
+            "must list at least one item"
+        );
+    }
 }
 
 /// Every kind a build (or a test) knows, in declaration order.

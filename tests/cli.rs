@@ -116,7 +116,7 @@ fn a_new_stage_kind_is_one_file_and_one_registration_line() {
     );
     let out = p.run(&["validate", "bad.toml"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`tally.sample` must be at most 100"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`tally.sample` must be in [0, 100]"));
 
     // It accepts only what it declares.
     p.write(

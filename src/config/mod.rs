@@ -470,14 +470,14 @@ fn stage_params(
     let invalid = kind.validate(&params);
     for invalid in &invalid {
         let (src, span) = table
-            .get(invalid.key)
+            .get(&invalid.key)
             .map(|n| (n.origin.source, n.origin.value.clone()))
             .unwrap_or((node.origin.source, node.origin.key.clone()));
         errors.push(ConfigError::at(
             sources,
             src,
             span,
-            format!("`{id}.{}` {}", invalid.key, invalid.message),
+            format!("`{id}.{}` {}", invalid.path, invalid.message),
             None,
         ));
     }

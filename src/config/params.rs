@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::kind::{Invalid, Params};
+use crate::kind::Params;
 
 /// What to do with a catalogued galaxy whose image is missing or unreadable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -19,6 +19,7 @@ pub enum OnProblem {
 #[serde(deny_unknown_fields)]
 pub struct IngestParams {
     /// Folder of the Kaggle download; relative to the pipeline file that sets it.
+    #[schemars(length(min = 1))]
     pub data_dir: String,
     /// Training images folder, relative to `data_dir`.
     #[serde(default = "d::images")]
@@ -31,12 +32,14 @@ pub struct IngestParams {
     pub test_images: String,
     /// Fraction of labelled galaxies assigned to the validation split.
     #[serde(default = "d::valid_fraction")]
+    #[schemars(range(min = 0.0), extend("exclusiveMaximum" = 1.0))]
     pub valid_fraction: f64,
     /// A label row without an image: fail, or skip it and list it in the artifact.
     #[serde(default = "d::on_error")]
     pub on_missing_image: OnProblem,
     /// Allowed absolute deviation of a decision-tree sum before a row is counted as violating it.
     #[serde(default = "d::tree_tolerance")]
+    #[schemars(range(min = 0.0))]
     pub tree_tolerance: f64,
 }
 
@@ -46,6 +49,7 @@ pub struct IngestParams {
 pub struct ExploreParams {
     /// Vote fraction at or above which a galaxy counts as showing a class.
     #[serde(default = "d::confidence")]
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub confidence: f64,
     /// At most this many training images enter the mean image (0 = all).
     #[serde(default)]
@@ -78,17 +82,20 @@ pub struct CropParams {
     pub method: CropMethod,
     /// Output side length in pixels.
     #[serde(default = "d::crop_size")]
+    #[schemars(range(min = 8, max = 424))]
     pub size: u32,
     /// Grayscale threshold for the ROI mask.
     #[serde(default = "d::threshold")]
     pub threshold: u8,
     /// Padding around the ROI box, as a fraction of its longer side.
     #[serde(default = "d::padding")]
+    #[schemars(range(min = 0.0, max = 2.0))]
     pub padding: f64,
     #[serde(default = "d::fallback")]
     pub fallback: CropFallback,
     /// Side of the centre square for `method = "center"`.
     #[serde(default = "d::center_size")]
+    #[schemars(range(min = 8, max = 424))]
     pub center_size: u32,
     /// A corrupt or wrongly sized image: fail naming the file, or skip it with a reason.
     #[serde(default = "d::on_error")]
@@ -108,6 +115,7 @@ pub enum BaselineMethod {
 #[serde(deny_unknown_fields)]
 pub struct BaselineParams {
     #[serde(default = "d::baseline_methods")]
+    #[schemars(length(min = 1))]
     pub methods: Vec<BaselineMethod>,
 }
 
@@ -162,13 +170,16 @@ pub enum LrSchedule {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConvBlock {
+    #[schemars(range(min = 1))]
     pub filters: u32,
+    #[schemars(range(min = 1))]
     pub kernel: u32,
     /// Zero padding on each side; default keeps nothing ("valid" convolution).
     #[serde(default)]
     pub padding: u32,
     /// Max-pool window after the block (1 = none).
     #[serde(default = "d::one")]
+    #[schemars(range(min = 1))]
     pub pool: u32,
     #[serde(default)]
     pub batch_norm: bool,
@@ -177,8 +188,10 @@ pub struct ConvBlock {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DenseLayer {
+    #[schemars(range(min = 1))]
     pub units: u32,
     #[serde(default)]
+    #[schemars(range(min = 0.0), extend("exclusiveMaximum" = 1.0))]
     pub dropout: f64,
 }
 
@@ -222,23 +235,30 @@ pub struct TrainParams {
     #[serde(default = "d::device")]
     pub device: Device,
     #[serde(default = "d::epochs")]
+    #[schemars(range(min = 1))]
     pub epochs: u32,
     #[serde(default = "d::batch_size")]
+    #[schemars(range(min = 1))]
     pub batch_size: u32,
     #[serde(default = "d::learning_rate")]
+    #[schemars(extend("exclusiveMinimum" = 0.0))]
     pub learning_rate: f64,
     #[serde(default = "d::lr_schedule")]
     pub lr_schedule: LrSchedule,
     #[serde(default = "d::lr_decay")]
+    #[schemars(extend("exclusiveMinimum" = 0.0), range(max = 1.0))]
     pub lr_decay: f64,
     #[serde(default = "d::one")]
+    #[schemars(range(min = 1))]
     pub lr_step_epochs: u32,
     #[serde(default = "d::optimizer")]
     pub optimizer: Optimizer,
     /// Nesterov momentum for `optimizer = "sgd"`.
     #[serde(default = "d::momentum")]
+    #[schemars(range(min = 0.0), extend("exclusiveMaximum" = 1.0))]
     pub momentum: f64,
     #[serde(default)]
+    #[schemars(range(min = 0.0))]
     pub weight_decay: f64,
     #[serde(default = "d::loss")]
     pub loss: Loss,
@@ -279,6 +299,7 @@ pub struct EvaluateParams {
 pub struct SubmitParams {
     /// Where the CSV is exported (atomically), relative to the pipeline file that sets it.
     #[serde(default = "d::output_csv")]
+    #[schemars(length(min = 1))]
     pub output: String,
     /// Average predictions over the 8 rotations/flips of each crop (test-time augmentation).
     #[serde(default)]
@@ -410,125 +431,12 @@ mod d {
     }
 }
 
-impl Params for IngestParams {
-    fn validate(&self) -> Vec<Invalid> {
-        [
-            Invalid::unless(
-                (0.0..1.0).contains(&self.valid_fraction),
-                "valid_fraction",
-                "must be in [0, 1)",
-            ),
-            Invalid::unless(self.tree_tolerance >= 0.0, "tree_tolerance", "must be ≥ 0"),
-            Invalid::unless(!self.data_dir.is_empty(), "data_dir", "must name a folder"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
-    }
-}
-
-impl Params for ExploreParams {
-    fn validate(&self) -> Vec<Invalid> {
-        Invalid::unless(
-            (0.0..=1.0).contains(&self.confidence),
-            "confidence",
-            "must be in [0, 1]",
-        )
-        .into_iter()
-        .collect()
-    }
-}
-
-impl Params for CropParams {
-    fn validate(&self) -> Vec<Invalid> {
-        [
-            Invalid::unless(
-                (8..=424).contains(&self.size),
-                "size",
-                "must be between 8 and 424 pixels",
-            ),
-            Invalid::unless(
-                (0.0..=2.0).contains(&self.padding),
-                "padding",
-                "must be in [0, 2]",
-            ),
-            Invalid::unless(
-                (8..=424).contains(&self.center_size),
-                "center_size",
-                "must be between 8 and 424 pixels",
-            ),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
-    }
-}
-
-impl Params for BaselineParams {
-    fn validate(&self) -> Vec<Invalid> {
-        Invalid::unless(
-            !self.methods.is_empty(),
-            "methods",
-            "must list at least one method",
-        )
-        .into_iter()
-        .collect()
-    }
-}
-
-impl Params for TrainParams {
-    fn validate(&self) -> Vec<Invalid> {
-        [
-            Invalid::unless(self.epochs >= 1, "epochs", "must be at least 1"),
-            Invalid::unless(self.batch_size >= 1, "batch_size", "must be at least 1"),
-            Invalid::unless(
-                self.learning_rate > 0.0 && self.learning_rate.is_finite(),
-                "learning_rate",
-                "must be a positive number",
-            ),
-            Invalid::unless(
-                (0.0..1.0).contains(&self.momentum),
-                "momentum",
-                "must be in [0, 1)",
-            ),
-            Invalid::unless(self.weight_decay >= 0.0, "weight_decay", "must be ≥ 0"),
-            Invalid::unless(
-                self.lr_decay > 0.0 && self.lr_decay <= 1.0,
-                "lr_decay",
-                "must be in (0, 1]",
-            ),
-            Invalid::unless(
-                self.lr_step_epochs >= 1,
-                "lr_step_epochs",
-                "must be at least 1",
-            ),
-            Invalid::unless(
-                self.conv
-                    .iter()
-                    .all(|c| c.filters >= 1 && c.kernel >= 1 && c.pool >= 1),
-                "conv",
-                "filters, kernel and pool must be at least 1",
-            ),
-            Invalid::unless(
-                self.dense
-                    .iter()
-                    .all(|d| d.units >= 1 && (0.0..1.0).contains(&d.dropout)),
-                "dense",
-                "units must be ≥ 1 and dropout in [0, 1)",
-            ),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
-    }
-}
-
+// Ranges are declared on the fields above (schemars attributes): the schema shows them and
+// `kind::check_bounds` enforces them. No kind needs a check beyond that.
+impl Params for IngestParams {}
+impl Params for ExploreParams {}
+impl Params for CropParams {}
+impl Params for BaselineParams {}
+impl Params for TrainParams {}
 impl Params for EvaluateParams {}
-
-impl Params for SubmitParams {
-    fn validate(&self) -> Vec<Invalid> {
-        Invalid::unless(!self.output.is_empty(), "output", "must name a file")
-            .into_iter()
-            .collect()
-    }
-}
+impl Params for SubmitParams {}

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use galaxy_pipe::kind::{Invalid, KindDecl, Params, SeedUse, StageKind};
+use galaxy_pipe::kind::{KindDecl, Params, SeedUse, StageKind};
 use galaxy_pipe::stages::{StageContext, StageError, StageKindDef, StageOutcome, ingest::Ingest};
 use rand::{SeedableRng, seq::IndexedRandom};
 use schemars::JsonSchema;
@@ -17,6 +17,7 @@ pub struct Tally;
 pub struct TallyParams {
     /// How many galaxy ids to pick at random.
     #[serde(default = "three")]
+    #[schemars(range(max = 100))]
     pub sample: u32,
 }
 
@@ -24,13 +25,7 @@ fn three() -> u32 {
     3
 }
 
-impl Params for TallyParams {
-    fn validate(&self) -> Vec<Invalid> {
-        Invalid::unless(self.sample <= 100, "sample", "must be at most 100")
-            .into_iter()
-            .collect()
-    }
-}
+impl Params for TallyParams {}
 
 impl StageKindDef for Tally {
     const KIND: StageKind = StageKind::new(&KindDecl {
