@@ -428,7 +428,8 @@ fn train_figures(
     let report = crate::model::training::train::<burn::backend::Autodiff<burn::backend::Flex>>(
         burn::backend::flex::FlexDevice,
         &inputs,
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     figures.push(Figure {
         what: "CPU training, seed network, 64×64, batch 64 (Burn flex)",
         value: report.images_per_sec,
@@ -447,10 +448,12 @@ fn train_figures(
             out_dir: tmp.path(),
             ..inputs
         };
-        let other = crate::model::training::train::<burn::backend::Autodiff<burn::backend::NdArray>>(
-            Default::default(),
-            &inputs,
-        )?;
+        let other =
+            crate::model::training::train::<burn::backend::Autodiff<burn::backend::NdArray>>(
+                Default::default(),
+                &inputs,
+            )
+            .map_err(|e| e.to_string())?;
         figures.push(Figure {
             what: "CPU training, seed network, Burn ndarray",
             value: other.images_per_sec,

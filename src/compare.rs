@@ -89,12 +89,23 @@ pub fn runs_text(rows: &[RunRow]) -> String {
     out
 }
 
+/// A run id that names no run, or more than one.
+#[derive(Debug, thiserror::Error)]
+pub enum RunLookupError {
+    #[error("no run `{0}` (see `galaxy-pipe runs`)")]
+    Unknown(String),
+    #[error("run `{wanted}`: {warning}")]
+    Unreadable { wanted: String, warning: String },
+    #[error("`{wanted}` matches {n} runs; give more of the id")]
+    Ambiguous { wanted: String, n: usize },
+}
+
 /// Find runs by id or unique id prefix; a miss that matches an unreadable record says so.
 pub fn resolve<'a>(
     all: &'a [RunRecord],
     unreadable: &[String],
     wanted: &[String],
-) -> Result<Vec<&'a RunRecord>, String> {
+) -> Result<Vec<&'a RunRecord>, RunLookupError> {
     wanted
         .iter()
         .map(|w| {
@@ -105,10 +116,16 @@ pub fn resolve<'a>(
             match hits.len() {
                 1 => Ok(hits[0]),
                 0 => match unreadable.iter().find(|u| u.contains(w.as_str())) {
-                    Some(warning) => Err(format!("run `{w}`: {warning}")),
-                    None => Err(format!("no run `{w}` (see `galaxy-pipe runs`)")),
+                    Some(warning) => Err(RunLookupError::Unreadable {
+                        wanted: w.clone(),
+                        warning: warning.clone(),
+                    }),
+                    None => Err(RunLookupError::Unknown(w.clone())),
                 },
-                n => Err(format!("`{w}` matches {n} runs; give more of the id")),
+                n => Err(RunLookupError::Ambiguous {
+                    wanted: w.clone(),
+                    n,
+                }),
             }
         })
         .collect()
@@ -159,7 +176,7 @@ fn stage_into(
 }
 
 /// Columns for runs given by id or unique id prefix.
-pub fn run_columns(store: &Store, ids: &[String]) -> Result<Vec<Column>, String> {
+pub fn run_columns(store: &Store, ids: &[String]) -> Result<Vec<Column>, RunLookupError> {
     let (all, unreadable) = records::list(&store.runs_dir());
     let runs = resolve(&all, &unreadable, ids)?;
     Ok(runs
@@ -206,25 +223,39 @@ pub enum Format {
     Csv,
 }
 
-/// Columns side by side: only the parameters that differ, and every metric (best RMSE marked).
-pub fn render(columns: &[Column], format: Format) -> String {
-    let mut out = String::new();
-    let cols: Vec<_> = columns.iter().map(|c| (&c.params, &c.metrics)).collect();
-    let param_names: BTreeSet<&String> = cols.iter().flat_map(|(p, _)| p.keys()).collect();
-    let differing: Vec<&String> = param_names
-        .into_iter()
-        .filter(|name| {
-            let values: BTreeSet<Option<&String>> =
-                cols.iter().map(|(p, _)| p.get(*name)).collect();
-            values.len() > 1
-        })
-        .collect();
-    let metric_names: BTreeSet<&String> = cols.iter().flat_map(|(_, m)| m.keys()).collect();
-    let best = |name: &str| -> Option<f64> {
+/// What `compare` shows: the parameters that differ and every metric, per column.
+struct Table<'a> {
+    columns: &'a [Column],
+    differing: Vec<&'a String>,
+    metrics: Vec<&'a String>,
+}
+
+impl<'a> Table<'a> {
+    fn new(columns: &'a [Column]) -> Self {
+        let param_names: BTreeSet<&String> = columns.iter().flat_map(|c| c.params.keys()).collect();
+        let differing = param_names
+            .into_iter()
+            .filter(|name| {
+                let values: BTreeSet<Option<&String>> =
+                    columns.iter().map(|c| c.params.get(*name)).collect();
+                values.len() > 1
+            })
+            .collect();
+        let metrics: BTreeSet<&String> = columns.iter().flat_map(|c| c.metrics.keys()).collect();
+        Table {
+            columns,
+            differing,
+            metrics: metrics.into_iter().collect(),
+        }
+    }
+
+    /// The best value of a lower-is-better metric (RMSE, loss), when the columns differ.
+    fn best(&self, name: &str) -> Option<f64> {
         let lower_better = name.contains("rmse") || name.ends_with("loss");
-        let vals: Vec<f64> = cols
+        let vals: Vec<f64> = self
+            .columns
             .iter()
-            .filter_map(|(_, m)| m.get(name).copied())
+            .filter_map(|c| c.metrics.get(name).copied())
             .collect();
         let all_equal = vals.windows(2).all(|w| w[0] == w[1]);
         if lower_better && !all_equal {
@@ -232,101 +263,116 @@ pub fn render(columns: &[Column], format: Format) -> String {
         } else {
             None
         }
-    };
-    match format {
-        Format::Json => {
-            let params: BTreeMap<&String, Vec<Option<&String>>> = differing
-                .iter()
-                .map(|n| (*n, cols.iter().map(|(p, _)| p.get(*n)).collect()))
-                .collect();
-            let metrics: BTreeMap<&String, Vec<Option<f64>>> = metric_names
-                .iter()
-                .map(|n| (*n, cols.iter().map(|(_, m)| m.get(*n).copied()).collect()))
-                .collect();
-            let ids: Vec<&str> = columns.iter().map(|c| c.label.as_str()).collect();
-            out = json!({ "runs": ids, "params": params, "metrics": metrics }).to_string() + "\n";
+    }
+
+    fn param_cells(&self, name: &str, missing: &str) -> Vec<String> {
+        self.columns
+            .iter()
+            .map(|c| c.params.get(name).cloned().unwrap_or_else(|| missing.into()))
+            .collect()
+    }
+
+    fn json(&self) -> String {
+        let params: BTreeMap<&String, Vec<Option<&String>>> = self
+            .differing
+            .iter()
+            .map(|n| (*n, self.columns.iter().map(|c| c.params.get(*n)).collect()))
+            .collect();
+        let metrics: BTreeMap<&String, Vec<Option<f64>>> = self
+            .metrics
+            .iter()
+            .map(|n| (*n, self.columns.iter().map(|c| c.metrics.get(*n).copied()).collect()))
+            .collect();
+        let ids: Vec<&str> = self.columns.iter().map(|c| c.label.as_str()).collect();
+        json!({ "runs": ids, "params": params, "metrics": metrics }).to_string() + "\n"
+    }
+
+    fn csv(&self) -> String {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let mut header = vec!["name".to_string()];
+        header.extend(self.columns.iter().map(|c| c.label.clone()));
+        w.write_record(&header).expect("writing to memory");
+        for n in &self.differing {
+            let mut row = vec![format!("param {n}")];
+            row.extend(self.param_cells(n, ""));
+            w.write_record(&row).expect("writing to memory");
         }
-        Format::Csv => {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            let mut header = vec!["name".to_string()];
-            header.extend(columns.iter().map(|c| c.label.clone()));
-            w.write_record(&header).expect("writing to memory");
-            for n in &differing {
-                let mut row = vec![format!("param {n}")];
-                row.extend(
-                    cols.iter()
-                        .map(|(p, _)| p.get(*n).cloned().unwrap_or_default()),
-                );
-                w.write_record(&row).expect("writing to memory");
-            }
-            for n in &metric_names {
-                let mut row = vec![format!("metric {n}")];
-                row.extend(
-                    cols.iter()
-                        .map(|(_, m)| m.get(*n).map(|v| v.to_string()).unwrap_or_default()),
-                );
-                w.write_record(&row).expect("writing to memory");
-            }
-            let bytes = w.into_inner().expect("writing to memory");
-            out = String::from_utf8_lossy(&bytes).into_owned();
+        for n in &self.metrics {
+            let mut row = vec![format!("metric {n}")];
+            row.extend(self.columns.iter().map(|c| {
+                c.metrics.get(*n).map(|v| v.to_string()).unwrap_or_default()
+            }));
+            w.write_record(&row).expect("writing to memory");
         }
-        Format::Text => {
-            // Build every cell first so each column is as wide as its widest cell.
-            let metric_cell = |n: &str, m: &BTreeMap<String, f64>| match m.get(n) {
-                Some(v) if Some(*v) == best(n) => format!("*{v:.5}"),
-                Some(v) => format!("{v:.5}"),
-                None => "-".into(),
-            };
-            let mut rows: Vec<(String, Vec<String>)> = Vec::new();
-            for n in &differing {
-                let cells = cols
-                    .iter()
-                    .map(|(p, _)| p.get(*n).cloned().unwrap_or_else(|| "-".into()))
-                    .collect();
-                rows.push((format!("  {n}"), cells));
-            }
-            let params_end = rows.len();
-            for n in &metric_names {
-                let cells = cols.iter().map(|(_, m)| metric_cell(n, m)).collect();
-                rows.push((format!("  {n}"), cells));
-            }
-            let name_width = rows
+        let bytes = w.into_inner().expect("writing to memory");
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Aligned text: every column as wide as its widest cell; the best RMSE starred.
+    fn text(&self) -> String {
+        let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+        for n in &self.differing {
+            rows.push((format!("  {n}"), self.param_cells(n, "-")));
+        }
+        let params_end = rows.len();
+        for n in &self.metrics {
+            let best = self.best(n);
+            let cells = self
+                .columns
                 .iter()
-                .map(|(n, _)| n.chars().count())
-                .chain(["metrics (* best):".len()])
-                .max()
-                .unwrap_or(0);
-            let widths: Vec<usize> = columns
-                .iter()
-                .enumerate()
-                .map(|(c, col)| {
-                    rows.iter()
-                        .map(|(_, cells)| cells[c].chars().count())
-                        .chain([col.label.chars().count()])
-                        .max()
-                        .unwrap_or(0)
+                .map(|c| match c.metrics.get(*n) {
+                    Some(v) if Some(*v) == best => format!("*{v:.5}"),
+                    Some(v) => format!("{v:.5}"),
+                    None => "-".into(),
                 })
                 .collect();
-            let line = |out: &mut String, name: &str, cells: &[String]| {
-                let mut text = format!("{name:<name_width$}");
-                for (cell, w) in cells.iter().zip(&widths) {
-                    text.push_str(&format!("  {cell:>w$}"));
-                }
-                out.push_str(text.trim_end());
-                out.push('\n');
-            };
-            let labels: Vec<String> = columns.iter().map(|c| c.label.clone()).collect();
-            line(&mut out, "", &labels);
-            for (i, (name, cells)) in rows.iter().enumerate() {
-                if i == 0 && params_end > 0 {
-                    out.push_str("parameters that differ:\n");
-                }
-                if i == params_end {
-                    out.push_str("metrics (* best):\n");
-                }
-                line(&mut out, name, cells);
-            }
+            rows.push((format!("  {n}"), cells));
         }
+        let name_width = rows
+            .iter()
+            .map(|(n, _)| n.chars().count())
+            .chain(["metrics (* best):".len()])
+            .max()
+            .unwrap_or(0);
+        let widths: Vec<usize> = (0..self.columns.len())
+            .map(|c| {
+                rows.iter()
+                    .map(|(_, cells)| cells[c].chars().count())
+                    .chain([self.columns[c].label.chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |out: &mut String, name: &str, cells: &[String]| {
+            let mut text = format!("{name:<name_width$}");
+            for (cell, w) in cells.iter().zip(&widths) {
+                text.push_str(&format!("  {cell:>w$}"));
+            }
+            out.push_str(text.trim_end());
+            out.push('\n');
+        };
+        let mut out = String::new();
+        let labels: Vec<String> = self.columns.iter().map(|c| c.label.clone()).collect();
+        line(&mut out, "", &labels);
+        for (i, (name, cells)) in rows.iter().enumerate() {
+            if i == 0 && params_end > 0 {
+                out.push_str("parameters that differ:\n");
+            }
+            if i == params_end {
+                out.push_str("metrics (* best):\n");
+            }
+            line(&mut out, name, cells);
+        }
+        out
     }
-    out
+}
+
+/// Columns side by side: only the parameters that differ, and every metric (best RMSE marked).
+pub fn render(columns: &[Column], format: Format) -> String {
+    let table = Table::new(columns);
+    match format {
+        Format::Json => table.json(),
+        Format::Csv => table.csv(),
+        Format::Text => table.text(),
+    }
 }

@@ -248,18 +248,26 @@ fn file_of(views: &[StageView], kind: &str, name: &str) -> Option<PathBuf> {
         .map(|d| d.join(name))
 }
 
+/// Why a section of the report could not be drawn (the page says so in its place).
+#[derive(Debug, thiserror::Error)]
+enum SectionError {
+    #[error(transparent)]
+    Artifact(#[from] artifacts::ArtifactError),
+    #[error("encoding a PNG: {0}")]
+    Image(#[from] image::ImageError),
+    #[error("{0}")]
+    Missing(&'static str),
+}
+
 /// Per-question RMSE of the model and each baseline (from evaluate's metrics.parquet).
-fn rmse_table(metrics: &Path) -> Result<String, String> {
+fn rmse_table(metrics: &Path) -> Result<String, SectionError> {
     use arrow::array::{Float64Array, StringArray};
-    let batches = artifacts::read_parquet(metrics).map_err(|e| e.to_string())?;
+    let batches = artifacts::read_parquet(metrics)?;
     let mut table: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     for b in &batches {
-        let method =
-            artifacts::column::<StringArray>(b, "method", metrics).map_err(|e| e.to_string())?;
-        let scope =
-            artifacts::column::<StringArray>(b, "scope", metrics).map_err(|e| e.to_string())?;
-        let rmse =
-            artifacts::column::<Float64Array>(b, "rmse", metrics).map_err(|e| e.to_string())?;
+        let method = artifacts::column::<StringArray>(b, "method", metrics)?;
+        let scope = artifacts::column::<StringArray>(b, "scope", metrics)?;
+        let rmse = artifacts::column::<Float64Array>(b, "rmse", metrics)?;
         for r in 0..b.num_rows() {
             table
                 .entry(method.value(r).to_string())
@@ -306,12 +314,12 @@ fn rmse_table(metrics: &Path) -> Result<String, String> {
 }
 
 /// The validation galaxies the model predicts worst, with predicted vs true answers.
-fn worst_gallery(predictions: &Path, crops: &Path) -> Result<String, String> {
-    let preds = artifacts::read_predictions(predictions).map_err(|e| e.to_string())?;
-    let model = preds
-        .get("model")
-        .ok_or("no `model` rows in predictions.parquet")?;
-    let crops = artifacts::read_crops(crops).map_err(|e| e.to_string())?;
+fn worst_gallery(predictions: &Path, crops: &Path) -> Result<String, SectionError> {
+    let preds = artifacts::read_predictions(predictions)?;
+    let model = preds.get("model").ok_or(SectionError::Missing(
+        "no `model` rows in predictions.parquet",
+    ))?;
+    let crops = artifacts::read_crops(crops)?;
     let row_of: BTreeMap<u64, usize> = crops
         .ids
         .iter()
@@ -343,10 +351,9 @@ fn worst_gallery(predictions: &Path, crops: &Path) -> Result<String, String> {
     for (rmse, id, pred, row, truth) in scored.iter().take(WORST) {
         let size = crops.size as u32;
         let img = image::RgbImage::from_raw(size, size, crops.pixels_of(*row).to_vec())
-            .ok_or("crop size mismatch")?;
+            .ok_or(SectionError::Missing("crop size mismatch"))?;
         let mut png = Vec::new();
-        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .map_err(|e| e.to_string())?;
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
         let _ = write!(
             html,
             "<div class=\"card\"><img class=\"crop\" src=\"{}\" alt=\"galaxy {id}\"><div><b>{id}</b> RMSE {rmse:.4}<table class=\"answers\"><tr><th>question</th><th>predicted</th><th>true</th></tr>",
@@ -513,7 +520,11 @@ pub fn render(store: &Store, run: &RunRecord) -> String {
         Some(p) => match rmse_table(&p) {
             Ok(t) => html.push_str(&t),
             Err(e) => {
-                let _ = write!(html, "<p class=\"missing\">metrics: {}</p>", esc(&e));
+                let _ = write!(
+                    html,
+                    "<p class=\"missing\">metrics: {}</p>",
+                    esc(&e.to_string())
+                );
             }
         },
         None => {
@@ -553,7 +564,11 @@ pub fn render(store: &Store, run: &RunRecord) -> String {
             ) {
                 Ok(g) => html.push_str(&g),
                 Err(err) => {
-                    let _ = write!(html, "<p class=\"missing\">gallery: {}</p>", esc(&err));
+                    let _ = write!(
+                        html,
+                        "<p class=\"missing\">gallery: {}</p>",
+                        esc(&err.to_string())
+                    );
                 }
             }
         }

@@ -60,6 +60,13 @@ impl From<GraphError> for CliError {
     }
 }
 
+impl From<crate::compare::RunLookupError> for CliError {
+    /// A run id on the command line that names no run (or several).
+    fn from(e: crate::compare::RunLookupError) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}
+
 impl From<std::io::Error> for CliError {
     /// A failed write to standard output.
     fn from(e: std::io::Error) -> Self {

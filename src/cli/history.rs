@@ -38,7 +38,7 @@ pub fn compare(
     csv: bool,
 ) -> Result<i32, CliError> {
     let columns = if pipelines.is_empty() {
-        crate::compare::run_columns(&open_store(ctx, None)?, runs).map_err(CliError::Usage)?
+        crate::compare::run_columns(&open_store(ctx, None)?, runs)?
     } else {
         pipeline_columns(ctx, pipelines)?
     };
@@ -89,8 +89,7 @@ pub fn report(ctx: &Context, run: Option<&str>, out: &Path) -> Result<i32, CliEr
     let store = open_store(ctx, None)?;
     let (all, unreadable) = records::list(&store.runs_dir());
     let record = match run {
-        Some(id) => crate::compare::resolve(&all, &unreadable, &[id.to_string()])
-            .map_err(CliError::Usage)?[0],
+        Some(id) => crate::compare::resolve(&all, &unreadable, &[id.to_string()])?[0],
         None => all
             .first()
             .ok_or_else(|| CliError::Usage("no runs yet on this cache".into()))?,

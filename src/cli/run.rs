@@ -16,25 +16,27 @@ use crate::progress::{Bars, bars_enabled};
 use crate::records::{self, Outcome, RunRecord, StageRecord};
 use crate::runner::{RunOptions, Runner};
 
-pub fn run(ctx: &Context, args: RunArgs) -> Result<i32, CliError> {
-    let opts = RunOptions {
-        until: args.until,
-        only: args.only,
-        force: args.force,
-        force_all: args.force_all,
-        jobs: args.jobs.unwrap_or_else(default_jobs),
-        dry_run: args.dry_run,
-        verify_inputs: args.verify_inputs,
-        verify: args.verify,
-    };
-    if !args.sweep.is_empty() {
-        return super::sweep::run_sweep(ctx, &args.pipeline, &args.sweep, &opts);
-    }
+pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32, CliError> {
+    let opts = options(args);
     let (pipeline, graph) = load(ctx, &args.pipeline)?;
     let selected = select(&pipeline, &graph, &opts)?;
     let store = open_store(ctx, Some(&pipeline))?;
     let (code, _) = run_once(ctx, &pipeline, &graph, &store, &selected, &opts, ctx.json)?;
     Ok(code)
+}
+
+/// The runner's options from the command line.
+pub fn options(args: &RunArgs) -> RunOptions {
+    RunOptions {
+        until: args.until.clone(),
+        only: args.only.clone(),
+        force: args.force.clone(),
+        force_all: args.force_all,
+        jobs: args.jobs.unwrap_or_else(default_jobs),
+        dry_run: args.dry_run,
+        verify_inputs: args.verify_inputs,
+        verify: args.verify,
+    }
 }
 
 /// Run `selected` stages of one pipeline, record the run, print it; the exit code and run id.

@@ -3,9 +3,8 @@
 
 use super::output::print;
 use super::pipeline::{load, open_store, select};
-use super::run::run_once;
-use super::{CliError, Context, PipelineArgs, exit};
-use crate::runner::RunOptions;
+use super::run::{options, run_once};
+use super::{CliError, Context, PipelineArgs, RunArgs, exit};
 
 /// Splits `V1,V2,...` at the commas outside brackets, braces and quotes, so a value may be a
 /// TOML array or inline table.
@@ -64,13 +63,9 @@ fn sweep_grid(sweeps: &[String]) -> Result<Vec<Vec<String>>, CliError> {
 
 /// Every grid point as its own run (one at a time, sharing the cache), then the compare table of
 /// those runs. Every point is validated before anything runs.
-pub fn run_sweep(
-    ctx: &Context,
-    args: &PipelineArgs,
-    sweeps: &[String],
-    opts: &RunOptions,
-) -> Result<i32, CliError> {
-    let grid = sweep_grid(sweeps)?;
+pub fn run_sweep(ctx: &Context, run_args: &RunArgs) -> Result<i32, CliError> {
+    let (args, opts) = (&run_args.pipeline, &options(run_args));
+    let grid = sweep_grid(&run_args.sweep)?;
     let mut points = Vec::new();
     for sets in &grid {
         let point_args = PipelineArgs {
@@ -95,7 +90,7 @@ pub fn run_sweep(
         if !ctx.json {
             print("\n")?;
         }
-        let columns = crate::compare::run_columns(&store, &run_ids).map_err(CliError::Usage)?;
+        let columns = crate::compare::run_columns(&store, &run_ids)?;
         print(&crate::compare::render(
             &columns,
             super::compare_format(ctx.json, false),

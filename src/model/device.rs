@@ -30,7 +30,7 @@ pub fn cuda_driver_present() -> bool {
 }
 
 /// Resolve the requested device; the `String` is a notice for the user when `auto` fell back.
-pub fn resolve(requested: Device) -> Result<(Resolved, Option<String>), String> {
+pub fn resolve(requested: Device) -> Result<(Resolved, Option<String>), super::ModelError> {
     match requested {
         Device::Cpu => Ok((Resolved::Cpu, None)),
         #[cfg(feature = "cuda")]
@@ -38,18 +38,25 @@ pub fn resolve(requested: Device) -> Result<(Resolved, Option<String>), String> 
             if cuda_driver_present() {
                 Ok((Resolved::Cuda, None))
             } else {
-                Err("device = \"cuda\" but the CUDA driver (libcuda.so.1) cannot be loaded on this machine; use device = \"auto\" or \"cpu\"".into())
+                Err(super::ModelError::Device(
+                    "device = \"cuda\" but the CUDA driver (libcuda.so.1) cannot be loaded on this machine; use device = \"auto\" or \"cpu\"",
+                ))
             }
         }
         #[cfg(not(feature = "cuda"))]
-        Device::Cuda => Err("device = \"cuda\" but this galaxy-pipe was built without CUDA support: build it with `cargo build --release --features cuda`".into()),
+        Device::Cuda => Err(super::ModelError::Device(
+            "device = \"cuda\" but this galaxy-pipe was built without CUDA support: build it with `cargo build --release --features cuda`",
+        )),
         Device::Auto => {
             #[cfg(feature = "cuda")]
             {
                 if cuda_driver_present() {
                     return Ok((Resolved::Cuda, None));
                 }
-                Ok((Resolved::Cpu, Some("no CUDA driver found: training on the CPU".into())))
+                Ok((
+                    Resolved::Cpu,
+                    Some("no CUDA driver found: training on the CPU".into()),
+                ))
             }
             #[cfg(not(feature = "cuda"))]
             Ok((Resolved::Cpu, None))

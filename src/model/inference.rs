@@ -8,6 +8,7 @@ use burn::record::{BinFileRecorder, FullPrecisionSettings};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
+use super::ModelError;
 use super::data::{self, Transform};
 use super::net::{Architecture, Net};
 use crate::artifacts::Crops;
@@ -19,10 +20,15 @@ const BATCH: usize = 256;
 pub fn load_model<B: Backend>(
     dir: &Path,
     device: &B::Device,
-) -> Result<(Net<B>, Architecture), String> {
-    let arch: Architecture = std::fs::read(dir.join("model.json"))
-        .map_err(|e| format!("{}: {e}", dir.join("model.json").display()))
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("model.json: {e}")))?;
+) -> Result<(Net<B>, Architecture), ModelError> {
+    let json = dir.join("model.json");
+    let bytes = std::fs::read(&json).map_err(|source| ModelError::Io {
+        what: "reading",
+        path: json.clone(),
+        source,
+    })?;
+    let arch: Architecture =
+        serde_json::from_slice(&bytes).map_err(ModelError::record("model.json"))?;
     // Parameters are initialised lazily (possibly while loading), drawing from the RNG.
     let _rng = super::rng::rng_guard();
     let net = arch.init::<B>(device)?;
@@ -32,7 +38,10 @@ pub fn load_model<B: Backend>(
             &BinFileRecorder::<FullPrecisionSettings>::new(),
             device,
         )
-        .map_err(|e| format!("loading {}: {e}", dir.join("model.bin").display()))?;
+        .map_err(ModelError::record(format!(
+            "loading {}",
+            dir.join("model.bin").display()
+        )))?;
     Ok((net, arch))
 }
 
@@ -93,7 +102,7 @@ pub fn predict_on_device(
     crops: &Crops,
     indices: &[usize],
     tta: bool,
-) -> Result<Vec<crate::labels::Labels>, String> {
+) -> Result<Vec<crate::labels::Labels>, ModelError> {
     let (resolved, _) = super::device::resolve(requested)?;
     match resolved {
         super::Resolved::Cpu => {

@@ -3,10 +3,12 @@
 
 pub mod data;
 pub mod device;
+pub mod error;
 pub mod inference;
 pub mod net;
 pub mod rng;
 pub mod training;
 
 pub use device::Resolved;
+pub use error::ModelError;
 pub use net::{Architecture, Net};

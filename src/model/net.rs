@@ -86,32 +86,28 @@ impl<B: Backend> Net<B> {
 
 impl Architecture {
     /// Spatial side and channels after the conv stack, or an error if it shrinks to nothing.
-    pub fn conv_output(&self) -> Result<(usize, usize), String> {
+    pub fn conv_output(&self) -> Result<(usize, usize), super::ModelError> {
         let mut side = self.input_size as i64;
         let mut channels = 3usize;
         for (i, c) in self.conv.iter().enumerate() {
             side = side + 2 * c.padding as i64 - c.kernel as i64 + 1;
             if side < 1 {
-                return Err(format!(
-                    "conv block {} (kernel {}) leaves no pixels of a {}-pixel input",
-                    i + 1,
-                    c.kernel,
-                    self.input_size
-                ));
+                return Err(super::ModelError::ConvTooLarge {
+                    block: i + 1,
+                    kernel: c.kernel,
+                    input: self.input_size,
+                });
             }
             side /= c.pool as i64;
             if side < 1 {
-                return Err(format!(
-                    "pooling after conv block {} leaves no pixels",
-                    i + 1
-                ));
+                return Err(super::ModelError::PoolTooLarge { block: i + 1 });
             }
             channels = c.filters as usize;
         }
         Ok((side as usize, channels))
     }
 
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Net<B>, String> {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Net<B>, super::ModelError> {
         let (side, channels) = self.conv_output()?;
         let mut in_ch = 3;
         let convs = self
@@ -262,6 +258,11 @@ mod tests {
             input_size: 8,
             ..arch
         };
-        assert!(tiny.conv_output().unwrap_err().contains("leaves no pixels"));
+        assert!(
+            tiny.conv_output()
+                .unwrap_err()
+                .to_string()
+                .contains("leaves no pixels")
+        );
     }
 }

@@ -14,6 +14,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use super::ModelError;
 use super::data::{self, Transform};
 use super::inference;
 use super::net::{Architecture, Net};
@@ -94,7 +95,7 @@ pub fn learning_rate(p: &TrainParams, epoch: u32) -> f64 {
 pub fn train<B: AutodiffBackend>(
     device: B::Device,
     inp: &TrainInputs,
-) -> Result<TrainReport, String> {
+) -> Result<TrainReport, ModelError> {
     let _one_at_a_time = super::rng::rng_guard();
     let p = inp.params;
     let decay = (p.weight_decay > 0.0).then(|| WeightDecayConfig::new(p.weight_decay as f32));
@@ -125,7 +126,7 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
     device: B::Device,
     inp: &TrainInputs,
     mut optim: O,
-) -> Result<TrainReport, String> {
+) -> Result<TrainReport, ModelError> {
     let p = inp.params;
     let crops = inp.crops;
     let train_idx: Vec<usize> = (0..crops.ids.len())
@@ -135,7 +136,7 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
         .filter(|&i| crops.splits[i] == Split::Valid && crops.labels[i].is_some())
         .collect();
     if train_idx.is_empty() {
-        return Err("no labelled training crops".into());
+        return Err(ModelError::NoTrainingData);
     }
     let train_labels: Vec<crate::labels::Labels> = train_idx
         .iter()
@@ -162,11 +163,11 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
         let rec = recorder();
         let model_rec: <Net<B> as Module<B>>::Record = rec
             .load(ckpt.join("model"), &device)
-            .map_err(|e| format!("loading checkpoint: {e}"))?;
+            .map_err(ModelError::record("loading checkpoint"))?;
         model = model.load_record(model_rec);
         let optim_rec = rec
             .load(ckpt.join("optim"), &device)
-            .map_err(|e| format!("loading optimizer checkpoint: {e}"))?;
+            .map_err(ModelError::record("loading optimizer checkpoint"))?;
         optim = optim.load_record(optim_rec);
         start_epoch = state.epochs_done;
         history = state.history;
@@ -198,7 +199,7 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
 
         // A producer thread assembles (and augments) the next batches while this one trains.
         let (tx, rx) = mpsc::sync_channel::<data::Batch>(2);
-        let result: Result<(), String> = std::thread::scope(|scope| {
+        let result: Result<(), ModelError> = std::thread::scope(|scope| {
             let batches_ref = &batches;
             scope.spawn(move || {
                 let mut position = 0u64;
@@ -223,9 +224,7 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
             });
             for (b, _) in batches.iter().enumerate() {
                 let step_start = Instant::now();
-                let batch = rx
-                    .recv()
-                    .map_err(|_| "the batch producer stopped".to_string())?;
+                let batch = rx.recv().map_err(|_| ModelError::ProducerStopped)?;
                 let images = Tensor::<B, 4>::from_data(
                     TensorData::new(batch.images, [batch.n, 3, size, size]),
                     &device,
@@ -240,11 +239,11 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
                 let loss = (diff.clone() * diff * weights_t.clone()).mean();
                 let loss_value = loss.clone().into_scalar().elem::<f32>() as f64;
                 if !loss_value.is_finite() {
-                    return Err(format!(
-                        "loss became {loss_value} in epoch {} batch {}; lower learning_rate",
-                        epoch + 1,
-                        b + 1
-                    ));
+                    return Err(ModelError::Diverged {
+                        loss: loss_value,
+                        epoch: epoch + 1,
+                        batch: b + 1,
+                    });
                 }
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 model = optim.step(lr, model.clone(), grads);
@@ -303,7 +302,7 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
         .clone()
         .with_sequential_ids()
         .save_file(inp.out_dir.join("model"), &recorder())
-        .map_err(|e| format!("saving the model: {e}"))?;
+        .map_err(ModelError::record("saving the model"))?;
     Ok(TrainReport {
         history,
         resumed_from_epoch: start_epoch,
@@ -319,16 +318,20 @@ fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
     optim: &O,
     epochs_done: u32,
     history: &[HistoryRow],
-) -> Result<(), String> {
+) -> Result<(), ModelError> {
     // Write a complete checkpoint beside the old one, then swap it in.
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("checkpoint {}: {e}", tmp.display()))?;
+    std::fs::create_dir_all(&tmp).map_err(|source| ModelError::Io {
+        what: "checkpoint",
+        path: tmp.clone(),
+        source,
+    })?;
     let rec = recorder();
     rec.record(model.clone().into_record(), tmp.join("model"))
-        .map_err(|e| format!("checkpoint: {e}"))?;
+        .map_err(ModelError::record("checkpoint"))?;
     rec.record(optim.to_record(), tmp.join("optim"))
-        .map_err(|e| format!("checkpoint: {e}"))?;
+        .map_err(ModelError::record("checkpoint"))?;
     let state = CheckpointState {
         epochs_done,
         history: history.to_vec(),
@@ -337,13 +340,13 @@ fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
         tmp.join("state.json"),
         serde_json::to_vec(&state).expect("serialise"),
     )
-    .map_err(|e| format!("checkpoint: {e}"))?;
+    .map_err(ModelError::record("checkpoint"))?;
     let old = dir.with_extension("old");
     let _ = std::fs::remove_dir_all(&old);
     if dir.exists() {
-        std::fs::rename(dir, &old).map_err(|e| format!("checkpoint: {e}"))?;
+        std::fs::rename(dir, &old).map_err(ModelError::record("checkpoint"))?;
     }
-    std::fs::rename(&tmp, dir).map_err(|e| format!("checkpoint: {e}"))?;
+    std::fs::rename(&tmp, dir).map_err(ModelError::record("checkpoint"))?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }

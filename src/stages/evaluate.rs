@@ -52,8 +52,7 @@ impl StageKindDef for Evaluate {
             .map(|&i| crops.labels[i].expect("labelled"))
             .collect();
         ctx.progress.start(valid.len() as u64, "predicting");
-        let preds = inference::predict_on_device(model_dir, p.device, &crops, &valid, p.tta)
-            .map_err(StageError::msg)?;
+        let preds = inference::predict_on_device(model_dir, p.device, &crops, &valid, p.tta)?;
         ctx.progress.set_position(valid.len() as u64);
 
         let mut table: Vec<(String, Scores)> = vec![("model".into(), score(&preds, &truth))];

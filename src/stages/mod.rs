@@ -99,6 +99,8 @@ pub enum StageError {
     #[error(transparent)]
     Artifact(#[from] crate::artifacts::ArtifactError),
     #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
     Other(#[from] Box<dyn std::error::Error + Send + Sync>),
 }
 

@@ -51,8 +51,7 @@ impl StageKindDef for Submit {
         test.sort_by_key(|&i| crops.ids[i]);
         ctx.progress.start(test.len() as u64, "predicting");
         let preds =
-            crate::model::inference::predict_on_device(model_dir, p.device, &crops, &test, p.tta)
-                .map_err(StageError::msg)?;
+            crate::model::inference::predict_on_device(model_dir, p.device, &crops, &test, p.tta)?;
         let mut csv = format!("GalaxyID,{}\n", CLASS_NAMES.join(","));
         for (&i, pred) in test.iter().zip(&preds) {
             write!(csv, "{}", crops.ids[i]).expect("string write");

@@ -48,7 +48,7 @@ impl StageKindDef for Train {
                 crops.size
             ))
         })?;
-        let (resolved, notice) = device::resolve(p.device).map_err(StageError::msg)?;
+        let (resolved, notice) = device::resolve(p.device)?;
         let mut notes: Vec<String> = notice.into_iter().collect();
         notes.push(format!("device: {}", resolved.name()));
 
@@ -71,8 +71,7 @@ impl StageKindDef for Train {
                 Default::default(),
                 &inputs,
             ),
-        }
-        .map_err(StageError::msg)?;
+        }?;
 
         std::fs::write(
             ctx.out_dir.join("model.json"),
