@@ -268,7 +268,12 @@ impl<'a> Table<'a> {
     fn param_cells(&self, name: &str, missing: &str) -> Vec<String> {
         self.columns
             .iter()
-            .map(|c| c.params.get(name).cloned().unwrap_or_else(|| missing.into()))
+            .map(|c| {
+                c.params
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| missing.into())
+            })
             .collect()
     }
 
@@ -281,7 +286,15 @@ impl<'a> Table<'a> {
         let metrics: BTreeMap<&String, Vec<Option<f64>>> = self
             .metrics
             .iter()
-            .map(|n| (*n, self.columns.iter().map(|c| c.metrics.get(*n).copied()).collect()))
+            .map(|n| {
+                (
+                    *n,
+                    self.columns
+                        .iter()
+                        .map(|c| c.metrics.get(*n).copied())
+                        .collect(),
+                )
+            })
             .collect();
         let ids: Vec<&str> = self.columns.iter().map(|c| c.label.as_str()).collect();
         json!({ "runs": ids, "params": params, "metrics": metrics }).to_string() + "\n"
@@ -299,9 +312,11 @@ impl<'a> Table<'a> {
         }
         for n in &self.metrics {
             let mut row = vec![format!("metric {n}")];
-            row.extend(self.columns.iter().map(|c| {
-                c.metrics.get(*n).map(|v| v.to_string()).unwrap_or_default()
-            }));
+            row.extend(
+                self.columns
+                    .iter()
+                    .map(|c| c.metrics.get(*n).map(|v| v.to_string()).unwrap_or_default()),
+            );
             w.write_record(&row).expect("writing to memory");
         }
         let bytes = w.into_inner().expect("writing to memory");

@@ -8,7 +8,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig, decay::WeightDecayConfig};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -122,6 +122,27 @@ pub fn train<B: AutodiffBackend>(
     }
 }
 
+/// Indices of the labelled crops of `split`.
+fn labelled(crops: &Crops, split: Split) -> Vec<usize> {
+    (0..crops.ids.len())
+        .filter(|&i| crops.splits[i] == split && crops.labels[i].is_some())
+        .collect()
+}
+
+/// Where the time of training goes: images trained, seconds in steps, seconds waiting for data.
+#[derive(Default)]
+struct Throughput {
+    images: usize,
+    time: Duration,
+    wait: Duration,
+}
+
+impl Throughput {
+    fn images_per_sec(&self) -> f64 {
+        self.images as f64 / self.time.as_secs_f64().max(1e-9)
+    }
+}
+
 fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
     device: B::Device,
     inp: &TrainInputs,
@@ -129,12 +150,8 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
 ) -> Result<TrainReport, ModelError> {
     let p = inp.params;
     let crops = inp.crops;
-    let train_idx: Vec<usize> = (0..crops.ids.len())
-        .filter(|&i| crops.splits[i] == Split::Train && crops.labels[i].is_some())
-        .collect();
-    let valid_idx: Vec<usize> = (0..crops.ids.len())
-        .filter(|&i| crops.splits[i] == Split::Valid && crops.labels[i].is_some())
-        .collect();
+    let train_idx = labelled(crops, Split::Train);
+    let valid_idx = labelled(crops, Split::Valid);
     if train_idx.is_empty() {
         return Err(ModelError::NoTrainingData);
     }
@@ -152,32 +169,11 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
 
     B::seed(&device, inp.seed);
     let mut model: Net<B> = inp.arch.init::<B>(&device)?;
-
     // Resume from the last finished epoch, if a killed run left a checkpoint.
     let ckpt = inp.work_dir.join("checkpoint");
-    let mut history = Vec::new();
-    let mut start_epoch = 0;
-    if let Ok(bytes) = std::fs::read(ckpt.join("state.json"))
-        && let Ok(state) = serde_json::from_slice::<CheckpointState>(&bytes)
-    {
-        let rec = recorder();
-        let model_rec: <Net<B> as Module<B>>::Record = rec
-            .load(ckpt.join("model"), &device)
-            .map_err(ModelError::record("loading checkpoint"))?;
-        model = model.load_record(model_rec);
-        let optim_rec = rec
-            .load(ckpt.join("optim"), &device)
-            .map_err(ModelError::record("loading optimizer checkpoint"))?;
-        optim = optim.load_record(optim_rec);
-        start_epoch = state.epochs_done;
-        history = state.history;
-    }
+    let (start_epoch, mut history) = resume(&ckpt, &device, &mut model, &mut optim)?;
 
-    let batch_size = p.batch_size as usize;
-    let size = crops.size;
-    let mut total_images = 0usize;
-    let mut total_time = Duration::ZERO;
-    let mut wait_time = Duration::ZERO;
+    let mut speed = Throughput::default();
     let mut last_rmse = f64::NAN;
     for epoch in start_epoch..p.epochs {
         // Seed per epoch, so a resumed run draws exactly what an uninterrupted one would.
@@ -186,104 +182,31 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
             inp.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)),
         ));
-        let batches: Vec<Vec<usize>> = order.chunks(batch_size).map(<[usize]>::to_vec).collect();
-        let lr = learning_rate(p, epoch);
+        let batches: Vec<Vec<usize>> = order
+            .chunks(p.batch_size as usize)
+            .map(<[usize]>::to_vec)
+            .collect();
         inp.progress.start(
             batches.len() as u64,
             &format!("epoch {}/{}", epoch + 1, p.epochs),
         );
         let epoch_start = Instant::now();
-        let mut epoch_loss = 0f64;
-        let augment = &p.augment;
-        let seed = inp.seed;
-
-        // A producer thread assembles (and augments) the next batches while this one trains.
-        let (tx, rx) = mpsc::sync_channel::<data::Batch>(2);
-        let result: Result<(), ModelError> = std::thread::scope(|scope| {
-            let batches_ref = &batches;
-            scope.spawn(move || {
-                let mut position = 0u64;
-                for indices in batches_ref {
-                    let transforms: Vec<Transform> = (0..indices.len())
-                        .map(|k| {
-                            Transform::random(
-                                augment,
-                                &mut data::rng_for(seed, epoch as u64, position + k as u64),
-                            )
-                        })
-                        .collect();
-                    position += indices.len() as u64;
-                    let batch =
-                        data::assemble(&|i| crops.pixels_of(i), size, indices, &transforms, &|i| {
-                            crops.labels[i].expect("labelled")
-                        });
-                    if tx.send(batch).is_err() {
-                        return;
-                    }
-                }
-            });
-            for (b, _) in batches.iter().enumerate() {
-                let step_start = Instant::now();
-                let batch = rx.recv().map_err(|_| ModelError::ProducerStopped)?;
-                let images = Tensor::<B, 4>::from_data(
-                    TensorData::new(batch.images, [batch.n, 3, size, size]),
-                    &device,
-                );
-                let targets = Tensor::<B, 2>::from_data(
-                    TensorData::new(batch.labels, [batch.n, N_CLASSES]),
-                    &device,
-                );
-                wait_time += step_start.elapsed();
-                let preds = model.forward(images);
-                let diff = preds - targets;
-                let loss = (diff.clone() * diff * weights_t.clone()).mean();
-                let loss_value = loss.clone().into_scalar().elem::<f32>() as f64;
-                if !loss_value.is_finite() {
-                    return Err(ModelError::Diverged {
-                        loss: loss_value,
-                        epoch: epoch + 1,
-                        batch: b + 1,
-                    });
-                }
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(lr, model.clone(), grads);
-                total_time += step_start.elapsed();
-                total_images += batch.n;
-                epoch_loss += loss_value * batch.n as f64;
-                history.push(HistoryRow {
-                    epoch: epoch + 1,
-                    batch: Some(b as u32 + 1),
-                    loss: loss_value,
-                    valid_rmse: None,
-                    images_per_sec: None,
-                });
-                inp.progress.inc(1);
-                inp.progress.message(&format!(
-                    "loss {loss_value:.5}, {:.0} img/s",
-                    total_images as f64 / total_time.as_secs_f64().max(1e-9)
-                ));
-            }
-            Ok(())
-        });
-        result?;
-        let seconds = epoch_start.elapsed().as_secs_f64();
-        let valid_model = model.valid();
-        last_rmse = if valid_idx.is_empty() {
-            f64::NAN
-        } else {
-            let preds = inference::predict_crops::<B::InnerBackend>(
-                &valid_model,
-                &device,
-                crops,
-                &valid_idx,
-                false,
-            );
-            let truth: Vec<crate::labels::Labels> = valid_idx
-                .iter()
-                .map(|&i| crops.labels[i].expect("labelled"))
-                .collect();
-            crate::metrics::rmse(&preds, &truth)
+        let step = Step {
+            device: &device,
+            weights: &weights_t,
+            lr: learning_rate(p, epoch),
+            epoch,
         };
+        let epoch_loss = step.epoch(
+            inp,
+            &batches,
+            &mut model,
+            &mut optim,
+            &mut speed,
+            &mut history,
+        )?;
+        let seconds = epoch_start.elapsed().as_secs_f64();
+        last_rmse = validation_rmse(&model.valid(), &device, crops, &valid_idx);
         history.push(HistoryRow {
             epoch: epoch + 1,
             batch: None,
@@ -306,10 +229,172 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
     Ok(TrainReport {
         history,
         resumed_from_epoch: start_epoch,
-        images_per_sec: total_images as f64 / total_time.as_secs_f64().max(1e-9),
-        data_share: wait_time.as_secs_f64() / total_time.as_secs_f64().max(1e-9),
+        images_per_sec: speed.images_per_sec(),
+        data_share: speed.wait.as_secs_f64() / speed.time.as_secs_f64().max(1e-9),
         final_valid_rmse: last_rmse,
     })
+}
+
+/// Load the checkpoint a killed run left in `ckpt` into `model` and `optim`: the epochs it had
+/// finished and its history (0 and none without a checkpoint).
+fn resume<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
+    ckpt: &Path,
+    device: &B::Device,
+    model: &mut Net<B>,
+    optim: &mut O,
+) -> Result<(u32, Vec<HistoryRow>), ModelError> {
+    let Ok(bytes) = std::fs::read(ckpt.join("state.json")) else {
+        return Ok((0, Vec::new()));
+    };
+    let Ok(state) = serde_json::from_slice::<CheckpointState>(&bytes) else {
+        return Ok((0, Vec::new()));
+    };
+    let rec = recorder();
+    let model_rec: <Net<B> as Module<B>>::Record = rec
+        .load(ckpt.join("model"), device)
+        .map_err(ModelError::record("loading checkpoint"))?;
+    *model = model.clone().load_record(model_rec);
+    let optim_rec = rec
+        .load(ckpt.join("optim"), device)
+        .map_err(ModelError::record("loading optimizer checkpoint"))?;
+    *optim = optim.clone().load_record(optim_rec);
+    Ok((state.epochs_done, state.history))
+}
+
+/// RMSE of `model` on the validation crops (NaN when there are none).
+fn validation_rmse<B: Backend>(
+    model: &Net<B>,
+    device: &B::Device,
+    crops: &Crops,
+    valid_idx: &[usize],
+) -> f64 {
+    if valid_idx.is_empty() {
+        return f64::NAN;
+    }
+    let preds = inference::predict_crops::<B>(model, device, crops, valid_idx, false);
+    let truth: Vec<crate::labels::Labels> = valid_idx
+        .iter()
+        .map(|&i| crops.labels[i].expect("labelled"))
+        .collect();
+    crate::metrics::rmse(&preds, &truth)
+}
+
+/// What every optimisation step of one epoch shares.
+struct Step<'a, B: AutodiffBackend> {
+    device: &'a B::Device,
+    weights: &'a Tensor<B, 2>,
+    lr: f64,
+    epoch: u32,
+}
+
+impl<B: AutodiffBackend> Step<'_, B> {
+    /// Train one epoch over `batches` (assembled and augmented by a producer thread while the
+    /// current batch trains); the summed loss.
+    fn epoch<O: Optimizer<Net<B>, B>>(
+        &self,
+        inp: &TrainInputs,
+        batches: &[Vec<usize>],
+        model: &mut Net<B>,
+        optim: &mut O,
+        speed: &mut Throughput,
+        history: &mut Vec<HistoryRow>,
+    ) -> Result<f64, ModelError> {
+        let (tx, rx) = mpsc::sync_channel::<data::Batch>(2);
+        std::thread::scope(|scope| {
+            scope.spawn(|| produce(inp, self.epoch, batches, tx));
+            let mut epoch_loss = 0f64;
+            for b in 0..batches.len() {
+                let step_start = Instant::now();
+                let batch = rx.recv().map_err(|_| ModelError::ProducerStopped)?;
+                let n = batch.n;
+                let loss = self.one(inp, batch, b, model, optim, step_start, speed)?;
+                epoch_loss += loss * n as f64;
+                history.push(HistoryRow {
+                    epoch: self.epoch + 1,
+                    batch: Some(b as u32 + 1),
+                    loss,
+                    valid_rmse: None,
+                    images_per_sec: None,
+                });
+                inp.progress.inc(1);
+                inp.progress.message(&format!(
+                    "loss {loss:.5}, {:.0} img/s",
+                    speed.images_per_sec()
+                ));
+            }
+            Ok(epoch_loss)
+        })
+    }
+
+    /// One optimisation step on `batch` (number `b` of the epoch); its loss.
+    #[allow(clippy::too_many_arguments)]
+    fn one<O: Optimizer<Net<B>, B>>(
+        &self,
+        inp: &TrainInputs,
+        batch: data::Batch,
+        b: usize,
+        model: &mut Net<B>,
+        optim: &mut O,
+        step_start: Instant,
+        speed: &mut Throughput,
+    ) -> Result<f64, ModelError> {
+        let size = inp.crops.size;
+        let images = Tensor::<B, 4>::from_data(
+            TensorData::new(batch.images, [batch.n, 3, size, size]),
+            self.device,
+        );
+        let targets = Tensor::<B, 2>::from_data(
+            TensorData::new(batch.labels, [batch.n, N_CLASSES]),
+            self.device,
+        );
+        speed.wait += step_start.elapsed();
+        let preds = model.forward(images);
+        let diff = preds - targets;
+        let loss = (diff.clone() * diff * self.weights.clone()).mean();
+        let loss_value = loss.clone().into_scalar().elem::<f32>() as f64;
+        if !loss_value.is_finite() {
+            return Err(ModelError::Diverged {
+                loss: loss_value,
+                epoch: self.epoch + 1,
+                batch: b + 1,
+            });
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), model);
+        *model = optim.step(self.lr, model.clone(), grads);
+        speed.time += step_start.elapsed();
+        speed.images += batch.n;
+        Ok(loss_value)
+    }
+}
+
+/// The producer: assemble and augment each batch of `epoch` in order and send it.
+fn produce(
+    inp: &TrainInputs,
+    epoch: u32,
+    batches: &[Vec<usize>],
+    tx: mpsc::SyncSender<data::Batch>,
+) {
+    let crops = inp.crops;
+    let mut position = 0u64;
+    for indices in batches {
+        let transforms: Vec<Transform> = (0..indices.len())
+            .map(|k| {
+                let mut rng = data::rng_for(inp.seed, epoch as u64, position + k as u64);
+                Transform::random(&inp.params.augment, &mut rng)
+            })
+            .collect();
+        position += indices.len() as u64;
+        let batch = data::assemble(
+            &|i| crops.pixels_of(i),
+            crops.size,
+            indices,
+            &transforms,
+            &|i| crops.labels[i].expect("labelled"),
+        );
+        if tx.send(batch).is_err() {
+            return;
+        }
+    }
 }
 
 fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(

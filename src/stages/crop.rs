@@ -80,10 +80,7 @@ impl StageKindDef for Crop {
         let mut stream = ParquetStream::create(&out_path, Arc::new(artifacts::crops_schema(size)))?;
         ctx.progress.start(catalog.len() as u64, "cropping");
 
-        let mut skipped: Vec<(u64, String)> = Vec::new();
-        let mut placements: BTreeMap<&'static str, usize> = BTreeMap::new();
-        let mut sheet: Vec<Vec<u8>> = Vec::new();
-        let mut written = 0usize;
+        let mut tally = Tally::default();
         // A writer thread encodes and writes chunk k while the cores crop chunk k + 1.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<CropRow>>(1);
         std::thread::scope(|scope| -> Result<(), StageError> {
@@ -105,41 +102,9 @@ impl StageKindDef for Crop {
                     .collect();
                 let mut rows = Vec::with_capacity(results.len());
                 for (row, result) in results {
-                    match result {
-                        Ok((roi, placement, pixels)) => {
-                            let name = match placement {
-                                Placement::Roi => "roi",
-                                Placement::Clamped => "clamped",
-                                Placement::Whole => "whole",
-                                Placement::Center => "center",
-                            };
-                            *placements.entry(name).or_default() += 1;
-                            if sheet.len() < 64 {
-                                sheet.push(pixels.clone());
-                            }
-                            rows.push(CropRow {
-                                id: row.id,
-                                split: row.split,
-                                roi,
-                                placement: name,
-                                pixels,
-                                labels: row.labels,
-                            });
-                        }
-                        Err(reason) => match p.on_bad_image {
-                            OnProblem::Error => {
-                                return Err(StageError::msg(format!(
-                                    "{}: {reason} (galaxy {}); set on_bad_image = \"skip\" to leave such images out",
-                                    row.image_path, row.id
-                                )));
-                            }
-                            OnProblem::Skip => {
-                                skipped.push((row.id, format!("{}: {reason}", row.image_path)))
-                            }
-                        },
-                    }
+                    rows.extend(tally.take(row, result, p)?);
                 }
-                written += rows.len();
+                tally.written += rows.len();
                 if !rows.is_empty() && tx.send(rows).is_err() {
                     break; // the writer failed; its error is reported below
                 }
@@ -149,33 +114,95 @@ impl StageKindDef for Crop {
                 .join()
                 .expect("the Parquet writer thread does not panic")
         })?;
-        if written == 0 {
+        if tally.written == 0 {
             return Err(StageError::msg("no image could be cropped"));
         }
-        write_contact_sheet(&ctx.out_dir.join("contact_sheet.png"), size, &sheet)?;
+        write_contact_sheet(&ctx.out_dir.join("contact_sheet.png"), size, &tally.sheet)?;
+        if !tally.skipped.is_empty() {
+            let path = ctx.out_dir.join(crate::artifacts::SKIPPED);
+            artifacts::write_skipped(&path, &tally.skipped)?;
+        }
+        Ok(tally.outcome())
+    }
+}
 
+/// What the crop of a whole catalog counted on the way.
+#[derive(Default)]
+struct Tally {
+    skipped: Vec<(u64, String)>,
+    placements: BTreeMap<&'static str, usize>,
+    /// The first 64 crops, for the contact sheet.
+    sheet: Vec<Vec<u8>>,
+    written: usize,
+}
+
+impl Tally {
+    /// The row of one cropped image; a bad image fails or is skipped (`on_bad_image`).
+    fn take(
+        &mut self,
+        row: &CatalogRow,
+        result: Result<Cropped, String>,
+        p: &CropParams,
+    ) -> Result<Option<CropRow>, StageError> {
+        let (roi, placement, pixels) = match result {
+            Ok(cropped) => cropped,
+            Err(reason) => {
+                return match p.on_bad_image {
+                    OnProblem::Error => Err(StageError::msg(format!(
+                        "{}: {reason} (galaxy {}); set on_bad_image = \"skip\" to leave such images out",
+                        row.image_path, row.id
+                    ))),
+                    OnProblem::Skip => {
+                        let why = format!("{}: {reason}", row.image_path);
+                        self.skipped.push((row.id, why));
+                        Ok(None)
+                    }
+                };
+            }
+        };
+        let name = match placement {
+            Placement::Roi => "roi",
+            Placement::Clamped => "clamped",
+            Placement::Whole => "whole",
+            Placement::Center => "center",
+        };
+        *self.placements.entry(name).or_default() += 1;
+        if self.sheet.len() < 64 {
+            self.sheet.push(pixels.clone());
+        }
+        Ok(Some(CropRow {
+            id: row.id,
+            split: row.split,
+            roi,
+            placement: name,
+            pixels,
+            labels: row.labels,
+        }))
+    }
+
+    fn outcome(self) -> StageOutcome {
+        let written = self.written as f64;
         let mut notes = Vec::new();
         let mut metrics = BTreeMap::new();
-        metrics.insert("images".into(), written as f64);
-        for (name, n) in &placements {
-            metrics.insert(format!("placement_{name}"), *n as f64 / written as f64);
+        metrics.insert("images".into(), written);
+        for (name, n) in &self.placements {
+            metrics.insert(format!("placement_{name}"), *n as f64 / written);
         }
-        if !skipped.is_empty() {
-            metrics.insert("skipped".into(), skipped.len() as f64);
+        if !self.skipped.is_empty() {
+            metrics.insert("skipped".into(), self.skipped.len() as f64);
             notes.push(format!(
                 "skipped {} bad image(s) (listed in skipped.parquet), first: {}",
-                skipped.len(),
-                skipped[0].1
+                self.skipped.len(),
+                self.skipped[0].1
             ));
-            artifacts::write_skipped(&ctx.out_dir.join(crate::artifacts::SKIPPED), &skipped)?;
         }
-        if let Some(whole) = placements.get("whole") {
+        if let Some(whole) = self.placements.get("whole") {
             notes.push(format!(
                 "{:.1}% of crops fell back to the whole image",
-                100.0 * *whole as f64 / written as f64
+                100.0 * *whole as f64 / written
             ));
         }
-        Ok(StageOutcome { metrics, notes })
+        StageOutcome { metrics, notes }
     }
 }
 

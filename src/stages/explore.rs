@@ -99,79 +99,8 @@ impl StageKindDef for Explore {
             &terminal,
         )?;
 
-        let mut correlations = Vec::new();
-        for q in QUESTIONS.iter() {
-            let cols: Vec<usize> = q.columns.clone().collect();
-            let matrix: Vec<Vec<f64>> = cols
-                .iter()
-                .map(|a| cols.iter().map(|b| pearson(&train, *a, *b)).collect())
-                .collect();
-            for (i, a) in cols.iter().enumerate() {
-                for (j, b) in cols.iter().enumerate() {
-                    correlations.push((q.number, CLASS_NAMES[*a], CLASS_NAMES[*b], matrix[i][j]));
-                }
-            }
-            heatmap(
-                &out.join(format!("correlation_q{:02}.png", q.number)),
-                q.number,
-                &cols,
-                &matrix,
-            )?;
-        }
-
-        // Mean image over (up to `mean_image_limit`) training images, decoded in parallel.
-        let limit = if p.mean_image_limit == 0 {
-            train.len()
-        } else {
-            (p.mean_image_limit as usize).min(train.len())
-        };
-        ctx.progress.start(limit as u64, "mean image");
-        let (sum, n) = train[..limit]
-            .par_iter()
-            .map(|(r, _)| {
-                let img = vision::decode_jpeg(Path::new(&r.image_path), None)
-                    .map_err(|e| format!("{}: {e}", r.image_path));
-                ctx.progress.inc(1);
-                img
-            })
-            .try_fold(
-                || (Vec::<u64>::new(), 0usize),
-                |(mut acc, n), img| {
-                    let img = img?;
-                    if acc.is_empty() {
-                        acc = vec![0; img.data.len()];
-                    }
-                    if acc.len() != img.data.len() {
-                        return Err("training images differ in size".to_string());
-                    }
-                    acc.iter_mut()
-                        .zip(&img.data)
-                        .for_each(|(a, v)| *a += *v as u64);
-                    Ok((acc, n + 1))
-                },
-            )
-            .try_reduce(
-                || (Vec::new(), 0),
-                |(a, n), (b, m)| {
-                    if a.is_empty() {
-                        return Ok((b, m));
-                    }
-                    if b.is_empty() {
-                        return Ok((a, n));
-                    }
-                    Ok((a.iter().zip(&b).map(|(x, y)| x + y).collect(), n + m))
-                },
-            )
-            .map_err(StageError::msg)?;
-        let side = ((sum.len() / 3) as f64).sqrt() as u32;
-        let mean: Vec<u8> = sum
-            .iter()
-            .map(|v| (*v as f64 / n.max(1) as f64).round() as u8)
-            .collect();
-        image::RgbImage::from_raw(side, side, mean)
-            .ok_or_else(|| StageError::msg("mean image is not square"))?
-            .save(out.join("mean_image.png"))
-            .map_err(|e| StageError::msg(format!("writing mean_image.png: {e}")))?;
+        let correlations = correlation_figures(out, &train)?;
+        let n = mean_image(ctx, p, &train, &out.join("mean_image.png"))?;
 
         // Gallery: the highest-vote galaxy of each class.
         let best: Vec<(usize, f32)> = (0..N_CLASSES)
@@ -208,6 +137,96 @@ impl StageKindDef for Explore {
             notes: Vec::new(),
         })
     }
+}
+
+/// One heatmap per question of the Pearson correlations between its answers; the values.
+fn correlation_figures(
+    out: &Path,
+    train: &[(&CatalogRow, crate::labels::Labels)],
+) -> Result<Vec<(u8, &'static str, &'static str, f64)>, StageError> {
+    let mut correlations = Vec::new();
+    for q in QUESTIONS.iter() {
+        let cols: Vec<usize> = q.columns.clone().collect();
+        let matrix: Vec<Vec<f64>> = cols
+            .iter()
+            .map(|a| cols.iter().map(|b| pearson(train, *a, *b)).collect())
+            .collect();
+        for (i, a) in cols.iter().enumerate() {
+            for (j, b) in cols.iter().enumerate() {
+                correlations.push((q.number, CLASS_NAMES[*a], CLASS_NAMES[*b], matrix[i][j]));
+            }
+        }
+        heatmap(
+            &out.join(format!("correlation_q{:02}.png", q.number)),
+            q.number,
+            &cols,
+            &matrix,
+        )?;
+    }
+    Ok(correlations)
+}
+
+/// The mean of (up to `mean_image_limit`) training images, decoded in parallel, written to
+/// `path`; how many images it averages.
+fn mean_image(
+    ctx: &StageContext,
+    p: &ExploreParams,
+    train: &[(&CatalogRow, crate::labels::Labels)],
+    path: &Path,
+) -> Result<usize, StageError> {
+    let limit = if p.mean_image_limit == 0 {
+        train.len()
+    } else {
+        (p.mean_image_limit as usize).min(train.len())
+    };
+    ctx.progress.start(limit as u64, "mean image");
+    let (sum, n) = train[..limit]
+        .par_iter()
+        .map(|(r, _)| {
+            let img = vision::decode_jpeg(Path::new(&r.image_path), None)
+                .map_err(|e| format!("{}: {e}", r.image_path));
+            ctx.progress.inc(1);
+            img
+        })
+        .try_fold(
+            || (Vec::<u64>::new(), 0usize),
+            |(mut acc, n), img| {
+                let img = img?;
+                if acc.is_empty() {
+                    acc = vec![0; img.data.len()];
+                }
+                if acc.len() != img.data.len() {
+                    return Err("training images differ in size".to_string());
+                }
+                acc.iter_mut()
+                    .zip(&img.data)
+                    .for_each(|(a, v)| *a += *v as u64);
+                Ok((acc, n + 1))
+            },
+        )
+        .try_reduce(
+            || (Vec::new(), 0),
+            |(a, n), (b, m)| {
+                if a.is_empty() {
+                    return Ok((b, m));
+                }
+                if b.is_empty() {
+                    return Ok((a, n));
+                }
+                Ok((a.iter().zip(&b).map(|(x, y)| x + y).collect(), n + m))
+            },
+        )
+        .map_err(StageError::msg)?;
+    let side = ((sum.len() / 3) as f64).sqrt() as u32;
+    let mean: Vec<u8> = sum
+        .iter()
+        .map(|v| (*v as f64 / n.max(1) as f64).round() as u8)
+        .collect();
+    image::RgbImage::from_raw(side, side, mean)
+        .ok_or_else(|| StageError::msg("mean image is not square"))?
+        .save(path)
+        .map_err(|e| StageError::msg(format!("writing mean_image.png: {e}")))?;
+    Ok(n)
 }
 
 fn pearson(rows: &[(&CatalogRow, crate::labels::Labels)], a: usize, b: usize) -> f64 {

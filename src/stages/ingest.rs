@@ -7,7 +7,7 @@ use crate::artifacts::{self, CatalogRow, Split};
 use crate::cache::Manifest;
 use crate::config::StageSpec;
 use crate::config::params::{IngestParams, OnProblem};
-use crate::labels::{CLASS_NAMES, tree_deviation};
+use crate::labels::{CLASS_NAMES, N_CLASSES, tree_deviation};
 
 use crate::kind::{KindDecl, SeedUse, StageKind};
 
@@ -21,7 +21,8 @@ const MAX_LISTED: usize = 20;
 impl StageKindDef for Ingest {
     const KIND: StageKind = StageKind::new(&KindDecl {
         name: "ingest",
-        code_version: 1,
+        // 2: image paths in the catalog are normalised (`data`, not `pipelines/../data`).
+        code_version: 2,
         seed: SeedUse::InKey,
         path_params: &["data_dir"],
         accepts: &[],
@@ -58,68 +59,16 @@ impl StageKindDef for Ingest {
 
         ctx.progress.start(0, "reading labels");
         let labels = read_labels(&labels_path)?;
-
         let (images, ignored) = image_index(&ctx.files["images"]);
-        if !ignored.is_empty() {
-            notes.push(format!(
-                "ignored {} file(s) in {} not named <GalaxyID>.jpg: {}",
-                ignored.len(),
-                images_dir.display(),
-                preview(&ignored)
-            ));
-        }
-
-        let mut rows = Vec::with_capacity(labels.len());
-        let mut skipped: Vec<(u64, String)> = Vec::new();
-        let mut missing = Vec::new();
-        for (id, values) in &labels {
-            match images.get(id) {
-                Some((name, digest)) => rows.push(CatalogRow {
-                    id: *id,
-                    split: split_of(ctx.seed()?, *id, p.valid_fraction),
-                    image_path: images_dir.join(name).to_string_lossy().into_owned(),
-                    image_digest: digest.clone(),
-                    labels: Some(*values),
-                }),
-                None => missing.push(*id),
-            }
-        }
-        if !missing.is_empty() {
-            let ids: Vec<String> = missing.iter().map(u64::to_string).collect();
-            match p.on_missing_image {
-                OnProblem::Error => {
-                    return Err(StageError::msg(format!(
-                        "{} label row(s) of {} have no image in {} (first: {}); set on_missing_image = \"skip\" to leave them out",
-                        missing.len(),
-                        labels_path.display(),
-                        images_dir.display(),
-                        preview(&ids)
-                    )));
-                }
-                OnProblem::Skip => {
-                    notes.push(format!(
-                        "skipped {} label row(s) without an image (listed in skipped.parquet): {}",
-                        missing.len(),
-                        preview(&ids)
-                    ));
-                    skipped.extend(missing.iter().map(|id| (*id, "no image".to_string())));
-                }
-            }
-        }
-        let unlabelled: Vec<String> = images
-            .keys()
-            .filter(|id| !labels.contains_key(id))
-            .map(u64::to_string)
-            .collect();
-        if !unlabelled.is_empty() {
-            notes.push(format!(
-                "{} image(s) in {} have no label row and are left out: {}",
-                unlabelled.len(),
-                images_dir.display(),
-                preview(&unlabelled)
-            ));
-        }
-
+        note_ignored(&mut notes, &ignored, &images_dir);
+        let labelled = Labelled {
+            labels: &labels,
+            images: &images,
+            images_dir: &images_dir,
+            labels_path: &labels_path,
+        };
+        let (mut rows, skipped) = labelled.rows(p, ctx.seed()?, &mut notes)?;
+        labelled.note_unlabelled(&mut notes);
         let violations = rows
             .iter()
             .filter(|r| {
@@ -133,33 +82,14 @@ impl StageKindDef for Ingest {
                 p.tree_tolerance
             ));
         }
-
         if !p.test_images.is_empty() {
             let test_dir = root.join(&p.test_images);
-            let (test, ignored) = image_index(&ctx.files["test_images"]);
-            if !ignored.is_empty() {
-                notes.push(format!(
-                    "ignored {} file(s) in {} not named <GalaxyID>.jpg: {}",
-                    ignored.len(),
-                    test_dir.display(),
-                    preview(&ignored)
-                ));
-            }
-            for (id, (name, digest)) in test {
-                if labels.contains_key(&id) {
-                    return Err(StageError::msg(format!(
-                        "galaxy {id} is both labelled and in the test folder {}",
-                        test_dir.display()
-                    )));
-                }
-                rows.push(CatalogRow {
-                    id,
-                    split: Split::Test,
-                    image_path: test_dir.join(name).to_string_lossy().into_owned(),
-                    image_digest: digest,
-                    labels: None,
-                });
-            }
+            rows.extend(test_rows(
+                &ctx.files["test_images"],
+                &test_dir,
+                &labels,
+                &mut notes,
+            )?);
         }
         rows.sort_by_key(|r| r.id);
 
@@ -178,6 +108,120 @@ impl StageKindDef for Ingest {
         }
         Ok(StageOutcome { metrics, notes })
     }
+}
+
+/// Files of an image folder not named `<GalaxyID>.jpg`, as a note.
+fn note_ignored(notes: &mut Vec<String>, ignored: &[String], dir: &Path) {
+    if !ignored.is_empty() {
+        notes.push(format!(
+            "ignored {} file(s) in {} not named <GalaxyID>.jpg: {}",
+            ignored.len(),
+            dir.display(),
+            preview(ignored)
+        ));
+    }
+}
+
+/// The label rows and the training images, matched by id.
+struct Labelled<'a> {
+    labels: &'a BTreeMap<u64, crate::labels::Labels>,
+    images: &'a BTreeMap<u64, (String, String)>,
+    images_dir: &'a Path,
+    labels_path: &'a Path,
+}
+
+impl Labelled<'_> {
+    /// A catalog row per label row with an image; rows without one fail or are skipped
+    /// (`on_missing_image`).
+    fn rows(
+        &self,
+        p: &IngestParams,
+        seed: u64,
+        notes: &mut Vec<String>,
+    ) -> Result<(Vec<CatalogRow>, Vec<(u64, String)>), StageError> {
+        let mut rows = Vec::with_capacity(self.labels.len());
+        let mut missing = Vec::new();
+        for (id, values) in self.labels {
+            match self.images.get(id) {
+                Some((name, digest)) => rows.push(CatalogRow {
+                    id: *id,
+                    split: split_of(seed, *id, p.valid_fraction),
+                    image_path: self.images_dir.join(name).to_string_lossy().into_owned(),
+                    image_digest: digest.clone(),
+                    labels: Some(*values),
+                }),
+                None => missing.push(*id),
+            }
+        }
+        if missing.is_empty() {
+            return Ok((rows, Vec::new()));
+        }
+        let ids: Vec<String> = missing.iter().map(u64::to_string).collect();
+        match p.on_missing_image {
+            OnProblem::Error => Err(StageError::msg(format!(
+                "{} label row(s) of {} have no image in {} (first: {}); set on_missing_image = \"skip\" to leave them out",
+                missing.len(),
+                self.labels_path.display(),
+                self.images_dir.display(),
+                preview(&ids)
+            ))),
+            OnProblem::Skip => {
+                notes.push(format!(
+                    "skipped {} label row(s) without an image (listed in skipped.parquet): {}",
+                    missing.len(),
+                    preview(&ids)
+                ));
+                let skipped = missing.iter().map(|id| (*id, "no image".to_string()));
+                Ok((rows, skipped.collect()))
+            }
+        }
+    }
+
+    /// Images without a label row, as a note.
+    fn note_unlabelled(&self, notes: &mut Vec<String>) {
+        let unlabelled: Vec<String> = self
+            .images
+            .keys()
+            .filter(|id| !self.labels.contains_key(id))
+            .map(u64::to_string)
+            .collect();
+        if !unlabelled.is_empty() {
+            notes.push(format!(
+                "{} image(s) in {} have no label row and are left out: {}",
+                unlabelled.len(),
+                self.images_dir.display(),
+                preview(&unlabelled)
+            ));
+        }
+    }
+}
+
+/// Catalog rows of the unlabelled test images; a test image that also has a label fails.
+fn test_rows(
+    manifest: &Manifest,
+    test_dir: &Path,
+    labels: &BTreeMap<u64, crate::labels::Labels>,
+    notes: &mut Vec<String>,
+) -> Result<Vec<CatalogRow>, StageError> {
+    let (test, ignored) = image_index(manifest);
+    note_ignored(notes, &ignored, test_dir);
+    let mut rows = Vec::with_capacity(test.len());
+    for (id, (name, digest)) in test {
+        if labels.contains_key(&id) {
+            return Err(StageError::msg(format!(
+                "galaxy {id} is both labelled and in the test folder {}",
+                test_dir.display()
+            )));
+        }
+        rows.push(CatalogRow {
+            id,
+            split: Split::Test,
+            image_path: test_dir.join(name).to_string_lossy().into_owned(),
+            image_digest: digest,
+            labels: None,
+        });
+    }
+    Ok(rows)
 }
 
 /// `<GalaxyID>.jpg` files of a manifest → id → (file name, digest); other names are returned apart.
@@ -222,7 +266,7 @@ pub fn read_labels(path: &Path) -> Result<BTreeMap<u64, crate::labels::Labels>, 
         .has_headers(false)
         .flexible(true)
         .from_reader(std::io::BufReader::new(file));
-    let name = path.display();
+    let name = path.display().to_string();
     let mut records = reader.records();
     let header = match records.next() {
         None => {
@@ -233,53 +277,17 @@ pub fn read_labels(path: &Path) -> Result<BTreeMap<u64, crate::labels::Labels>, 
         Some(Err(e)) => return Err(StageError::msg(format!("{name}:1: {e}"))),
         Some(Ok(h)) => h,
     };
-    let got: Vec<&str> = header
-        .iter()
-        .map(|h| h.trim_start_matches('\u{feff}').trim())
-        .collect();
-    let mut expected = vec!["GalaxyID"];
-    expected.extend(CLASS_NAMES);
-    if got != expected {
-        let missing: Vec<String> = expected
-            .iter()
-            .filter(|e| !got.contains(e))
-            .map(|e| format!("`{e}` missing"))
-            .collect();
-        let extra: Vec<String> = got
-            .iter()
-            .filter(|g| !expected.contains(g))
-            .map(|g| format!("`{g}` not a Kaggle column"))
-            .collect();
-        let named: Vec<String> = missing.into_iter().chain(extra).collect();
-        let detail = match got.iter().zip(&expected).position(|(g, e)| g != e) {
-            _ if got.len() != expected.len() && !named.is_empty() => named.join("; "),
-            Some(i) => format!(
-                "column {} is `{}`, expected `{}`",
-                i + 1,
-                got[i],
-                expected[i]
-            ),
-            None => format!("{} columns, expected {}", got.len(), expected.len()),
-        };
-        return Err(StageError::msg(format!("{name}:1: wrong header: {detail}")));
-    }
+    check_header(&name, &header)?;
 
     let mut labels = BTreeMap::new();
     let mut first_line: HashMap<u64, u64> = HashMap::new();
-    let mut problems = Vec::new();
-    let mut total_problems = 0usize;
-    let mut problem = |msg: String| {
-        total_problems += 1;
-        if problems.len() < MAX_LISTED {
-            problems.push(msg);
-        }
-    };
+    let mut problems = Problems::default();
     for record in records {
         let record = match record {
             Ok(r) => r,
             Err(e) => {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
-                problem(format!("{name}:{line}: {e}"));
+                problems.add(format!("{name}:{line}: {e}"));
                 continue;
             }
         };
@@ -287,69 +295,136 @@ pub fn read_labels(path: &Path) -> Result<BTreeMap<u64, crate::labels::Labels>, 
         if record.len() == 1 && record.get(0).is_some_and(|f| f.trim().is_empty()) {
             continue; // a blank line
         }
-        if record.len() != 38 {
-            problem(format!(
-                "{name}:{line}: {} columns, expected 38",
-                record.len()
-            ));
+        let Some((id, values)) = label_row(&name, line, &record, &mut problems) else {
             continue;
-        }
-        let id = match record[0].trim().parse::<u64>() {
-            Ok(id) => id,
-            Err(_) => {
-                problem(format!(
-                    "{name}:{line}: GalaxyID `{}` is not a non-negative integer",
-                    &record[0]
-                ));
-                continue;
-            }
         };
-        let mut values = [0f32; 37];
-        let mut bad = Vec::new();
-        for (c, field) in record.iter().skip(1).enumerate() {
-            match field.trim().parse::<f64>() {
-                Ok(v) if v.is_finite() && (0.0..=1.0).contains(&v) => values[c] = v as f32,
-                Ok(v) => bad.push(format!("{} = {v} is outside [0, 1]", CLASS_NAMES[c])),
-                Err(_) => bad.push(format!("{} = `{field}` is not a number", CLASS_NAMES[c])),
-            }
-        }
-        let ok = bad.is_empty();
-        if let Some(first) = bad.first() {
-            let more = if bad.len() > 1 {
-                format!(" (and {} more on this line)", bad.len() - 1)
-            } else {
-                String::new()
-            };
-            problem(format!("{name}:{line}: {first}{more}"));
-        }
         if let Some(first) = first_line.get(&id) {
-            problem(format!(
+            problems.add(format!(
                 "{name}:{line}: GalaxyID {id} already appeared on line {first}"
             ));
             continue;
         }
         first_line.insert(id, line);
-        if ok {
+        if let Some(values) = values {
             labels.insert(id, values);
         }
     }
-    if total_problems > 0 {
-        let more = if total_problems > problems.len() {
-            format!("\n  … and {} more", total_problems - problems.len())
-        } else {
-            String::new()
-        };
-        return Err(StageError::msg(format!(
-            "{total_problems} problem(s) in the label CSV:\n  {}{more}",
-            problems.join("\n  ")
-        )));
-    }
+    problems.into_result()?;
     if labels.is_empty() {
         return Err(StageError::msg(format!(
             "{name}: no label rows after the header"
         )));
     }
     Ok(labels)
+}
+
+/// The header must be `GalaxyID` and the 37 class columns, in order; a missing or unexpected
+/// column is named.
+fn check_header(name: &str, header: &csv::StringRecord) -> Result<(), StageError> {
+    let got: Vec<&str> = header
+        .iter()
+        .map(|h| h.trim_start_matches('\u{feff}').trim())
+        .collect();
+    let mut expected = vec!["GalaxyID"];
+    expected.extend(CLASS_NAMES);
+    if got == expected {
+        return Ok(());
+    }
+    let missing = expected
+        .iter()
+        .filter(|e| !got.contains(e))
+        .map(|e| format!("`{e}` missing"));
+    let extra = got
+        .iter()
+        .filter(|g| !expected.contains(g))
+        .map(|g| format!("`{g}` not a Kaggle column"));
+    let named: Vec<String> = missing.chain(extra).collect();
+    let detail = match got.iter().zip(&expected).position(|(g, e)| g != e) {
+        _ if got.len() != expected.len() && !named.is_empty() => named.join("; "),
+        Some(i) => format!(
+            "column {} is `{}`, expected `{}`",
+            i + 1,
+            got[i],
+            expected[i]
+        ),
+        None => format!("{} columns, expected {}", got.len(), expected.len()),
+    };
+    Err(StageError::msg(format!("{name}:1: wrong header: {detail}")))
+}
+
+/// One data row: its id, and its 37 values when every one is a number in [0, 1]. Problems are
+/// recorded; None when the row has no usable id.
+fn label_row(
+    name: &str,
+    line: u64,
+    record: &csv::StringRecord,
+    problems: &mut Problems,
+) -> Option<(u64, Option<crate::labels::Labels>)> {
+    if record.len() != 38 {
+        problems.add(format!(
+            "{name}:{line}: {} columns, expected 38",
+            record.len()
+        ));
+        return None;
+    }
+    let Ok(id) = record[0].trim().parse::<u64>() else {
+        problems.add(format!(
+            "{name}:{line}: GalaxyID `{}` is not a non-negative integer",
+            &record[0]
+        ));
+        return None;
+    };
+    let mut values = [0f32; N_CLASSES];
+    let mut bad = Vec::new();
+    for (c, field) in record.iter().skip(1).enumerate() {
+        match field.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() && (0.0..=1.0).contains(&v) => values[c] = v as f32,
+            Ok(v) => bad.push(format!("{} = {v} is outside [0, 1]", CLASS_NAMES[c])),
+            Err(_) => bad.push(format!("{} = `{field}` is not a number", CLASS_NAMES[c])),
+        }
+    }
+    let Some(first) = bad.first() else {
+        return Some((id, Some(values)));
+    };
+    let more = if bad.len() > 1 {
+        format!(" (and {} more on this line)", bad.len() - 1)
+    } else {
+        String::new()
+    };
+    problems.add(format!("{name}:{line}: {first}{more}"));
+    Some((id, None))
+}
+
+/// The problems of a label CSV: all counted, the first `MAX_LISTED` kept.
+#[derive(Default)]
+struct Problems {
+    listed: Vec<String>,
+    total: usize,
+}
+
+impl Problems {
+    fn add(&mut self, message: String) {
+        self.total += 1;
+        if self.listed.len() < MAX_LISTED {
+            self.listed.push(message);
+        }
+    }
+
+    fn into_result(self) -> Result<(), StageError> {
+        if self.total == 0 {
+            return Ok(());
+        }
+        let more = if self.total > self.listed.len() {
+            format!("\n  … and {} more", self.total - self.listed.len())
+        } else {
+            String::new()
+        };
+        Err(StageError::msg(format!(
+            "{} problem(s) in the label CSV:\n  {}{more}",
+            self.total,
+            self.listed.join("\n  ")
+        )))
+    }
 }
 
 fn preview(items: &[String]) -> String {
