@@ -231,6 +231,17 @@ const BLUE: [f32; 3] = [0.75, 0.85, 1.0];
 const WHITE: [f32; 3] = [1.0, 1.0, 1.0];
 
 /// Render a galaxy to 424×424 RGB bytes.
+/// Where and how big a galaxy is drawn: centre, angle, scale, peak brightness, reach.
+#[derive(Clone, Copy)]
+struct Pose {
+    cx: f64,
+    cy: f64,
+    theta: f64,
+    scale: f64,
+    bright: f64,
+    reach: f64,
+}
+
 pub fn render(g: &Galaxy, rng: &mut impl Rng) -> Vec<u8> {
     let mut canvas = Canvas::new();
     let cx = SIZE as f64 / 2.0 + rng.random_range(-8.0..8.0);
@@ -238,8 +249,54 @@ pub fn render(g: &Galaxy, rng: &mut impl Rng) -> Vec<u8> {
     let theta = rng.random_range(0.0..PI);
     let scale: f64 = rng.random_range(18.0..40.0);
     let bright: f64 = rng.random_range(140.0..240.0);
-    let reach = scale * 7.0;
-    match &g.morphology {
+    let pose = Pose {
+        cx,
+        cy,
+        theta,
+        scale,
+        bright,
+        reach: scale * 7.0,
+    };
+    draw_morphology(&mut canvas, &g.morphology, pose, rng);
+    if let Some(odd) = g.odd {
+        draw_odd(&mut canvas, odd, pose, rng);
+    }
+    // A few field stars.
+    for _ in 0..rng.random_range(0..5) {
+        let (sx, sy) = (
+            rng.random_range(0.0..SIZE as f64),
+            rng.random_range(0.0..SIZE as f64),
+        );
+        let b = rng.random_range(40.0..255.0);
+        let w = rng.random_range(0.8..1.8);
+        canvas.add(sx, sy, 0.0, 6.0 * w, WHITE, move |u, v| {
+            b * (-(u * u + v * v) / (2.0 * w * w)).exp()
+        });
+    }
+    // Sky background and noise.
+    let sky: f32 = rng.random_range(1.0..6.0);
+    let mut bytes = Vec::with_capacity(SIZE * SIZE * 3);
+    for p in &canvas.px {
+        let n = gaussian(rng) as f32 * 1.5;
+        for c in p {
+            bytes.push((c + sky + n + 0.7 * gaussian(rng) as f32).clamp(0.0, 255.0) as u8);
+        }
+    }
+    bytes
+}
+
+/// The galaxy itself: a smooth profile, an edge-on disk, a face-on disk (bar, arms, bulge), or a
+/// star.
+fn draw_morphology(canvas: &mut Canvas, morphology: &Morphology, pose: Pose, rng: &mut impl Rng) {
+    let Pose {
+        cx,
+        cy,
+        theta,
+        scale,
+        bright,
+        reach,
+    } = pose;
+    match morphology {
         Morphology::Smooth { axis_ratio } => {
             let q = *axis_ratio;
             canvas.add(cx, cy, theta, reach, YELLOW, |u, v| {
@@ -322,72 +379,60 @@ pub fn render(g: &Galaxy, rng: &mut impl Rng) -> Vec<u8> {
             }
         }
     }
-    if let Some(odd) = g.odd {
-        let s = scale;
-        match odd {
-            0 => canvas.add(cx, cy, theta, reach, BLUE, |u, v| {
-                0.45 * bright * (-(((u * u + v * v).sqrt() - 2.2 * s) / (0.18 * s)).powi(2)).exp()
-            }),
-            1 => canvas.add(cx, cy, theta, reach, BLUE, |u, v| {
-                let r = (u * u + v * v).sqrt();
-                let on_arc = v.atan2(u).abs() < 0.9;
-                if on_arc {
-                    0.5 * bright * (-((r - 3.0 * s) / (0.12 * s)).powi(2)).exp()
-                } else {
-                    0.0
-                }
-            }),
-            2 => canvas.add(cx + 1.2 * s, cy - 0.6 * s, theta, reach, BLUE, |u, v| {
-                0.35 * bright * (-((u / 2.0).powi(2) + v * v).sqrt() / (0.6 * s)).exp()
-            }),
-            3 => {
-                for _ in 0..5 {
-                    let (bx, by) = (
-                        cx + rng.random_range(-2.0..2.0) * s,
-                        cy + rng.random_range(-2.0..2.0) * s,
-                    );
-                    let w = rng.random_range(0.2..0.5) * s;
-                    canvas.add(bx, by, 0.0, 5.0 * w, BLUE, move |u, v| {
-                        0.4 * bright * (-(u * u + v * v) / (2.0 * w * w)).exp()
-                    });
-                }
+}
+
+/// The "odd feature" of question 8: ring, lens/arc, disturbed, irregular, other, merger, dust lane.
+fn draw_odd(canvas: &mut Canvas, odd: usize, pose: Pose, rng: &mut impl Rng) {
+    let Pose {
+        cx,
+        cy,
+        theta,
+        scale,
+        bright,
+        reach,
+    } = pose;
+    let s = scale;
+    match odd {
+        0 => canvas.add(cx, cy, theta, reach, BLUE, |u, v| {
+            0.45 * bright * (-(((u * u + v * v).sqrt() - 2.2 * s) / (0.18 * s)).powi(2)).exp()
+        }),
+        1 => canvas.add(cx, cy, theta, reach, BLUE, |u, v| {
+            let r = (u * u + v * v).sqrt();
+            let on_arc = v.atan2(u).abs() < 0.9;
+            if on_arc {
+                0.5 * bright * (-((r - 3.0 * s) / (0.12 * s)).powi(2)).exp()
+            } else {
+                0.0
             }
-            4 => canvas.add(cx, cy, theta, reach, WHITE, |u, v| {
-                0.12 * bright * (-(u * u + v * v).sqrt() / (2.5 * s)).exp()
-            }),
-            5 => {
-                let (ox, oy) = (cx + 2.2 * s * theta.cos(), cy + 2.2 * s * theta.sin());
-                canvas.add(ox, oy, theta * 2.0, reach, YELLOW, |u, v| {
-                    0.8 * bright * (-(u * u + (v / 0.7).powi(2)).sqrt() / (0.45 * s)).exp()
+        }),
+        2 => canvas.add(cx + 1.2 * s, cy - 0.6 * s, theta, reach, BLUE, |u, v| {
+            0.35 * bright * (-((u / 2.0).powi(2) + v * v).sqrt() / (0.6 * s)).exp()
+        }),
+        3 => {
+            for _ in 0..5 {
+                let (bx, by) = (
+                    cx + rng.random_range(-2.0..2.0) * s,
+                    cy + rng.random_range(-2.0..2.0) * s,
+                );
+                let w = rng.random_range(0.2..0.5) * s;
+                canvas.add(bx, by, 0.0, 5.0 * w, BLUE, move |u, v| {
+                    0.4 * bright * (-(u * u + v * v) / (2.0 * w * w)).exp()
                 });
             }
-            _ => canvas.multiply(cx, cy, theta, |_, v| {
-                1.0 - 0.75 * (-(v / (0.09 * s)).powi(2)).exp()
-            }),
         }
-    }
-    // A few field stars.
-    for _ in 0..rng.random_range(0..5) {
-        let (sx, sy) = (
-            rng.random_range(0.0..SIZE as f64),
-            rng.random_range(0.0..SIZE as f64),
-        );
-        let b = rng.random_range(40.0..255.0);
-        let w = rng.random_range(0.8..1.8);
-        canvas.add(sx, sy, 0.0, 6.0 * w, WHITE, move |u, v| {
-            b * (-(u * u + v * v) / (2.0 * w * w)).exp()
-        });
-    }
-    // Sky background and noise.
-    let sky: f32 = rng.random_range(1.0..6.0);
-    let mut bytes = Vec::with_capacity(SIZE * SIZE * 3);
-    for p in &canvas.px {
-        let n = gaussian(rng) as f32 * 1.5;
-        for c in p {
-            bytes.push((c + sky + n + 0.7 * gaussian(rng) as f32).clamp(0.0, 255.0) as u8);
+        4 => canvas.add(cx, cy, theta, reach, WHITE, |u, v| {
+            0.12 * bright * (-(u * u + v * v).sqrt() / (2.5 * s)).exp()
+        }),
+        5 => {
+            let (ox, oy) = (cx + 2.2 * s * theta.cos(), cy + 2.2 * s * theta.sin());
+            canvas.add(ox, oy, theta * 2.0, reach, YELLOW, |u, v| {
+                0.8 * bright * (-(u * u + (v / 0.7).powi(2)).sqrt() / (0.45 * s)).exp()
+            });
         }
+        _ => canvas.multiply(cx, cy, theta, |_, v| {
+            1.0 - 0.75 * (-(v / (0.09 * s)).powi(2)).exp()
+        }),
     }
-    bytes
 }
 
 fn gaussian(rng: &mut impl Rng) -> f64 {

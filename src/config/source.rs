@@ -325,7 +325,20 @@ pub fn apply_override(
             items: Vec::new(),
         },
     };
-    // Walk to the parent table: `pipeline.x` → [pipeline], `train.epochs` → [stages, train].
+    let parent = parent_table(root, &segments, sources, index, eq)?;
+    parent.insert(segments[segments.len() - 1].to_string(), leaf);
+    Ok(())
+}
+
+/// The table an override `segments` writes into, created where missing: `pipeline.x` →
+/// [pipeline], `train.epochs` → [stages, train]. A stage that does not exist is an error.
+fn parent_table<'n>(
+    root: &'n mut Node,
+    segments: &[&str],
+    sources: &Sources,
+    index: usize,
+    eq: usize,
+) -> Result<&'n mut Table, ConfigError> {
     let mut table_path: Vec<&str> = if segments[0] == "pipeline" {
         vec!["pipeline"]
     } else {
@@ -348,7 +361,7 @@ pub fn apply_override(
             ));
         }
         let NodeKind::Table(entries) = &mut cursor.kind else {
-            unreachable!()
+            unreachable!("the walk only enters tables")
         };
         if entries.get(name).is_none() {
             let origin = Origin {
@@ -356,11 +369,12 @@ pub fn apply_override(
                 key: 0..eq,
                 value: 0..eq,
             };
+            let table = NodeKind::Table(Table::default());
             entries.insert(
                 name.to_string(),
                 Node {
                     origin,
-                    kind: NodeKind::Table(Table::default()),
+                    kind: table,
                 },
             );
         }
@@ -376,10 +390,9 @@ pub fn apply_override(
         }
     }
     let NodeKind::Table(entries) = &mut cursor.kind else {
-        unreachable!()
+        unreachable!("checked above")
     };
-    entries.insert(segments[segments.len() - 1].to_string(), leaf);
-    Ok(())
+    Ok(entries)
 }
 
 fn stage_ids(stages: &Node) -> Vec<String> {

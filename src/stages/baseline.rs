@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::array::{Float64Array, RecordBatch, StringArray};
 use nalgebra::DMatrix;
 
-use crate::artifacts::{self, Crops, Split};
+use crate::artifacts::{self, CatalogRow, Crops, Split};
 use crate::config::params::BaselineMethod;
 use crate::config::params::BaselineParams;
 use crate::labels::N_CLASSES;
@@ -110,30 +110,13 @@ impl StageKindDef for Baseline {
                 labels: Vec::new(),
             },
         };
-        // Rows used: crops when present (the pixels the regressions see), else the catalog.
-        let rows: Vec<(usize, u64, Split)> = if crop_input.is_some() {
-            crops
-                .ids
-                .iter()
-                .zip(&crops.splits)
-                .enumerate()
-                .map(|(i, (id, s))| (i, *id, *s))
-                .collect()
-        } else {
-            catalog
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (i, r.id, r.split))
+        let rows = used_rows(&catalog, crop_input.map(|_| &crops));
+        let in_split = |split: Split| -> Vec<&(usize, u64, Split)> {
+            rows.iter()
+                .filter(|r| r.2 == split && labels.contains_key(&r.1))
                 .collect()
         };
-        let train: Vec<&(usize, u64, Split)> = rows
-            .iter()
-            .filter(|r| r.2 == Split::Train && labels.contains_key(&r.1))
-            .collect();
-        let valid: Vec<&(usize, u64, Split)> = rows
-            .iter()
-            .filter(|r| r.2 == Split::Valid && labels.contains_key(&r.1))
-            .collect();
+        let (train, valid) = (in_split(Split::Train), in_split(Split::Valid));
         if train.is_empty() || valid.is_empty() {
             return Err(StageError::msg(format!(
                 "need labelled galaxies in both splits (train {}, valid {})",
@@ -182,6 +165,25 @@ impl StageKindDef for Baseline {
             .map(|(m, s)| format!("{m}: validation RMSE {s:.5} ({} galaxies)", valid.len()))
             .collect();
         Ok(StageOutcome { metrics, notes })
+    }
+}
+
+/// The rows the regressions use, as (index, id, split): the crops when there are any (the
+/// pixels the regressions see), else the catalog.
+fn used_rows(catalog: &[CatalogRow], crops: Option<&Crops>) -> Vec<(usize, u64, Split)> {
+    match crops {
+        Some(crops) => crops
+            .ids
+            .iter()
+            .zip(&crops.splits)
+            .enumerate()
+            .map(|(i, (id, s))| (i, *id, *s))
+            .collect(),
+        None => catalog
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i, r.id, r.split))
+            .collect(),
     }
 }
 
