@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// Whether progress bars should be drawn at all.
 pub fn bars_enabled(json: bool) -> bool {
@@ -25,13 +25,7 @@ impl Bars {
     pub fn stage(&self, id: &str) -> Progress {
         let bar = self.multi.as_ref().map(|m| {
             let bar = m.add(ProgressBar::new(0));
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:>12} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
+            bar.set_style(style("items"));
             bar.set_prefix(id.to_string());
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
@@ -50,6 +44,31 @@ impl Bars {
     }
 }
 
+/// The bar's look, counting `unit` (`928 images/s`, `2.4 batches/s`).
+fn style(unit: &'static str) -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {rate} ETA {eta} {msg}")
+        .expect("valid template")
+        .with_key(
+            "rate",
+            move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&rate(state.per_sec(), unit));
+            },
+        )
+        .progress_chars("=> ")
+}
+
+/// A rate as a person writes it: whole numbers from 10 up, one decimal below.
+pub fn rate(per_sec: f64, unit: &str) -> String {
+    if !per_sec.is_finite() {
+        return format!("- {unit}/s");
+    }
+    if per_sec >= 10.0 {
+        format!("{per_sec:.0} {unit}/s")
+    } else {
+        format!("{per_sec:.1} {unit}/s")
+    }
+}
+
 /// One stage's progress handle; a no-op when bars are off.
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -60,9 +79,10 @@ impl Progress {
         Progress { bar: None }
     }
 
-    /// Start a phase of `total` items (resets the position).
-    pub fn start(&self, total: u64, message: &str) {
+    /// Start a phase of `total` `unit`s (resets the position).
+    pub fn start(&self, total: u64, unit: &'static str, message: &str) {
         if let Some(b) = &self.bar {
+            b.set_style(style(unit));
             b.set_length(total);
             b.set_position(0);
             b.reset_eta();
@@ -94,5 +114,15 @@ impl Drop for Progress {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates_read_like_a_person_wrote_them() {
+        assert_eq!(super::rate(928.0401, "images"), "928 images/s");
+        assert_eq!(super::rate(2.437, "batches"), "2.4 batches/s");
+        assert_eq!(super::rate(f64::INFINITY, "files"), "- files/s");
     }
 }

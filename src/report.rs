@@ -1,12 +1,13 @@
 //! `report RUN --out report.html`: one self-contained HTML page about a run (every image inlined
 //! as a data URI): the DAG, per-stage timings and cache hits, parameters, the explore figures,
 //! crop examples, the loss curve, RMSE against the baselines, and the worst-predicted galaxies.
+//! Built with maud: every text is escaped by construction.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::artifacts::{self, Split};
 use crate::cache::{Artifact, Fingerprint, Lookup, Store};
@@ -48,13 +49,6 @@ fn stage_views<'a>(store: &Store, run: &'a RunRecord) -> Vec<StageView<'a>> {
         .collect()
 }
 
-fn esc(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 fn png_data_uri(bytes: &[u8]) -> String {
     format!(
         "data:image/png;base64,{}",
@@ -63,28 +57,27 @@ fn png_data_uri(bytes: &[u8]) -> String {
 }
 
 /// An `<img>` of a PNG file, or a note saying why it is missing.
-fn figure(path: Option<PathBuf>, caption: &str, class: &str) -> String {
+fn figure(path: Option<PathBuf>, caption: &str, class: &str) -> Markup {
     match path.map(|p| (std::fs::read(&p), p)) {
-        Some((Ok(bytes), _)) => format!(
-            "<figure class=\"{class}\"><img src=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>",
-            png_data_uri(&bytes),
-            esc(caption),
-            esc(caption)
-        ),
-        Some((Err(e), p)) => format!(
-            "<p class=\"missing\">{}: cannot read {}: {e}</p>",
-            esc(caption),
-            esc(&p.display().to_string())
-        ),
-        None => format!(
-            "<p class=\"missing\">{}: not available (the stage is not in this run or its artifact was deleted by gc)</p>",
-            esc(caption)
-        ),
+        Some((Ok(bytes), _)) => html! {
+            figure class=(class) {
+                img src=(png_data_uri(&bytes)) alt=(caption);
+                figcaption { (caption) }
+            }
+        },
+        Some((Err(e), p)) => html! {
+            p class="missing" { (caption) ": cannot read " (p.display()) ": " (e) }
+        },
+        None => html! {
+            p class="missing" {
+                (caption) ": not available (the stage is not in this run or its artifact was deleted by gc)"
+            }
+        },
     }
 }
 
-/// The stage DAG as an SVG: columns by depth, edges from the fingerprints' inputs.
-fn dag_svg(views: &[StageView]) -> String {
+/// Each stage's column (depth) and row in the DAG drawing, and its inputs (by index).
+fn dag_layout(views: &[StageView]) -> (Vec<(f64, f64)>, Vec<Vec<usize>>) {
     let index: BTreeMap<&str, usize> = views
         .iter()
         .enumerate()
@@ -109,7 +102,7 @@ fn dag_svg(views: &[StageView]) -> String {
         depth[i] = inputs[i].iter().map(|&j| depth[j] + 1).max().unwrap_or(0);
     }
     let mut row_in_column = BTreeMap::<usize, usize>::new();
-    let pos: Vec<(f64, f64)> = depth
+    let pos = depth
         .iter()
         .map(|&d| {
             let row = row_in_column.entry(d).or_default();
@@ -117,113 +110,109 @@ fn dag_svg(views: &[StageView]) -> String {
             (20.0 + d as f64 * 190.0, 20.0 + (*row - 1) as f64 * 64.0)
         })
         .collect();
+    (pos, inputs)
+}
+
+/// The stage DAG as an SVG: columns by depth, edges from the fingerprints' inputs.
+fn dag_svg(views: &[StageView]) -> Markup {
+    let (pos, inputs) = dag_layout(views);
     let (w, h) = (150.0, 42.0);
     let width = pos.iter().map(|p| p.0).fold(0.0, f64::max) + w + 20.0;
     let height = pos.iter().map(|p| p.1).fold(0.0, f64::max) + h + 20.0;
-    let mut svg = format!(
-        "<svg class=\"dag\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"stage DAG\">"
-    );
-    for (i, ins) in inputs.iter().enumerate() {
-        for &j in ins {
-            let (x1, y1) = (pos[j].0 + w, pos[j].1 + h / 2.0);
-            let (x2, y2) = (pos[i].0, pos[i].1 + h / 2.0);
-            let mx = (x1 + x2) / 2.0;
-            let _ = write!(
-                svg,
-                "<path d=\"M{x1},{y1} C{mx},{y1} {mx},{y2} {x2},{y2}\" fill=\"none\" stroke=\"#8a94a6\" stroke-width=\"1.6\"/>"
-            );
+    let edges = inputs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, ins)| ins.iter().map(move |&j| (j, i)));
+    html! {
+        svg class="dag" xmlns="http://www.w3.org/2000/svg" width=(width) height=(height)
+            viewBox=(format!("0 0 {width} {height}")) role="img" aria-label="stage DAG" {
+            @for (j, i) in edges {
+                @let (x1, y1) = (pos[j].0 + w, pos[j].1 + h / 2.0);
+                @let (x2, y2) = (pos[i].0, pos[i].1 + h / 2.0);
+                @let mx = (x1 + x2) / 2.0;
+                path d=(format!("M{x1},{y1} C{mx},{y1} {mx},{y2} {x2},{y2}")) fill="none"
+                    stroke="#8a94a6" stroke-width="1.6" {}
+            }
+            @for (v, (x, y)) in views.iter().zip(&pos) {
+                rect x=(x) y=(y) width=(w) height=(h) rx="7" fill=(outcome_fill(v.record.outcome))
+                    stroke="#56607a" {}
+                text x=(x + w / 2.0) y=(y + 18.0) text-anchor="middle" font-size="14"
+                    font-weight="600" { (v.record.id) }
+                text x=(x + w / 2.0) y=(y + 34.0) text-anchor="middle" font-size="11" fill="#444" {
+                    (v.record.kind) " · " (v.record.outcome.word())
+                }
+            }
         }
     }
-    for (v, (x, y)) in views.iter().zip(&pos) {
-        let fill = match v.record.outcome {
-            Outcome::Ran => "#d8efdc",
-            Outcome::Cached => "#e3e9f3",
-            Outcome::Failed => "#f6d5d5",
-            _ => "#f1f1f1",
-        };
-        let _ = write!(
-            svg,
-            "<rect x=\"{x}\" y=\"{y}\" width=\"{w}\" height=\"{h}\" rx=\"7\" fill=\"{fill}\" stroke=\"#56607a\"/>\
-             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"600\">{}</text>\
-             <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"11\" fill=\"#444\">{} · {}</text>",
-            x + w / 2.0,
-            y + 18.0,
-            esc(&v.record.id),
-            x + w / 2.0,
-            y + 34.0,
-            esc(&v.record.kind),
-            v.record.outcome.word()
-        );
-    }
-    svg.push_str("</svg>");
-    svg
 }
 
-fn stage_table(views: &[StageView]) -> String {
-    let mut html = String::from(
-        "<table><thead><tr><th>stage</th><th>kind</th><th>outcome</th><th class=\"num\">seconds</th><th>key</th><th>notes</th></tr></thead><tbody>",
-    );
-    for v in views {
-        let r = v.record;
-        let key = r
-            .key
-            .as_deref()
-            .map(|k| &k[..12.min(k.len())])
-            .unwrap_or("-");
-        let mut notes: Vec<String> = r.notes.iter().map(|n| esc(n)).collect();
-        if let Some(e) = &r.error {
-            notes.push(format!("<span class=\"error\">{}</span>", esc(e)));
-        }
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td class=\"num\">{:.2}</td><td><code>{key}</code></td><td><pre>{}</pre></td></tr>",
-            esc(&r.id),
-            esc(&r.kind),
-            r.outcome.word(),
-            r.outcome.word(),
-            r.seconds,
-            notes.join("\n")
-        );
+fn outcome_fill(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Ran => "#d8efdc",
+        Outcome::Cached => "#e3e9f3",
+        Outcome::Failed => "#f6d5d5",
+        _ => "#f1f1f1",
     }
-    html.push_str("</tbody></table>");
-    html
 }
 
-fn params_table(views: &[StageView]) -> String {
-    let mut html = String::from(
-        "<table class=\"params\"><thead><tr><th>stage</th><th>parameter</th><th>value</th></tr></thead><tbody>",
-    );
-    for v in views {
-        let Some(fp) = v.fingerprint() else {
-            let _ = write!(
-                html,
-                "<tr><td>{}</td><td colspan=\"2\" class=\"missing\">artifact not in the cache</td></tr>",
-                esc(&v.record.id)
-            );
-            continue;
-        };
-        let mut params = BTreeMap::new();
-        crate::compare::flatten("", &fp.params, &mut params);
-        let mut rows: Vec<(String, String)> = params.into_iter().collect();
-        if let Some(seed) = fp.seed {
-            rows.push(("(seed)".into(), seed.to_string()));
-        }
-        for (i, (name, value)) in rows.iter().enumerate() {
-            let stage = if i == 0 {
-                esc(&v.record.id)
-            } else {
-                String::new()
-            };
-            let _ = write!(
-                html,
-                "<tr><td>{stage}</td><td><code>{}</code></td><td><code>{}</code></td></tr>",
-                esc(name),
-                esc(value)
-            );
+fn stage_table(views: &[StageView]) -> Markup {
+    html! {
+        table {
+            thead { tr { th { "stage" } th { "kind" } th { "outcome" } th class="num" { "seconds" } th { "key" } th { "notes" } } }
+            tbody {
+                @for v in views {
+                    @let r = v.record;
+                    tr {
+                        td { (r.id) }
+                        td { (r.kind) }
+                        td class=(r.outcome.word()) { (r.outcome.word()) }
+                        td class="num" { (format!("{:.2}", r.seconds)) }
+                        td { code { (r.key.as_deref().map(|k| &k[..12.min(k.len())]).unwrap_or("-")) } }
+                        td { pre {
+                            (r.notes.join("\n"))
+                            @if let Some(e) = &r.error {
+                                @if !r.notes.is_empty() { "\n" }
+                                span class="error" { (e) }
+                            }
+                        } }
+                    }
+                }
+            }
         }
     }
-    html.push_str("</tbody></table>");
-    html
+}
+
+/// Every parameter of every stage, as fingerprinted (defaults filled in), and the seed.
+fn params_table(views: &[StageView]) -> Markup {
+    html! {
+        table class="params" {
+            thead { tr { th { "stage" } th { "parameter" } th { "value" } } }
+            tbody {
+                @for v in views {
+                    @match v.fingerprint() {
+                        None => tr { td { (v.record.id) } td colspan="2" class="missing" { "artifact not in the cache" } },
+                        Some(fp) => @for (i, (name, value)) in param_rows(fp).iter().enumerate() {
+                            tr {
+                                td { @if i == 0 { (v.record.id) } }
+                                td { code { (name) } }
+                                td { code { (value) } }
+                            }
+                        },
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn param_rows(fp: &Fingerprint) -> Vec<(String, String)> {
+    let mut params = BTreeMap::new();
+    crate::compare::flatten("", &fp.params, &mut params);
+    let mut rows: Vec<(String, String)> = params.into_iter().collect();
+    if let Some(seed) = fp.seed {
+        rows.push(("(seed)".into(), seed.to_string()));
+    }
+    rows
 }
 
 fn first_of_kind<'v, 'a>(views: &'v [StageView<'a>], kind: &str) -> Option<&'v StageView<'a>> {
@@ -259,12 +248,11 @@ enum SectionError {
     Missing(&'static str),
 }
 
-/// Per-question RMSE of the model and each baseline (from evaluate's metrics.parquet).
-fn rmse_table(metrics: &Path) -> Result<String, SectionError> {
+/// evaluate's metrics.parquet as method → scope → RMSE.
+fn read_rmse(metrics: &Path) -> Result<BTreeMap<String, BTreeMap<String, f64>>, SectionError> {
     use arrow::array::{Float64Array, StringArray};
-    let batches = artifacts::read_parquet(metrics)?;
     let mut table: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
-    for b in &batches {
+    for b in &artifacts::read_parquet(metrics)? {
         let method = artifacts::column::<StringArray>(b, "method", metrics)?;
         let scope = artifacts::column::<StringArray>(b, "scope", metrics)?;
         let rmse = artifacts::column::<Float64Array>(b, "rmse", metrics)?;
@@ -275,65 +263,69 @@ fn rmse_table(metrics: &Path) -> Result<String, SectionError> {
                 .insert(scope.value(r).to_string(), rmse.value(r));
         }
     }
+    Ok(table)
+}
+
+/// Per-question RMSE of the model and each baseline (from evaluate's metrics.parquet).
+fn rmse_table(metrics: &Path) -> Result<Markup, SectionError> {
+    let table = read_rmse(metrics)?;
     // The model first, then the baselines.
     let mut methods: Vec<&String> = table.keys().collect();
     methods.sort_by_key(|m| (m.as_str() != "model", m.as_str()));
     let mut scopes = vec!["overall".to_string()];
     scopes.extend((1..=11).map(|q| format!("Q{q}")));
-    let mut html = String::from("<table><thead><tr><th>scope</th>");
-    for m in &methods {
-        let _ = write!(html, "<th class=\"num\">{}</th>", esc(m));
-    }
-    html.push_str("</tr></thead><tbody>");
-    for s in &scopes {
-        let label = match s.strip_prefix('Q').and_then(|q| q.parse::<usize>().ok()) {
-            Some(q) => format!("{s} {}", QUESTION_TEXT[q - 1]),
-            None => s.clone(),
-        };
-        let _ = write!(html, "<tr><td>{}</td>", esc(&label));
-        let best = methods
+    let label = |s: &str| match s.strip_prefix('Q').and_then(|q| q.parse::<usize>().ok()) {
+        Some(q) => format!("{s} {}", QUESTION_TEXT[q - 1]),
+        None => s.to_string(),
+    };
+    let best = |s: &String| {
+        methods
             .iter()
             .filter_map(|m| table[*m].get(s))
             .copied()
-            .fold(f64::INFINITY, f64::min);
-        for m in &methods {
-            match table[*m].get(s) {
-                Some(v) if *v == best => {
-                    let _ = write!(html, "<td class=\"num best\">{v:.5}</td>");
+            .fold(f64::INFINITY, f64::min)
+    };
+    Ok(html! {
+        table {
+            thead { tr { th { "scope" } @for m in &methods { th class="num" { (m) } } } }
+            tbody {
+                @for s in &scopes {
+                    tr {
+                        td { (label(s)) }
+                        @for m in &methods {
+                            @match table[*m].get(s) {
+                                Some(v) if *v == best(s) => td class="num best" { (format!("{v:.5}")) },
+                                Some(v) => td class="num" { (format!("{v:.5}")) },
+                                None => td class="num" { "-" },
+                            }
+                        }
+                    }
                 }
-                Some(v) => {
-                    let _ = write!(html, "<td class=\"num\">{v:.5}</td>");
-                }
-                None => html.push_str("<td class=\"num\">-</td>"),
             }
         }
-        html.push_str("</tr>");
-    }
-    html.push_str("</tbody></table>");
-    Ok(html)
+    })
 }
 
-/// The validation galaxies the model predicts worst, with predicted vs true answers.
-fn worst_gallery(predictions: &Path, crops: &Path) -> Result<String, SectionError> {
-    let preds = artifacts::read_predictions(predictions)?;
-    let model = preds.get("model").ok_or(SectionError::Missing(
-        "no `model` rows in predictions.parquet",
-    ))?;
-    let crops = artifacts::read_crops(crops)?;
+/// (RMSE, GalaxyID, prediction, crop row, truth) of one validation galaxy.
+type Scored<'a> = (
+    f64,
+    u64,
+    &'a crate::labels::Labels,
+    usize,
+    crate::labels::Labels,
+);
+
+/// The validation galaxies with a model prediction, worst first.
+fn worst_first<'a>(
+    model: &'a [(u64, crate::labels::Labels)],
+    crops: &artifacts::Crops,
+) -> Vec<Scored<'a>> {
     let row_of: BTreeMap<u64, usize> = crops
         .ids
         .iter()
         .enumerate()
         .map(|(i, id)| (*id, i))
         .collect();
-    // (RMSE, GalaxyID, prediction, crop row, truth) of each validation galaxy.
-    type Scored<'a> = (
-        f64,
-        u64,
-        &'a crate::labels::Labels,
-        usize,
-        crate::labels::Labels,
-    );
     let mut scored: Vec<Scored> = model
         .iter()
         .filter_map(|(id, p)| {
@@ -347,45 +339,58 @@ fn worst_gallery(predictions: &Path, crops: &Path) -> Result<String, SectionErro
         })
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut html = String::from("<div class=\"gallery\">");
+    scored
+}
+
+/// The validation galaxies the model predicts worst, with predicted vs true answers.
+fn worst_gallery(predictions: &Path, crops: &Path) -> Result<Markup, SectionError> {
+    let preds = artifacts::read_predictions(predictions)?;
+    let model = preds.get("model").ok_or(SectionError::Missing(
+        "no `model` rows in predictions.parquet",
+    ))?;
+    let crops = artifacts::read_crops(crops)?;
+    let scored = worst_first(model, &crops);
+    if scored.is_empty() {
+        return Ok(html! { p class="missing" { "no validation galaxies with predictions" } });
+    }
+    let mut cards = Vec::new();
     for (rmse, id, pred, row, truth) in scored.iter().take(WORST) {
         let size = crops.size as u32;
         let img = image::RgbImage::from_raw(size, size, crops.pixels_of(*row).to_vec())
             .ok_or(SectionError::Missing("crop size mismatch"))?;
         let mut png = Vec::new();
         img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-        let _ = write!(
-            html,
-            "<div class=\"card\"><img class=\"crop\" src=\"{}\" alt=\"galaxy {id}\"><div><b>{id}</b> RMSE {rmse:.4}<table class=\"answers\"><tr><th>question</th><th>predicted</th><th>true</th></tr>",
-            png_data_uri(&png)
-        );
-        for q in &QUESTIONS {
-            let top = |v: &crate::labels::Labels| {
-                q.columns
-                    .clone()
-                    .max_by(|a, b| v[*a].total_cmp(&v[*b]))
-                    .expect("questions have answers")
-            };
-            let (p, t) = (top(pred), top(truth));
-            let class = if p == t { "" } else { " class=\"wrong\"" };
-            let _ = write!(
-                html,
-                "<tr{class}><td>Q{} {}</td><td class=\"a\">{} <span class=\"v\">{:.2}</span></td><td class=\"a\">{} <span class=\"v\">{:.2}</span></td></tr>",
-                q.number,
-                esc(QUESTION_TEXT[q.number as usize - 1]),
-                esc(ANSWER_NAMES[p]),
-                pred[p],
-                esc(ANSWER_NAMES[t]),
-                truth[t]
-            );
+        cards.push(html! {
+            div class="card" {
+                img class="crop" src=(png_data_uri(&png)) alt=(format!("galaxy {id}"));
+                div {
+                    b { (id) } " RMSE " (format!("{rmse:.4}"))
+                    (answers_table(pred, truth))
+                }
+            }
+        });
+    }
+    Ok(html! { div class="gallery" { @for card in cards { (card) } } })
+}
+
+/// Per question, the most-voted answer predicted vs true (rows where they differ marked).
+fn answers_table(pred: &crate::labels::Labels, truth: &crate::labels::Labels) -> Markup {
+    html! {
+        table class="answers" {
+            tr { th { "question" } th { "predicted" } th { "true" } }
+            @for q in &QUESTIONS {
+                @let top = |v: &crate::labels::Labels| {
+                    q.columns.clone().max_by(|a, b| v[*a].total_cmp(&v[*b])).expect("questions have answers")
+                };
+                @let (p, t) = (top(pred), top(truth));
+                tr class=[(p != t).then_some("wrong")] {
+                    td { "Q" (q.number) " " (QUESTION_TEXT[q.number as usize - 1]) }
+                    td class="a" { (ANSWER_NAMES[p]) " " span class="v" { (format!("{:.2}", pred[p])) } }
+                    td class="a" { (ANSWER_NAMES[t]) " " span class="v" { (format!("{:.2}", truth[t])) } }
+                }
+            }
         }
-        html.push_str("</table></div></div>");
     }
-    html.push_str("</div>");
-    if scored.is_empty() {
-        return Ok("<p class=\"missing\">no validation galaxies with predictions</p>".into());
-    }
-    Ok(html)
 }
 
 const STYLE: &str = r#"
@@ -428,7 +433,45 @@ window.addEventListener('load', function () {
 /// The report of `run` as one HTML document.
 pub fn render(store: &Store, run: &RunRecord) -> String {
     let views = stage_views(store, run);
-    let mut html = String::new();
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "galaxy-pipe report: " (run.pipeline_name) " " (run.id) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                (header(run))
+                h2 { "Pipeline" }
+                (dag_svg(&views))
+                h3 { "Stages: timings and cache hits" }
+                (stage_table(&views))
+                h2 { "Parameters" }
+                p class="meta" { "As fingerprinted for this run (defaults filled in)." }
+                (params_table(&views))
+                (exploration(&views))
+                h2 { "Crops" }
+                (figure(file_of(&views, "crop", "contact_sheet.png"), "crop examples (contact sheet)", "wide"))
+                h2 { "Training" }
+                (figure(file_of(&views, "train", "loss_curve.png"), "training loss and validation RMSE", "wide"))
+                h2 { "Evaluation against the baselines" }
+                (evaluation(&views))
+                h2 { "Worst-predicted validation galaxies" }
+                p class="meta" {
+                    "The " (WORST) " validation galaxies with the largest RMSE; per question, the most-voted answer predicted vs true (red: they differ)."
+                }
+                (worst_section(&views))
+                (PreEscaped(LOAD_CHECK))
+            }
+        }
+    };
+    page.into_string() + "\n"
+}
+
+/// The title and the run's facts.
+fn header(run: &RunRecord) -> Markup {
     let headline = run
         .headline_rmse()
         .map(|v| format!("{v:.5}"))
@@ -438,114 +481,67 @@ pub fn render(store: &Store, run: &RunRecord) -> String {
         .as_ref()
         .map(|g| format!("{}{}", g.commit, if g.dirty { " (dirty)" } else { "" }))
         .unwrap_or_else(|| "-".into());
-    let count = |o: Outcome| run.count(o);
-    let _ = write!(
-        html,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>galaxy-pipe report: {name} {id}</title><style>{STYLE}</style></head><body>\
-         <h1>{name}: validation RMSE {headline}</h1>\
-         <p class=\"meta\">run <code>{id}</code> · started {started} · {secs:.1} s · {ran} ran, {cached} cached, {failed} failed<br>\
-         pipeline <code>{pipeline}</code> · git <code>{git}</code> · overrides: <code>{overrides}</code></p>",
-        name = esc(&run.pipeline_name),
-        id = esc(&run.id),
-        started = esc(&run.started),
-        secs = run.seconds,
-        ran = count(Outcome::Ran),
-        cached = count(Outcome::Cached),
-        failed = count(Outcome::Failed),
-        pipeline = esc(&run.pipeline),
-        git = esc(&git),
-        overrides = if run.overrides.is_empty() {
-            "none".to_string()
-        } else {
-            esc(&run.overrides.join(" "))
-        },
-    );
-    let _ = write!(
-        html,
-        "<h2>Pipeline</h2>{}<h3>Stages: timings and cache hits</h3>{}",
-        dag_svg(&views),
-        stage_table(&views)
-    );
-    let _ = write!(
-        html,
-        "<h2>Parameters</h2><p class=\"meta\">As fingerprinted for this run (defaults filled in).</p>{}",
-        params_table(&views)
-    );
+    let overrides = if run.overrides.is_empty() {
+        "none".to_string()
+    } else {
+        run.overrides.join(" ")
+    };
+    html! {
+        h1 { (run.pipeline_name) ": validation RMSE " (headline) }
+        p class="meta" {
+            "run " code { (run.id) } " · started " (run.started) " · " (format!("{:.1}", run.seconds)) " s · "
+            (run.count(Outcome::Ran)) " ran, " (run.count(Outcome::Cached)) " cached, "
+            (run.count(Outcome::Failed)) " failed"
+            br;
+            "pipeline " code { (run.pipeline) } " · git " code { (git) } " · overrides: " code { (overrides) }
+        }
+    }
+}
 
-    html.push_str("<h2>Data exploration</h2><div class=\"grid\">");
+/// explore's figures: class counts, terminal classes, mean image, gallery, correlation maps.
+fn exploration(views: &[StageView]) -> Markup {
     let explore = [
         ("class_counts.png", "classes answered with ≥ confidence"),
         ("terminal_classes.png", "terminal classes"),
         ("mean_image.png", "mean image"),
     ];
-    for (name, caption) in explore {
-        html.push_str(&figure(file_of(&views, "explore", name), caption, ""));
-    }
-    html.push_str("</div>");
-    html.push_str(&figure(
-        file_of(&views, "explore", "gallery.png"),
-        "raw images and their crops",
-        "wide",
-    ));
-    html.push_str("<div class=\"grid\">");
-    for q in 1..=11 {
-        let name = format!("correlation_q{q:02}.png");
-        if file_of(&views, "explore", &name).is_some_and(|p| p.exists()) {
-            html.push_str(&figure(
-                file_of(&views, "explore", &name),
-                &format!("answer correlations, Q{q} {}", QUESTION_TEXT[q - 1]),
-                "",
-            ));
+    let correlations: Vec<(PathBuf, String)> = (1..=11)
+        .filter_map(|q| {
+            let path = file_of(views, "explore", &format!("correlation_q{q:02}.png"))?;
+            let caption = format!("answer correlations, Q{q} {}", QUESTION_TEXT[q - 1]);
+            path.exists().then_some((path, caption))
+        })
+        .collect();
+    html! {
+        h2 { "Data exploration" }
+        div class="grid" {
+            @for (name, caption) in explore { (figure(file_of(views, "explore", name), caption, "")) }
+        }
+        (figure(file_of(views, "explore", "gallery.png"), "raw images and their crops", "wide"))
+        div class="grid" {
+            @for (path, caption) in correlations { (figure(Some(path), &caption, "")) }
         }
     }
-    html.push_str("</div>");
+}
 
-    html.push_str("<h2>Crops</h2>");
-    html.push_str(&figure(
-        file_of(&views, "crop", "contact_sheet.png"),
-        "crop examples (contact sheet)",
-        "wide",
-    ));
-
-    html.push_str("<h2>Training</h2>");
-    html.push_str(&figure(
-        file_of(&views, "train", "loss_curve.png"),
-        "training loss and validation RMSE",
-        "wide",
-    ));
-
-    html.push_str("<h2>Evaluation against the baselines</h2>");
-    match file_of(&views, "evaluate", crate::artifacts::METRICS) {
+/// The RMSE table against the baselines and the per-class chart.
+fn evaluation(views: &[StageView]) -> Markup {
+    let table = match file_of(views, "evaluate", crate::artifacts::METRICS) {
         Some(p) => match rmse_table(&p) {
-            Ok(t) => html.push_str(&t),
-            Err(e) => {
-                let _ = write!(
-                    html,
-                    "<p class=\"missing\">metrics: {}</p>",
-                    esc(&e.to_string())
-                );
-            }
+            Ok(t) => t,
+            Err(e) => html! { p class="missing" { "metrics: " (e) } },
         },
-        None => {
-            let _ = write!(
-                html,
-                "<p class=\"missing\">metrics: {}</p>",
-                unavailable(&views, "evaluate")
-            );
-        }
+        None => html! { p class="missing" { "metrics: " (unavailable(views, "evaluate")) } },
+    };
+    html! {
+        (table)
+        (figure(file_of(views, "evaluate", "per_class_rmse.png"), "RMSE per class, model vs baselines", "wide"))
     }
-    html.push_str(&figure(
-        file_of(&views, "evaluate", "per_class_rmse.png"),
-        "RMSE per class, model vs baselines",
-        "wide",
-    ));
+}
 
-    let _ = write!(
-        html,
-        "<h2>Worst-predicted validation galaxies</h2><p class=\"meta\">The {WORST} validation galaxies with the largest RMSE; per question, the most-voted answer predicted vs true (red: they differ).</p>"
-    );
-    let evaluate = first_of_kind(&views, "evaluate");
+/// The worst-predicted gallery, from evaluate's predictions and the crops it read.
+fn worst_section(views: &[StageView]) -> Markup {
+    let evaluate = first_of_kind(views, "evaluate");
     let crop_of_evaluate = evaluate
         .and_then(|e| e.fingerprint())
         .and_then(|fp| {
@@ -557,30 +553,13 @@ pub fn render(store: &Store, run: &RunRecord) -> String {
         })
         .and_then(|v| v.out_dir());
     match (evaluate.and_then(|e| e.out_dir()), crop_of_evaluate) {
-        (Some(e), Some(c)) => {
-            match worst_gallery(
-                &e.join(crate::artifacts::PREDICTIONS),
-                &c.join(crate::artifacts::CROPS),
-            ) {
-                Ok(g) => html.push_str(&g),
-                Err(err) => {
-                    let _ = write!(
-                        html,
-                        "<p class=\"missing\">gallery: {}</p>",
-                        esc(&err.to_string())
-                    );
-                }
-            }
-        }
-        _ => {
-            let _ = write!(
-                html,
-                "<p class=\"missing\">gallery: {}</p>",
-                unavailable(&views, "evaluate")
-            );
-        }
+        (Some(e), Some(c)) => match worst_gallery(
+            &e.join(crate::artifacts::PREDICTIONS),
+            &c.join(crate::artifacts::CROPS),
+        ) {
+            Ok(g) => g,
+            Err(err) => html! { p class="missing" { "gallery: " (err) } },
+        },
+        _ => html! { p class="missing" { "gallery: " (unavailable(views, "evaluate")) } },
     }
-    html.push_str(LOAD_CHECK);
-    html.push_str("</body></html>\n");
-    html
 }

@@ -67,6 +67,112 @@ fn schema_describes_every_stage_kind() {
     assert!(variants.iter().all(|v| v["additionalProperties"] == false));
 }
 
+// ---------------------------------------------------------------- first contact: no data yet
+
+/// A fresh clone: the shipped `pipelines/full.toml`, no `data/` folder.
+fn fresh_clone() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pipelines")).unwrap();
+    std::fs::create_dir_all(dir.path().join("cache")).unwrap();
+    std::fs::copy(
+        repo_root().join("pipelines/full.toml"),
+        dir.path().join("pipelines/full.toml"),
+    )
+    .unwrap();
+    dir
+}
+
+/// The message with the temp folder's path replaced, for the snapshot.
+fn anonymise(text: &str, dir: &std::path::Path) -> String {
+    let real = dir.canonicalize().unwrap();
+    text.replace(&real.display().to_string(), "[PROJECT]")
+        .replace(&dir.display().to_string(), "[PROJECT]")
+}
+
+#[test]
+fn run_without_the_kaggle_data_says_what_is_missing_and_what_works_now() {
+    let dir = fresh_clone();
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["run", "pipelines/full.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    // Normalised paths: `pipelines/../data` is printed as `data`.
+    assert!(!err.contains("/../"), "{err}");
+    let err = anonymise(&err, dir.path());
+    // Everything but the timings is stable.
+    let stable: Vec<String> = err
+        .lines()
+        .filter(|l| !l.starts_with("FAILED:"))
+        .map(|l| match l.trim_start().strip_prefix("failed  ingest") {
+            Some(rest) => format!(
+                "  failed  ingest  [seconds]  {}",
+                rest.trim().split_once(' ').map_or("", |x| x.1)
+            ),
+            None => l.to_string(),
+        })
+        .collect();
+    insta::assert_snapshot!(stable.join("\n"));
+    // The downstream stages are one line in the text; the JSON keeps every stage.
+    let skipped_lines = err
+        .lines()
+        .filter(|l| l.trim_start().starts_with("skipped"));
+    assert_eq!(skipped_lines.count(), 1, "{err}");
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["run", "pipelines/full.toml", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ids_with(&v, "failed"), ["ingest"]);
+    assert_eq!(ids_with(&v, "skipped").len(), 6, "{v}");
+}
+
+#[test]
+fn validate_warns_when_the_input_folders_do_not_exist() {
+    let dir = fresh_clone();
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["validate", "pipelines/full.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "the file itself is valid");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with("warning: stage `ingest`: the Galaxy Zoo data is not in"),
+        "{err}"
+    );
+    assert!(err.contains("pipelines/sample.toml") && err.contains("images_test_rev1/"));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("with 1 warning(s) above"), "{stdout}");
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["validate", "pipelines/full.toml", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 1, "{v}");
+
+    // With the data in place, no warning.
+    synth(dir.path(), 4, 2, 1); // writes data/ in the Kaggle layout
+    std::fs::rename(dir.path().join("data"), dir.path().join("galaxy-zoo")).unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::rename(
+        dir.path().join("galaxy-zoo"),
+        dir.path().join("data/galaxy-zoo"),
+    )
+    .unwrap();
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["validate", "pipelines/full.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}
+
 // ---------------------------------------------------------------- adding a stage kind
 
 const TALLY_PIPELINE: &str = "[pipeline]\nname = \"tally\"\nseed = 7\n\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"data\"\n\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingest\"]\n\n[stages.tally]\nkind = \"tally\"\ninputs = [\"ingest\"]\nsample = 2\n";

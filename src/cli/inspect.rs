@@ -21,12 +21,33 @@ pub fn validate(ctx: &Context, args: &PipelineArgs) -> Result<i32, CliError> {
         .order()
         .map(|i| pipeline.stages[i].id.as_str())
         .collect();
-    let value = json!({ "ok": true, "pipeline": pipeline.name, "stages": order });
+    // The setup (input folders that exist) is checked too, as warnings: the file is valid.
+    let warnings: Vec<String> = pipeline
+        .stages
+        .iter()
+        .filter_map(|spec| {
+            let problem = ctx.registry.stage(spec.kind)?.check_setup(spec)?;
+            Some(format!("stage `{}`: {problem}", spec.id))
+        })
+        .collect();
+    for w in &warnings {
+        eprintln!("warning: {w}\n");
+    }
+    let value =
+        json!({ "ok": true, "pipeline": pipeline.name, "stages": order, "warnings": warnings });
     let text = format!(
-        "ok: pipeline `{}`, {} stages ({})\n",
+        "ok: pipeline `{}`, {} stages ({}){}\n",
         pipeline.name,
         order.len(),
-        order.join(" → ")
+        order.join(" → "),
+        if warnings.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " — with {} warning(s) above: it will not run as it is",
+                warnings.len()
+            )
+        }
     );
     emit(ctx.json, &value, &text)?;
     Ok(exit::OK)

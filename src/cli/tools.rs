@@ -17,7 +17,7 @@ pub fn synth(ctx: &Context, args: SynthArgs) -> Result<i32, CliError> {
     } = args;
     let bars = Bars::new(bars_enabled(ctx.json));
     let progress = bars.stage("synth");
-    progress.start((count + test_count) as u64, "rendering");
+    progress.start((count + test_count) as u64, "galaxies", "rendering");
     let start = Instant::now();
     let opts = crate::synth::SynthOptions {
         out: out.clone(),

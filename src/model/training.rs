@@ -188,6 +188,7 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
             .collect();
         inp.progress.start(
             batches.len() as u64,
+            "batches",
             &format!("epoch {}/{}", epoch + 1, p.epochs),
         );
         let epoch_start = Instant::now();

@@ -55,6 +55,10 @@ struct Schedule {
     artifacts: BTreeMap<usize, Artifact>,
     /// Stages whose output is not available, with why.
     blocked: BTreeMap<usize, String>,
+    /// A blocked stage → the stage whose failure (or absence) blocked it, directly or not.
+    root: BTreeMap<usize, usize>,
+    /// The selected stages skipped because of each root, summarised in one line at the end.
+    skipped: BTreeMap<usize, Vec<usize>>,
     records: BTreeMap<usize, StageRecord>,
 }
 
@@ -84,6 +88,10 @@ impl<'a> Runner<'a> {
                 self.finish(&mut schedule, selected, done);
             }
         });
+        for (root, stages) in &schedule.skipped {
+            self.bars
+                .println(&self.skipped_line(&schedule, *root, stages));
+        }
         // Report in pipeline order.
         order
             .iter()
@@ -146,6 +154,8 @@ impl<'a> Runner<'a> {
         let bad_id = &self.pipeline.stages[bad].id;
         let why = format!("input `{bad_id}` is not available");
         schedule.blocked.insert(i, why.clone());
+        let root = schedule.root.get(&bad).copied().unwrap_or(bad);
+        schedule.root.insert(i, root);
         if !selected.contains(&i) {
             return;
         }
@@ -157,8 +167,30 @@ impl<'a> Runner<'a> {
         } else {
             self.record(i, None, Outcome::Skipped, 0.0, Some(why))
         };
-        self.summary(&rec);
+        if opts.dry_run {
+            self.summary(&rec);
+        } else {
+            schedule.skipped.entry(root).or_default().push(i);
+        }
         schedule.records.insert(i, rec);
+    }
+
+    /// One line for every stage skipped because `root` failed (or is not available).
+    fn skipped_line(&self, schedule: &Schedule, root: usize, stages: &[usize]) -> String {
+        let ids: Vec<&str> = stages
+            .iter()
+            .map(|i| self.pipeline.stages[*i].id.as_str())
+            .collect();
+        let what = match schedule.records.get(&root).map(|r| r.outcome) {
+            Some(Outcome::Failed) => "failed",
+            _ => "is not available",
+        };
+        let root_id = &self.pipeline.stages[root].id;
+        format!(
+            "{:>8}  {} (`{root_id}` {what})",
+            Outcome::Skipped.word(),
+            ids.join(", ")
+        )
     }
 
     /// A worker finished stage `i`.
@@ -173,6 +205,7 @@ impl<'a> Runner<'a> {
                 schedule
                     .blocked
                     .insert(i, rec.error.clone().unwrap_or_default());
+                schedule.root.insert(i, i);
             }
         }
         if selected.contains(&i) {
@@ -212,11 +245,13 @@ impl<'a> Runner<'a> {
             rec.id,
             rec.seconds
         );
+        // Continuation lines of a long note or error stay under its first line.
+        let indent = |text: &str| text.replace('\n', "\n                ");
         for note in &rec.notes {
-            line.push_str(&format!("\n          note: {note}"));
+            line.push_str(&format!("\n          note: {}", indent(note)));
         }
         if let Some(e) = &rec.error {
-            line.push_str(&format!("\n          error: {e}"));
+            line.push_str(&format!("\n          error: {}", indent(e)));
         }
         self.bars.println(&line);
     }

@@ -34,6 +34,9 @@ pub struct PlanEntry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FingerprintError {
+    /// The stage's setup is wrong (e.g. its input folder does not exist): what and what to do.
+    #[error("{0}")]
+    Setup(String),
     #[error("stage kind `{0}` is not available in this build of galaxy-pipe")]
     NotImplemented(StageKind),
     #[error(transparent)]
@@ -54,12 +57,15 @@ impl<'a> Runner<'a> {
             .registry
             .stage(spec.kind)
             .ok_or(FingerprintError::NotImplemented(spec.kind))?;
+        if let Some(problem) = stage.check_setup(spec) {
+            return Err(FingerprintError::Setup(problem));
+        }
         let mut files = BTreeMap::new();
         for input in stage.file_inputs(spec) {
             let label = format!("hashing {}", input.group);
             let on_hashed = |done: u64, total: u64| {
                 if done == total.min(256) || done == total {
-                    progress.start(total, &label);
+                    progress.start(total, "files", &label);
                 }
                 progress.set_position(done);
             };

@@ -130,7 +130,8 @@ impl StageKindDef for Baseline {
         let mut metrics = BTreeMap::new();
         let mut metric_rows: Vec<(String, f64)> = Vec::new();
         let mut pred_rows: Vec<(u64, &'static str, crate::labels::Labels)> = Vec::new();
-        ctx.progress.start(p.methods.len() as u64, "fitting");
+        ctx.progress
+            .start(p.methods.len() as u64, "methods", "fitting");
         for &method in &p.methods {
             let x_train: Vec<Vec<f64>> = train
                 .iter()

@@ -78,7 +78,8 @@ impl StageKindDef for Crop {
         let size = p.size as usize;
         let out_path = ctx.out_dir.join(crate::artifacts::CROPS);
         let mut stream = ParquetStream::create(&out_path, Arc::new(artifacts::crops_schema(size)))?;
-        ctx.progress.start(catalog.len() as u64, "cropping");
+        ctx.progress
+            .start(catalog.len() as u64, "images", "cropping");
 
         let mut tally = Tally::default();
         // A writer thread encodes and writes chunk k while the cores crop chunk k + 1.

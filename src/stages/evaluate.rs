@@ -51,7 +51,8 @@ impl StageKindDef for Evaluate {
             .iter()
             .map(|&i| crops.labels[i].expect("labelled"))
             .collect();
-        ctx.progress.start(valid.len() as u64, "predicting");
+        ctx.progress
+            .start(valid.len() as u64, "images", "predicting");
         let preds = inference::predict_on_device(model_dir, p.device, &crops, &valid, p.tta)?;
         ctx.progress.set_position(valid.len() as u64);
 

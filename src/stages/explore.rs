@@ -179,7 +179,7 @@ fn mean_image(
     } else {
         (p.mean_image_limit as usize).min(train.len())
     };
-    ctx.progress.start(limit as u64, "mean image");
+    ctx.progress.start(limit as u64, "images", "mean image");
     let (sum, n) = train[..limit]
         .par_iter()
         .map(|(r, _)| {

@@ -51,13 +51,17 @@ impl StageKindDef for Ingest {
         inputs
     }
 
+    fn check_setup(&self, p: &IngestParams, spec: &StageSpec) -> Option<String> {
+        missing_data(p, spec)
+    }
+
     fn run(&self, p: &IngestParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
         let root = ctx.spec.resolve(&p.data_dir);
         let images_dir = root.join(&p.images);
         let labels_path = root.join(&p.labels);
         let mut notes = Vec::new();
 
-        ctx.progress.start(0, "reading labels");
+        ctx.progress.start(0, "rows", "reading labels");
         let labels = read_labels(&labels_path)?;
         let (images, ignored) = image_index(&ctx.files["images"]);
         note_ignored(&mut notes, &ignored, &images_dir);
@@ -108,6 +112,48 @@ impl StageKindDef for Ingest {
         }
         Ok(StageOutcome { metrics, notes })
     }
+}
+
+/// The competition's files as Kaggle names them, for the missing-data message.
+const KAGGLE_FILES: &str =
+    "`images_training_rev1/`, `training_solutions_rev1.csv` and `images_test_rev1/`";
+
+/// When an input folder or the label file is not there: which, where it is expected, what the
+/// competition's files are called, and what works without them.
+fn missing_data(p: &IngestParams, spec: &StageSpec) -> Option<String> {
+    let root = spec.resolve(&p.data_dir);
+    let mut expected = vec![
+        (&p.images, "training images", "/"),
+        (&p.labels, "training labels", ""),
+    ];
+    if !p.test_images.is_empty() {
+        expected.push((&p.test_images, "test images", "/"));
+    }
+    let missing: Vec<String> = expected
+        .into_iter()
+        .filter(|(name, _, _)| !root.join(name).exists())
+        .map(|(name, what, slash)| {
+            let path = root.join(name);
+            format!("  missing: {}{slash}  ({what})", path.display())
+        })
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let id = &spec.id;
+    Some(format!(
+        "the Galaxy Zoo data is not in {root} (`{id}.data_dir`):\n{missing}\n\
+         The Kaggle challenge's files are {KAGGLE_FILES} \
+         (https://www.kaggle.com/c/galaxy-zoo-the-galaxy-challenge/data). Put them there, or point \
+         `data_dir` in the pipeline file (or `--set {id}.data_dir=DIR`) at the folder that holds them.\n\
+         Without the download, these work now:\n  \
+         galaxy-pipe synth --out data/synth --count 2000 --test-count 200 --seed 42 && galaxy-pipe run pipelines/demo.toml\n    \
+         (2,000 synthetic galaxies in the Kaggle layout, the whole workflow)\n  \
+         galaxy-pipe run pipelines/sample.toml\n    \
+         (the real Kaggle sample in ../shared/data/galaxy-zoo-sample: 7,866 labelled + 1,197 test images)",
+        root = root.display(),
+        missing = missing.join("\n"),
+    ))
 }
 
 /// Files of an image folder not named `<GalaxyID>.jpg`, as a note.

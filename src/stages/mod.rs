@@ -140,6 +140,12 @@ pub trait StageKindDef: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// What is wrong with the stage's setup before anything runs (a missing input folder), and
+    /// what to do about it. `validate` prints it as a warning; `run` fails the stage with it.
+    fn check_setup(&self, _params: &Self::Params, _spec: &StageSpec) -> Option<String> {
+        None
+    }
+
     fn run(&self, params: &Self::Params, ctx: &StageContext) -> Result<StageOutcome, StageError>;
 }
 
@@ -147,6 +153,7 @@ pub trait StageKindDef: Send + Sync + 'static {
 pub trait Stage: KindParams {
     fn file_inputs(&self, spec: &StageSpec) -> Vec<FileInput>;
     fn exports(&self, spec: &StageSpec) -> Vec<(String, PathBuf)>;
+    fn check_setup(&self, spec: &StageSpec) -> Option<String>;
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError>;
 }
 
@@ -192,6 +199,9 @@ impl<K: StageKindDef> Stage for Registered<K> {
             Ok(p) => self.0.exports(p, spec),
             Err(_) => Vec::new(),
         }
+    }
+    fn check_setup(&self, spec: &StageSpec) -> Option<String> {
+        self.0.check_setup(self.params(spec).ok()?, spec)
     }
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
         self.0.run(self.params(ctx.spec)?, ctx)

@@ -49,7 +49,8 @@ impl StageKindDef for Submit {
             ));
         }
         test.sort_by_key(|&i| crops.ids[i]);
-        ctx.progress.start(test.len() as u64, "predicting");
+        ctx.progress
+            .start(test.len() as u64, "images", "predicting");
         let preds =
             crate::model::inference::predict_on_device(model_dir, p.device, &crops, &test, p.tta)?;
         let mut csv = format!("GalaxyID,{}\n", CLASS_NAMES.join(","));

@@ -82,6 +82,9 @@ impl<K: StageKindDef> Stage for Faked<K> {
     fn exports(&self, _spec: &StageSpec) -> Vec<(String, PathBuf)> {
         Vec::new()
     }
+    fn check_setup(&self, _spec: &StageSpec) -> Option<String> {
+        None
+    }
     fn run(&self, ctx: &StageContext) -> Result<StageOutcome, StageError> {
         Fake.run(ctx)
     }
