@@ -22,6 +22,10 @@ pub enum Outcome {
     Hit,
     /// `--dry-run`: would run.
     Miss,
+    /// Downloaded from the remote cache instead of computed.
+    Remote,
+    /// `--dry-run`: the remote cache has it (would be downloaded).
+    RemoteHit,
 }
 
 impl Outcome {
@@ -33,6 +37,8 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Hit => "hit",
             Outcome::Miss => "miss",
+            Outcome::Remote => "remote",
+            Outcome::RemoteHit => "remote hit",
         }
     }
 }
@@ -51,6 +57,9 @@ pub struct StageRecord {
     pub metrics: BTreeMap<String, f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Bytes downloaded from (`remote`) or uploaded to (`--push`) the remote cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

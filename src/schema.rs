@@ -58,7 +58,9 @@ pub fn pipeline_schema(kinds: &dyn KindCatalog) -> Value {
                 "properties": {
                     "name": { "type": "string", "minLength": 1 },
                     "seed": { "type": "integer", "minimum": 0, "default": 42 },
-                    "cache_dir": { "type": "string", "description": "Cache folder, relative to this file (default: `cache/` in the project root)." }
+                    "cache_dir": { "type": "string", "description": "Cache folder, relative to this file (default: `cache/` in the project root)." },
+                    "remote": { "type": "string", "description": "Shared remote cache: `s3://bucket/prefix` or `file:///dir` (credentials from the environment, never from this file)." },
+                    "remote_push": { "type": "boolean", "default": false, "description": "Upload what this pipeline computes to the remote (default: read-only)." }
                 }
             },
             "stages": {

@@ -16,6 +16,7 @@ mod atomic;
 pub mod files;
 pub mod fingerprint;
 pub mod lock;
+pub mod remote;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
@@ -514,7 +515,7 @@ fn hash_outputs(out_dir: &Path) -> Result<Vec<OutputFile>, CacheError> {
         .collect()
 }
 
-fn output_digest(files: &[OutputFile]) -> String {
+pub(crate) fn output_digest(files: &[OutputFile]) -> String {
     let mut h = blake3::Hasher::new();
     for f in files {
         h.update(f.path.as_bytes());
@@ -523,4 +524,19 @@ fn output_digest(files: &[OutputFile]) -> String {
         h.update(b"\n");
     }
     h.finalize().to_hex().to_string()
+}
+
+/// An error and its sources, joined with ": " (each source once).
+pub(crate) fn chain_text(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cur = c.source();
+    }
+    s
 }

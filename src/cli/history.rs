@@ -65,7 +65,7 @@ fn pipeline_columns(
     let store = open_store(ctx, Some(&loaded[0].0))?;
     let mut columns = Vec::new();
     for (path, (pipeline, graph)) in paths.iter().zip(&loaded) {
-        let runner = planner(ctx, pipeline, graph, &store);
+        let runner = planner(ctx, pipeline, graph, &store, None);
         let all: BTreeSet<usize> = (0..pipeline.stages.len()).collect();
         let mut cached = Vec::new();
         for entry in runner.plan(&all, &RunOptions::default()) {

@@ -13,6 +13,7 @@ mod inspect;
 mod output;
 mod pipeline;
 mod plan;
+mod remote;
 mod run;
 mod sweep;
 mod tools;
@@ -42,6 +43,10 @@ struct Cli {
     /// Cache folder (default: `cache/` in the project root).
     #[arg(long, global = true, env = "GALAXY_PIPE_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Shared remote cache: `s3://bucket/prefix` or `file:///dir` (default: the pipeline's
+    /// `remote`; credentials from the standard `AWS_*` variables).
+    #[arg(long, global = true, env = "GALAXY_PIPE_REMOTE", value_name = "URL")]
+    remote: Option<String>,
     /// More detail (-v: fingerprints and debug logs).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -71,6 +76,21 @@ enum Command {
     },
     /// Run what is stale, reuse what is cached.
     Run(RunArgs),
+    /// Upload the artifacts of a pipeline's current state (or, with --all, of the whole local
+    /// cache) to the remote cache.
+    Push {
+        /// The pipeline file (omit with --all).
+        #[arg(required_unless_present = "all")]
+        pipeline: Option<PathBuf>,
+        /// Every artifact in the local cache.
+        #[arg(long, conflicts_with = "pipeline")]
+        all: bool,
+        #[arg(long = "set", value_name = "STAGE.KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Download from the remote cache every stage of a pipeline that is not cached locally;
+    /// compute nothing.
+    Pull(PipelineArgs),
     /// Per stage: fresh or stale, and why. Nothing runs.
     Status(PipelineArgs),
     /// Explain exactly what changed for one stage since it last ran.
@@ -161,6 +181,9 @@ pub struct RunArgs {
     /// Re-hash every reused artifact instead of trusting unchanged file stats.
     #[arg(long)]
     pub verify: bool,
+    /// Upload what this run computes to the remote cache (`--remote`).
+    #[arg(long)]
+    pub push: bool,
     /// Run a grid: every combination of the values of each `--sweep` (repeatable), sharing
     /// cached upstream stages, then print the compare table of those runs.
     #[arg(long, value_name = "STAGE.KEY=V1,V2,...")]
@@ -209,6 +232,8 @@ pub struct SynthArgs {
 pub struct Context<'a> {
     pub json: bool,
     pub cache_dir: Option<&'a Path>,
+    /// `--remote` / `GALAXY_PIPE_REMOTE`.
+    pub remote: Option<&'a str>,
     pub registry: &'a Registry,
 }
 
@@ -230,6 +255,7 @@ pub fn main_with(args: Vec<OsString>, registry: &Registry) -> i32 {
     let ctx = Context {
         json: cli.json,
         cache_dir: cli.cache_dir.as_deref(),
+        remote: cli.remote.as_deref(),
         registry,
     };
     match dispatch(&ctx, cli.command) {
@@ -257,6 +283,12 @@ fn dispatch(ctx: &Context, command: Command) -> Result<i32, CliError> {
         Command::Status(args) => plan::status(ctx, &args),
         Command::Why { args, stage } => plan::why(ctx, &args, &stage),
         Command::Gc { keep_runs, dry_run } => history::gc(ctx, keep_runs, dry_run),
+        Command::Push {
+            pipeline,
+            all: _,
+            set,
+        } => remote::push(ctx, pipeline.map(|p| PipelineArgs { pipeline: p, set })),
+        Command::Pull(args) => remote::pull(ctx, &args),
         Command::Runs { pipeline, limit } => history::runs(ctx, pipeline.as_deref(), limit),
         Command::Compare {
             runs,

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::cache::Store;
+use crate::cache::remote::Remote;
 use crate::config::{self, Pipeline};
 use crate::graph::Graph;
 use crate::progress::Bars;
@@ -70,6 +71,7 @@ pub fn planner<'a>(
     pipeline: &'a Pipeline,
     graph: &'a Graph,
     store: &'a Store,
+    remote: Option<&'a Remote>,
 ) -> Runner<'a> {
     Runner {
         pipeline,
@@ -77,5 +79,26 @@ pub fn planner<'a>(
         store,
         registry: ctx.registry,
         bars: Bars::new(false),
+        remote,
     }
+}
+
+/// The remote cache: `--remote`, else the pipeline's `remote`; pushing with `--push` or the
+/// pipeline's `remote_push`. A URL that cannot be used is a usage error (exit 2).
+pub fn open_remote(
+    ctx: &Context,
+    pipeline: Option<&Pipeline>,
+    push: bool,
+) -> Result<Option<Remote>, CliError> {
+    let url = ctx
+        .remote
+        .map(str::to_string)
+        .or_else(|| pipeline.and_then(|p| p.remote.clone()));
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    let push = push || pipeline.is_some_and(|p| p.remote_push);
+    Remote::open(&url, push)
+        .map(Some)
+        .map_err(|e| CliError::Usage(e.to_string()))
 }

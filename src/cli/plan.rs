@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use serde_json::json;
 
 use super::output::emit;
-use super::pipeline::{load, open_store, planner};
+use super::pipeline::{load, open_remote, open_store, planner};
 use super::{CliError, Context, PipelineArgs, exit};
 use crate::runner::{PlanState, RunOptions};
 
@@ -13,6 +13,11 @@ use crate::runner::{PlanState, RunOptions};
 pub fn describe(state: &PlanState) -> (&'static str, Option<String>, Vec<String>) {
     match state {
         PlanState::Fresh { key } => ("fresh", Some(key.clone()), Vec::new()),
+        PlanState::RemoteHit { key } => (
+            "remote hit",
+            Some(key.clone()),
+            vec!["not in the local cache; the remote has it (run downloads it)".to_string()],
+        ),
         PlanState::Stale {
             key,
             changes,
@@ -37,7 +42,8 @@ pub fn describe(state: &PlanState) -> (&'static str, Option<String>, Vec<String>
 pub fn status(ctx: &Context, args: &PipelineArgs) -> Result<i32, CliError> {
     let (pipeline, graph) = load(ctx, args)?;
     let store = open_store(ctx, Some(&pipeline))?;
-    let runner = planner(ctx, &pipeline, &graph, &store);
+    let remote = open_remote(ctx, Some(&pipeline), false)?;
+    let runner = planner(ctx, &pipeline, &graph, &store, remote.as_ref());
     let all: BTreeSet<usize> = (0..pipeline.stages.len()).collect();
     let mut rows = Vec::new();
     let mut text = String::new();
@@ -60,7 +66,8 @@ pub fn why(ctx: &Context, args: &PipelineArgs, stage: &str) -> Result<i32, CliEr
     let (pipeline, graph) = load(ctx, args)?;
     let index = crate::graph::index_of(&pipeline, stage)?;
     let store = open_store(ctx, Some(&pipeline))?;
-    let runner = planner(ctx, &pipeline, &graph, &store);
+    let remote = open_remote(ctx, Some(&pipeline), false)?;
+    let runner = planner(ctx, &pipeline, &graph, &store, remote.as_ref());
     let entry = runner
         .plan(&BTreeSet::from([index]), &RunOptions::default())
         .into_iter()
@@ -83,6 +90,9 @@ fn headline(stage: &str, state: &PlanState) -> String {
     match state {
         PlanState::Fresh { .. } => {
             format!("`{stage}` is fresh: nothing it depends on changed since it last ran")
+        }
+        PlanState::RemoteHit { .. } => {
+            format!("`{stage}` is a remote hit: the remote cache has it, `run` downloads it")
         }
         PlanState::Stale {
             first_run: true, ..

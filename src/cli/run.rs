@@ -7,9 +7,10 @@ use std::time::Instant;
 use serde_json::json;
 
 use super::output::println;
-use super::pipeline::{load, open_store, select};
+use super::pipeline::{load, open_remote, open_store, select};
 use super::{CliError, Context, RunArgs, exit};
 use crate::cache::Store;
+use crate::cache::remote::Remote;
 use crate::config::Pipeline;
 use crate::graph::Graph;
 use crate::progress::{Bars, bars_enabled};
@@ -21,7 +22,12 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32, CliError> {
     let (pipeline, graph) = load(ctx, &args.pipeline)?;
     let selected = select(&pipeline, &graph, &opts)?;
     let store = open_store(ctx, Some(&pipeline))?;
-    let (code, _) = run_once(ctx, &pipeline, &graph, &store, &selected, &opts, ctx.json)?;
+    let remote = open_remote(ctx, Some(&pipeline), args.push)?;
+    let at = Place {
+        store: &store,
+        remote: remote.as_ref(),
+    };
+    let (code, _) = run_once(ctx, &pipeline, &graph, &at, &selected, &opts, ctx.json)?;
     Ok(code)
 }
 
@@ -36,7 +42,14 @@ pub fn options(args: &RunArgs) -> RunOptions {
         dry_run: args.dry_run,
         verify_inputs: args.verify_inputs,
         verify: args.verify,
+        fetch_only: false,
     }
+}
+
+/// Where a run keeps its artifacts: the local cache and, optionally, the shared remote.
+pub struct Place<'a> {
+    pub store: &'a Store,
+    pub remote: Option<&'a Remote>,
 }
 
 /// Run `selected` stages of one pipeline, record the run, print it; the exit code and run id.
@@ -44,19 +57,21 @@ pub fn run_once(
     ctx: &Context,
     pipeline: &Pipeline,
     graph: &Graph,
-    store: &Store,
+    at: &Place,
     selected: &BTreeSet<usize>,
     opts: &RunOptions,
     json: bool,
 ) -> Result<(i32, String), CliError> {
     let start = Instant::now();
     let (run_id, started) = records::new_run_id();
+    let store = at.store;
     let runner = Runner {
         pipeline,
         graph,
         store,
         registry: ctx.registry,
         bars: Bars::new(bars_enabled(json)),
+        remote: at.remote,
     };
     let stages = runner.run(selected, opts);
     let failed = stages

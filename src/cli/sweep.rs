@@ -2,8 +2,8 @@
 //! the cache), then the compare table of those runs.
 
 use super::output::print;
-use super::pipeline::{load, open_store, select};
-use super::run::{options, run_once};
+use super::pipeline::{load, open_remote, open_store, select};
+use super::run::{Place, options, run_once};
 use super::{CliError, Context, PipelineArgs, RunArgs, exit};
 
 /// Splits `V1,V2,...` at the commas outside brackets, braces and quotes, so a value may be a
@@ -77,12 +77,17 @@ pub fn run_sweep(ctx: &Context, run_args: &RunArgs) -> Result<i32, CliError> {
         points.push((sets, pipeline, graph, selected));
     }
     let store = open_store(ctx, Some(&points[0].1))?;
+    let remote = open_remote(ctx, Some(&points[0].1), run_args.push)?;
+    let at = Place {
+        store: &store,
+        remote: remote.as_ref(),
+    };
     let mut run_ids = Vec::new();
     let mut worst = exit::OK;
     for (i, (sets, pipeline, graph, selected)) in points.iter().enumerate() {
         let n = points.len();
         eprintln!("sweep {}/{n}: --set {}", i + 1, sets.join(" --set "));
-        let (code, id) = run_once(ctx, pipeline, graph, &store, selected, opts, false)?;
+        let (code, id) = run_once(ctx, pipeline, graph, &at, selected, opts, false)?;
         worst = worst.max(code);
         run_ids.push(id);
     }

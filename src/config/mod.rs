@@ -13,7 +13,7 @@ pub use error::{ConfigError, did_you_mean};
 use source::{Node, NodeKind, Origin, Sources};
 
 /// Keys of the `[pipeline]` table.
-const PIPELINE_KEYS: [&str; 3] = ["name", "seed", "cache_dir"];
+const PIPELINE_KEYS: [&str; 5] = ["name", "seed", "cache_dir", "remote", "remote_push"];
 /// Top-level keys of a pipeline file (`extends` is consumed while loading).
 const TOP_KEYS: [&str; 3] = ["pipeline", "stages", "extends"];
 
@@ -26,6 +26,10 @@ pub struct Pipeline {
     pub path: PathBuf,
     /// `cache_dir` from the file, resolved against the file that set it.
     pub cache_dir: Option<PathBuf>,
+    /// `remote`: the shared remote cache's URL (`s3://bucket/prefix`, `file:///dir`).
+    pub remote: Option<String>,
+    /// `remote_push`: upload what this pipeline computes to the remote.
+    pub remote_push: bool,
     /// Stages in the order they were written.
     pub stages: Vec<StageSpec>,
     /// The `--set` overrides applied, as given.
@@ -168,7 +172,7 @@ fn build(root: &Node, sources: &Sources, kinds: &dyn KindCatalog) -> Result<Pipe
         }
     }
 
-    let (name, seed, cache_dir) = match top.get("pipeline") {
+    let settings = match top.get("pipeline") {
         None => {
             errors.push(ConfigError::at(
                 sources,
@@ -177,7 +181,7 @@ fn build(root: &Node, sources: &Sources, kinds: &dyn KindCatalog) -> Result<Pipe
                 "missing `[pipeline]` table (with at least `name`)".into(),
                 Some("add:\n[pipeline]\nname = \"my-experiment\"".into()),
             ));
-            (String::new(), 0, None)
+            Settings::default()
         }
         Some(node) => pipeline_table(node, sources, &mut errors),
     };
@@ -213,10 +217,12 @@ fn build(root: &Node, sources: &Sources, kinds: &dyn KindCatalog) -> Result<Pipe
     match ConfigError::many(errors) {
         Some(e) => Err(e),
         None => Ok(Pipeline {
-            name,
-            seed,
+            name: settings.name,
+            seed: settings.seed,
             path: PathBuf::new(),
-            cache_dir,
+            cache_dir: settings.cache_dir,
+            remote: settings.remote,
+            remote_push: settings.remote_push,
             stages,
             overrides: Vec::new(),
             sources: sources.clone(),
@@ -224,14 +230,20 @@ fn build(root: &Node, sources: &Sources, kinds: &dyn KindCatalog) -> Result<Pipe
     }
 }
 
-fn pipeline_table(
-    node: &Node,
-    sources: &Sources,
-    errors: &mut Vec<ConfigError>,
-) -> (String, u64, Option<PathBuf>) {
+/// The `[pipeline]` table.
+#[derive(Default)]
+struct Settings {
+    name: String,
+    seed: u64,
+    cache_dir: Option<PathBuf>,
+    remote: Option<String>,
+    remote_push: bool,
+}
+
+fn pipeline_table(node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>) -> Settings {
     let Some(table) = node.as_table() else {
         errors.push(type_error(sources, node, "`pipeline` must be a table"));
-        return (String::new(), 0, None);
+        return Settings::default();
     };
     for (key, n) in table.iter() {
         if !PIPELINE_KEYS.contains(&key.as_str()) {
@@ -291,7 +303,37 @@ fn pipeline_table(
             None
         }
     };
-    (name, seed, cache_dir)
+    let remote = match table.get("remote").map(|n| (n, n.to_value())) {
+        None => None,
+        Some((_, toml::Value::String(s))) => Some(s),
+        Some((n, _)) => {
+            errors.push(type_error(
+                sources,
+                n,
+                "`pipeline.remote` must be a URL string",
+            ));
+            None
+        }
+    };
+    let remote_push = match table.get("remote_push").map(|n| (n, n.to_value())) {
+        None => false,
+        Some((_, toml::Value::Boolean(b))) => b,
+        Some((n, _)) => {
+            errors.push(type_error(
+                sources,
+                n,
+                "`pipeline.remote_push` must be true or false",
+            ));
+            false
+        }
+    };
+    Settings {
+        name,
+        seed,
+        cache_dir,
+        remote,
+        remote_push,
+    }
 }
 
 fn stage(

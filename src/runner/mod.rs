@@ -12,6 +12,7 @@ pub mod step;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;
 
+use crate::cache::remote::Remote;
 use crate::cache::{Artifact, Store};
 use crate::config::Pipeline;
 use crate::graph::Graph;
@@ -33,6 +34,8 @@ pub struct RunOptions {
     pub verify_inputs: bool,
     /// Re-hash every reused artifact instead of trusting unchanged stats.
     pub verify: bool,
+    /// `pull`: take what is not cached locally from the remote; never compute.
+    pub fetch_only: bool,
 }
 
 pub struct Runner<'a> {
@@ -41,6 +44,8 @@ pub struct Runner<'a> {
     pub store: &'a Store,
     pub registry: &'a Registry,
     pub bars: Bars,
+    /// The shared remote cache, when one is configured.
+    pub remote: Option<&'a Remote>,
 }
 
 /// What one worker reports: the stage, its record, and its artifact when it has one.
@@ -234,6 +239,7 @@ impl<'a> Runner<'a> {
             error,
             metrics: BTreeMap::new(),
             notes: Vec::new(),
+            remote_bytes: None,
         }
     }
 

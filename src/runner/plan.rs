@@ -20,6 +20,8 @@ pub enum PlanState {
         changes: Vec<String>,
         first_run: bool,
     },
+    /// Not in the local cache, but the remote cache has it: it would be downloaded.
+    RemoteHit { key: String },
     /// Its key depends on an upstream output that must be computed first.
     Pending { upstream: Vec<String> },
     /// This build cannot run the stage (or its inputs could not be read).
@@ -190,6 +192,9 @@ impl<'a> Runner<'a> {
             && !forced
         {
             return (PlanState::Fresh { key }, Some(digest.clone()));
+        }
+        if !forced && self.remote.is_some_and(|r| r.has(&key).unwrap_or(false)) {
+            return (PlanState::RemoteHit { key }, None);
         }
         let last = self.store.last_fingerprint(&self.pipeline.path, &spec.id);
         let (changes, first_run) = match &last {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::cache::remote::{Fetched, RemoteError};
 use crate::cache::{Acquired, Artifact, CacheError, Fingerprint, Lookup, StageReport};
 use crate::config::{StageKind, StageSpec};
 use crate::progress::Progress;
@@ -173,7 +174,14 @@ impl Runner<'_> {
             return Ok((rec, None));
         }
         if opts.dry_run {
-            return Ok((self.record(i, Some(key), Outcome::Miss, 0.0, None), None));
+            let remote_has = self.remote.is_some_and(|r| r.has(&key).unwrap_or(false));
+            self.warn_if_remote_down();
+            let outcome = if remote_has {
+                Outcome::RemoteHit
+            } else {
+                Outcome::Miss
+            };
+            return Ok((self.record(i, Some(key), outcome, 0.0, None), None));
         }
         let job = self
             .job(i, fp, inputs)
@@ -257,6 +265,17 @@ impl Runner<'_> {
         {
             return Ok(self.reused(i, &job.fingerprint, a, start, false));
         }
+        let forced = opts.force_all || opts.force.iter().any(|f| f == &spec.id);
+        if !forced && let Some(done) = self.from_remote(i, &job, start) {
+            return Ok(done);
+        }
+        if opts.fetch_only {
+            let msg = format!("`{}` is in neither the local nor the remote cache", spec.id);
+            return Ok((
+                self.record(i, Some(key), Outcome::Skipped, 0.0, Some(msg)),
+                None,
+            ));
+        }
         let staging = self.store.staging(&key)?;
         let work_dir = self.store.work_dir(&key)?;
         let stage = self
@@ -286,7 +305,72 @@ impl Runner<'_> {
         let mut rec = self.record(i, Some(key), Outcome::Ran, seconds, None);
         rec.metrics = outcome.metrics;
         rec.notes = outcome.notes;
+        self.push(&mut rec, &artifact);
         Ok((rec, Some(artifact)))
+    }
+
+    /// Download stage `i` from the remote cache instead of computing it, when it is there. A
+    /// damaged entry or an unreachable remote is a warning and a miss, never a failure.
+    fn from_remote(
+        &self,
+        i: usize,
+        job: &Job,
+        start: Instant,
+    ) -> Option<(StageRecord, Option<Artifact>)> {
+        let remote = self.remote?;
+        let key = job.fingerprint.key();
+        let fetched = match remote.fetch(&key, self.store) {
+            Ok(fetched) => fetched,
+            Err(RemoteError::Unreachable(_)) => None,
+            Err(e) => {
+                let id = &job.spec.id;
+                self.bars
+                    .println(&format!("warning: {e}; computing `{id}` here"));
+                None
+            }
+        };
+        self.warn_if_remote_down();
+        let Fetched { artifact, bytes } = fetched?;
+        let path = &self.pipeline.path;
+        if let Err(e) = self.store.record_last(path, &job.spec.id, &job.fingerprint) {
+            tracing::warn!("{e}");
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let mut rec = self.record(i, Some(key), Outcome::Remote, seconds, None);
+        rec.metrics = artifact.report.metrics.clone();
+        rec.remote_bytes = Some(bytes);
+        rec.notes.push(format!(
+            "downloaded {} from {}",
+            human_bytes(bytes),
+            remote.url()
+        ));
+        Some((rec, Some(artifact)))
+    }
+
+    /// With `--push`, upload what this run computed.
+    fn push(&self, rec: &mut StageRecord, artifact: &Artifact) {
+        let Some(remote) = self.remote.filter(|r| r.push) else {
+            return;
+        };
+        match remote.push_artifact(artifact) {
+            Ok(bytes) => {
+                rec.remote_bytes = Some(bytes);
+                rec.notes
+                    .push(format!("pushed {} to {}", human_bytes(bytes), remote.url()));
+            }
+            Err(RemoteError::Unreachable(_)) => {}
+            Err(e) => self.bars.println(&format!("warning: not pushed: {e}")),
+        }
+        self.warn_if_remote_down();
+    }
+
+    /// The remote's failure, once per run.
+    fn warn_if_remote_down(&self) {
+        if let Some(why) = self.remote.and_then(|r| r.take_warning()) {
+            self.bars.println(&format!(
+                "warning: the remote cache cannot be used ({why}); this run goes on with the local cache only"
+            ));
+        }
     }
 
     /// Copy a stage's exported files (e.g. the submission CSV) to their destinations, atomically,
@@ -366,4 +450,19 @@ impl Runner<'_> {
         rec.metrics = a.report.metrics.clone();
         (rec, Some(a))
     }
+}
+
+/// Bytes as a person reads them: `812 B`, `3.4 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }

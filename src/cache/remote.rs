@@ -1,0 +1,460 @@
+//! A shared remote cache on object storage (`object_store`: S3 and S3-compatible, `file://`,
+//! in memory for tests). Layout under the remote's prefix:
+//!
+//! ```text
+//!   blobs/<aa>/<blake3 of the file>     one per distinct file content (stored once)
+//!   entries/<key>.json                  one per stage key, written last, create-only
+//! ```
+//!
+//! An entry names the fingerprint, the stage report and every output file (relative path, size,
+//! blake3). It is written with `PutMode::Create` after every blob it names: its existence is the
+//! commit point, and two machines pushing one key leave one entry. Everything read back is
+//! untrusted: paths are checked, sizes capped, every byte hashed before the local atomic publish.
+//! A remote that cannot be reached is reported once and the run goes on locally.
+
+use std::path::{Component, Path as FsPath};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use super::{Artifact, CacheError, Fingerprint, OutputManifest, StageReport, Store};
+
+/// Entry layout version.
+const ENTRY_FORMAT: u32 = 1;
+/// An entry larger than this is not one of ours.
+const MAX_ENTRY_BYTES: usize = 16 << 20;
+/// Requests in flight at once for the files of one artifact.
+const PARALLEL: usize = 8;
+
+/// `entries/<key>.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    format: u32,
+    key: String,
+    /// Content digest of all outputs (as in the local `manifest.json`).
+    digest: String,
+    fingerprint: Fingerprint,
+    report: StageReport,
+    files: Vec<EntryFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EntryFile {
+    path: String,
+    size: u64,
+    digest: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("remote `{url}`: {message}")]
+    Config { url: String, message: String },
+    /// The remote could not be reached or answered with an error.
+    #[error("remote {0}")]
+    Unreachable(String),
+    /// What the remote holds for this key is not a valid artifact (and is not used).
+    #[error("remote entry {key}: {why}")]
+    Invalid { key: String, why: String },
+    #[error(transparent)]
+    Local(#[from] CacheError),
+}
+
+/// What a fetch brought back.
+pub struct Fetched {
+    pub artifact: Artifact,
+    pub bytes: u64,
+}
+
+pub struct Remote {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    url: String,
+    /// Upload what this machine computes (`--push`).
+    pub push: bool,
+    runtime: tokio::runtime::Runtime,
+    /// Set at the first failure to reach the remote: the rest of the run stays local.
+    down: Mutex<Option<String>>,
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl Remote {
+    /// A remote at `url` (`s3://bucket/prefix`, `file:///path`, `memory:///`). Opening makes no
+    /// request. S3 credentials, region and endpoint come from the standard `AWS_*` variables.
+    pub fn open(url: &str, push: bool) -> Result<Remote, RemoteError> {
+        let config = |message: String| RemoteError::Config {
+            url: url.to_string(),
+            message,
+        };
+        let parsed = url::Url::parse(url).map_err(|e| config(e.to_string()))?;
+        let (store, prefix): (Arc<dyn ObjectStore>, Path) = match parsed.scheme() {
+            "s3" | "s3a" => {
+                let s3 = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .with_retry(retry())
+                    .with_client_options(client_options())
+                    .build()
+                    .map_err(|e| config(e.to_string()))?;
+                let prefix = Path::parse(parsed.path()).map_err(|e| config(e.to_string()))?;
+                (Arc::new(s3), prefix)
+            }
+            "file" => {
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|_| config("not a local path".into()))?;
+                std::fs::create_dir_all(&dir).map_err(|e| config(e.to_string()))?;
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| config(e.to_string()))?;
+                (Arc::new(fs), Path::default())
+            }
+            "memory" => (
+                Arc::new(object_store::memory::InMemory::new()),
+                Path::default(),
+            ),
+            other => {
+                return Err(config(format!(
+                    "unsupported scheme `{other}` (s3://, file://)"
+                )));
+            }
+        };
+        Ok(Self::with_store(store, prefix, url, push))
+    }
+
+    /// A remote over any `ObjectStore` (tests use `InMemory`).
+    pub fn with_store(store: Arc<dyn ObjectStore>, prefix: Path, url: &str, push: bool) -> Remote {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime starts");
+        Remote {
+            store,
+            prefix,
+            url: url.to_string(),
+            push,
+            runtime,
+            down: Mutex::new(None),
+            warned: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn entry_path(&self, key: &str) -> Path {
+        self.prefix
+            .clone()
+            .join("entries")
+            .join(format!("{key}.json"))
+    }
+
+    fn blob_path(&self, digest: &str) -> Path {
+        let shard = &digest[..2.min(digest.len())];
+        self.prefix.clone().join("blobs").join(shard).join(digest)
+    }
+
+    /// None when the remote is usable; the first failure's message once it is not.
+    pub fn is_down(&self) -> Option<String> {
+        self.down.lock().expect("not poisoned").clone()
+    }
+
+    /// The remote's failure, the first time it is asked for (so a run warns once).
+    pub fn take_warning(&self) -> Option<String> {
+        let why = self.is_down()?;
+        let first = !self.warned.swap(true, std::sync::atomic::Ordering::SeqCst);
+        first.then_some(why)
+    }
+
+    /// Remember that the remote cannot be reached; true the first time (to warn once).
+    fn mark_down(&self, why: &str) -> bool {
+        let mut down = self.down.lock().expect("not poisoned");
+        let first = down.is_none();
+        if first {
+            *down = Some(why.to_string());
+        }
+        first
+    }
+
+    /// A failure to talk to the remote: the remote is marked down (the run goes on locally).
+    fn unreachable(&self, e: object_store::Error) -> RemoteError {
+        let message = format!("{}: {}", self.url, super::chain_text(&e));
+        self.mark_down(&message);
+        RemoteError::Unreachable(message)
+    }
+
+    /// Whether the remote has an entry for `key` (false when it cannot be reached).
+    pub fn has(&self, key: &str) -> Result<bool, RemoteError> {
+        if self.is_down().is_some() {
+            return Ok(false);
+        }
+        let path = self.entry_path(key);
+        match self.runtime.block_on(self.store.head(&path)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.unreachable(e)),
+        }
+    }
+
+    /// Download the artifact of `key`, verify every file and publish it into `store`; None
+    /// when the remote has no entry for it.
+    pub fn fetch(&self, key: &str, store: &Store) -> Result<Option<Fetched>, RemoteError> {
+        if self.is_down().is_some() {
+            return Ok(None);
+        }
+        let Some(entry) = self.read_entry(key)? else {
+            return Ok(None);
+        };
+        let staging = store.staging(key)?;
+        let bytes = self
+            .runtime
+            .block_on(self.download_all(&entry, &staging.out_dir))?;
+        let artifact = store.publish(staging, &entry.fingerprint, &entry.report)?;
+        if artifact.digest != entry.digest {
+            return Err(invalid(
+                key,
+                "published files do not match the entry's digest",
+            ));
+        }
+        Ok(Some(Fetched { artifact, bytes }))
+    }
+
+    fn read_entry(&self, key: &str) -> Result<Option<Entry>, RemoteError> {
+        let path = self.entry_path(key);
+        let bytes = match self.runtime.block_on(async {
+            let got = self.store.get(&path).await?;
+            if got.meta.size as usize > MAX_ENTRY_BYTES {
+                return Ok(None);
+            }
+            got.bytes().await.map(Some)
+        }) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(invalid(key, "the entry is larger than any artifact's")),
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.unreachable(e)),
+        };
+        let entry: Entry = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(key, &format!("garbled entry: {e}")))?;
+        check_entry(key, &entry)?;
+        Ok(Some(entry))
+    }
+
+    async fn download_all(&self, entry: &Entry, out_dir: &FsPath) -> Result<u64, RemoteError> {
+        let results: Vec<Result<u64, RemoteError>> = futures::stream::iter(&entry.files)
+            .map(|f| self.download(&entry.key, f, out_dir))
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        results.into_iter().sum()
+    }
+
+    /// One blob into `out_dir/<path>`, its size and blake3 checked against the entry.
+    async fn download(
+        &self,
+        key: &str,
+        f: &EntryFile,
+        out_dir: &FsPath,
+    ) -> Result<u64, RemoteError> {
+        let got = match self.store.get(&self.blob_path(&f.digest)).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(invalid(key, &format!("blob of `{}` is missing", f.path)));
+            }
+            Err(e) => return Err(self.unreachable(e)),
+        };
+        if got.meta.size != f.size {
+            return Err(invalid(
+                key,
+                &format!("blob of `{}` has the wrong size", f.path),
+            ));
+        }
+        let bytes = got.bytes().await.map_err(|e| self.unreachable(e))?;
+        if blake3::hash(&bytes).to_hex().as_str() != f.digest {
+            return Err(invalid(
+                key,
+                &format!("blob of `{}` does not match its digest", f.path),
+            ));
+        }
+        let dest = out_dir.join(&f.path);
+        let write = || -> std::io::Result<()> {
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&dest, &bytes)
+        };
+        write().map_err(|e| CacheError::io("writing", &dest, e))?;
+        Ok(f.size)
+    }
+
+    /// Upload `artifact` (from `store`): the blobs the remote lacks, then the entry, create-only.
+    /// Returns the bytes uploaded (0 when the remote had it all).
+    pub fn push_artifact(&self, artifact: &Artifact) -> Result<u64, RemoteError> {
+        if let Some(why) = self.is_down() {
+            return Err(RemoteError::Unreachable(why));
+        }
+        let dir = artifact.out_dir.parent().expect("out/ has a parent");
+        let manifest: OutputManifest = std::fs::read(dir.join("manifest.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| invalid(&artifact.key, "local manifest.json is unreadable"))?;
+        let entry = Entry {
+            format: ENTRY_FORMAT,
+            key: artifact.key.clone(),
+            digest: manifest.digest.clone(),
+            fingerprint: artifact.fingerprint.clone(),
+            report: artifact.report.clone(),
+            files: manifest
+                .files
+                .iter()
+                .map(|f| EntryFile {
+                    path: f.path.clone(),
+                    size: f.size,
+                    digest: f.digest.clone(),
+                })
+                .collect(),
+        };
+        self.runtime
+            .block_on(self.push_entry(&entry, &artifact.out_dir))
+    }
+
+    async fn push_entry(&self, entry: &Entry, out_dir: &FsPath) -> Result<u64, RemoteError> {
+        let path = self.entry_path(&entry.key);
+        match self.store.head(&path).await {
+            Ok(_) => return Ok(0),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.unreachable(e)),
+        }
+        let results: Vec<Result<u64, RemoteError>> = futures::stream::iter(&entry.files)
+            .map(|f| self.upload(f, out_dir))
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        let bytes = results.into_iter().sum::<Result<u64, RemoteError>>()?;
+        let body = serde_json::to_vec_pretty(entry).expect("serialise");
+        let create = PutMode::Create.into();
+        match self
+            .store
+            .put_opts(&path, PutPayload::from(body), create)
+            .await
+        {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(bytes),
+            Err(e) => Err(self.unreachable(e)),
+        }
+    }
+
+    /// One file as its blob, unless the remote has it already.
+    async fn upload(&self, f: &EntryFile, out_dir: &FsPath) -> Result<u64, RemoteError> {
+        let blob = self.blob_path(&f.digest);
+        match self.store.head(&blob).await {
+            Ok(meta) if meta.size == f.size => return Ok(0),
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.unreachable(e)),
+        }
+        let source = out_dir.join(&f.path);
+        let bytes = std::fs::read(&source).map_err(|e| CacheError::io("reading", &source, e))?;
+        let mut upload = object_store::buffered::BufWriter::new(self.store.clone(), blob);
+        use tokio::io::AsyncWriteExt;
+        let written = async {
+            upload.write_all(&bytes).await?;
+            upload.shutdown().await
+        };
+        written.await.map_err(|e| {
+            RemoteError::Unreachable(format!("{}: uploading {}: {e}", self.url, f.path))
+        })?;
+        Ok(f.size)
+    }
+}
+
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 2,
+        retry_timeout: std::time::Duration::from_secs(20),
+        ..Default::default()
+    }
+}
+
+/// Short connect timeout (an unreachable remote must not stall a run); `AWS_ALLOW_HTTP=true`
+/// allows a plain-HTTP endpoint (a local test server).
+fn client_options() -> object_store::ClientOptions {
+    let allow_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    object_store::ClientOptions::new()
+        .with_allow_http(allow_http)
+        .with_connect_timeout(std::time::Duration::from_secs(5))
+        .with_timeout(std::time::Duration::from_secs(300))
+}
+
+fn invalid(key: &str, why: &str) -> RemoteError {
+    RemoteError::Invalid {
+        key: key.to_string(),
+        why: why.to_string(),
+    }
+}
+
+/// An entry is used only if it is ours, for this key, and names files inside the artifact.
+fn check_entry(key: &str, entry: &Entry) -> Result<(), RemoteError> {
+    if entry.format != ENTRY_FORMAT {
+        return Err(invalid(
+            key,
+            &format!("unknown entry format {}", entry.format),
+        ));
+    }
+    if entry.key != key || entry.fingerprint.key() != key {
+        return Err(invalid(key, "the entry is for another key"));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for f in &entry.files {
+        if !safe_relative(&f.path) || !seen.insert(f.path.as_str()) {
+            return Err(invalid(
+                key,
+                &format!("unsafe or repeated path `{}`", f.path),
+            ));
+        }
+        let hex = f.digest.len() == 64 && f.digest.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex {
+            return Err(invalid(key, &format!("bad digest for `{}`", f.path)));
+        }
+    }
+    let files: Vec<super::OutputFile> = entry
+        .files
+        .iter()
+        .map(|f| super::OutputFile {
+            path: f.path.clone(),
+            size: f.size,
+            digest: f.digest.clone(),
+            mtime_ns: 0,
+        })
+        .collect();
+    if super::output_digest(&files) != entry.digest {
+        return Err(invalid(
+            key,
+            "the file list does not match the entry's digest",
+        ));
+    }
+    Ok(())
+}
+
+/// A path that stays inside the artifact folder: relative, plain names only.
+fn safe_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\\')
+        && FsPath::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_relative_paths_are_safe() {
+        for ok in ["out.bin", "a/b.png", "correlation_q01.png"] {
+            assert!(safe_relative(ok), "{ok}");
+        }
+        for bad in ["", "../outside", "/etc/passwd", "a/../../b", "./x", "a\\b"] {
+            assert!(!safe_relative(bad), "{bad}");
+        }
+    }
+}

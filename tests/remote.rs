@@ -1,0 +1,290 @@
+//! The shared remote cache: a `file://` remote always, and an S3-compatible server on 127.0.0.1
+//! when `.ci/run` started one (`GALAXY_PIPE_TEST_S3=s3://bucket`, with `AWS_ENDPOINT_URL` etc.);
+//! without it the S3 test skips loudly, and `GALAXY_PIPE_REQUIRE_S3=1` turns that into a failure.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::*;
+
+#[test]
+fn child_entry() {
+    child_main();
+}
+
+/// `run` with `--cache-dir DIR` and `--remote URL` (plus `extra`), as JSON.
+fn run_on(p: &Project, cache: &str, remote: &str, extra: &[&str]) -> (i32, serde_json::Value) {
+    let mut args = vec!["run", "p.toml", "--cache-dir", cache, "--remote", remote];
+    args.extend(extra);
+    p.run_json(&args)
+}
+
+/// The JSON document among the child's stdout lines.
+fn json_line(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("a JSON line");
+    serde_json::from_str(line).unwrap()
+}
+
+fn file_url(dir: &Path) -> String {
+    format!("file://{}", dir.display())
+}
+
+/// Files under the remote's `blobs/`.
+fn blobs(remote: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![remote.join("blobs")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Machine A computes and pushes; machine B (its own cache) computes nothing: every stage comes
+/// from the remote, byte-identical. A third run on B makes no request at all.
+fn round_trip(p: &Project, remote: &str) {
+    let (code, a) = run_on(p, "cache-a", remote, &["--push"]);
+    assert_eq!(code, 0, "{a}");
+    assert_eq!(ids_with(&a, "ran").len(), 5, "{a}");
+    assert!(
+        a["stages"][0]["notes"].to_string().contains("pushed"),
+        "{a}"
+    );
+    p.clear_log();
+    let (code, b) = run_on(p, "cache-b", remote, &[]);
+    assert_eq!(code, 0, "{b}");
+    assert_eq!(ids_with(&b, "remote").len(), 5, "{b}");
+    assert!(p.starts().is_empty(), "nothing computed on B");
+    assert!(b["stages"][1]["remote_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        artifact_bytes(&p.path().join("cache-a")),
+        artifact_bytes(&p.path().join("cache-b"))
+    );
+    // Fully cached locally: the remote is not asked (an unreachable one would warn).
+    let out = p
+        .command(&[
+            "run",
+            "p.toml",
+            "--cache-dir",
+            "cache-b",
+            "--remote",
+            "s3://nowhere/x",
+        ])
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_ALLOW_HTTP", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("warning"),
+        "no request when every key is local: {err}"
+    );
+}
+
+#[test]
+fn a_file_remote_shares_every_artifact_byte_identical() {
+    let p = Project::new(10, 2);
+    let remote = p.path().join("remote");
+    round_trip(&p, &file_url(&remote));
+    // Read-only by default: B pushed nothing new; blobs are stored once per content.
+    let files: usize = artifact_bytes(&p.path().join("cache-a")).len();
+    assert!(blobs(&remote).len() <= files);
+    assert_eq!(entries(&remote.join("entries")), 5);
+}
+
+#[test]
+fn damaged_or_hostile_entries_are_misses_never_failures() {
+    let p = Project::new(10, 0);
+    let remote = p.path().join("remote");
+    let url = file_url(&remote);
+    assert_eq!(run_on(&p, "cache-a", &url, &["--push"]).0, 0);
+    // A flipped byte in every blob of one artifact: found, reported, recomputed.
+    let (_, a) = p.run_json(&["status", "p.toml", "--cache-dir", "cache-a"]);
+    let crop_key = a["stages"][1]["key"].as_str().unwrap().to_string();
+    let entry = remote.join("entries").join(format!("{crop_key}.json"));
+    let e: serde_json::Value = serde_json::from_slice(&std::fs::read(&entry).unwrap()).unwrap();
+    for f in e["files"].as_array().unwrap() {
+        let d = f["digest"].as_str().unwrap();
+        let blob = remote.join("blobs").join(&d[..2]).join(d);
+        let mut bytes = std::fs::read(&blob).unwrap();
+        bytes[0] ^= 1;
+        std::fs::write(&blob, bytes).unwrap();
+    }
+    let out = p
+        .command(&[
+            "run",
+            "p.toml",
+            "--cache-dir",
+            "cache-b",
+            "--remote",
+            &url,
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = json_line(&out.stdout);
+    assert_eq!(ids_with(&v, "ran"), ["crop"], "{v}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not match its digest"), "{err}");
+
+    // An entry naming a path outside the artifact: rejected, nothing written outside.
+    let mut hostile = e.clone();
+    hostile["files"][0]["path"] = serde_json::json!("../../outside");
+    std::fs::write(&entry, serde_json::to_vec(&hostile).unwrap()).unwrap();
+    let out = p
+        .command(&[
+            "run",
+            "p.toml",
+            "--cache-dir",
+            "cache-c",
+            "--remote",
+            &url,
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = json_line(&out.stdout);
+    assert_eq!(ids_with(&v, "ran"), ["crop"], "{v}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unsafe or repeated path"));
+    assert!(!p.path().join("outside").exists() && !p.path().join("cache-c/outside").exists());
+
+    // A truncated entry: a garbled one, reported, recomputed.
+    std::fs::write(&entry, b"{\"format\": 1, \"ke").unwrap();
+    let (code, v) = run_on(&p, "cache-d", &url, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(ids_with(&v, "ran"), ["crop"], "{v}");
+}
+
+#[test]
+fn an_unreachable_remote_warns_once_and_the_run_goes_on() {
+    let p = Project::new(6, 0);
+    let out = p
+        .command(&[
+            "run",
+            "p.toml",
+            "--remote",
+            "s3://bucket/prefix",
+            "--push",
+            "--json",
+        ])
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9") // nothing listens on the discard port
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err.matches("the remote cache cannot be used").count(),
+        1,
+        "{err}"
+    );
+    let v: serde_json::Value = json_line(&out.stdout);
+    assert_eq!(
+        ids_with(&v, "ran").len(),
+        5,
+        "every stage computed locally: {v}"
+    );
+}
+
+#[test]
+fn pull_downloads_without_computing_and_push_uploads_a_pipelines_state() {
+    let p = Project::new(8, 0);
+    let remote = p.path().join("remote");
+    let url = file_url(&remote);
+    // Computed without pushing, then pushed explicitly.
+    assert_eq!(
+        p.run_json(&["run", "p.toml", "--cache-dir", "cache-a"]).0,
+        0
+    );
+    let (code, v) = p.run_json(&["push", "p.toml", "--cache-dir", "cache-a", "--remote", &url]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["artifacts"].as_array().unwrap().len(), 5);
+    // status on a fresh cache says `remote hit` for the first stage; pull takes everything.
+    let (_, s) = p.run_json(&[
+        "status",
+        "p.toml",
+        "--cache-dir",
+        "cache-b",
+        "--remote",
+        &url,
+    ]);
+    assert_eq!(s["stages"][0]["state"], "remote hit", "{s}");
+    p.clear_log();
+    let (code, v) = p.run_json(&["pull", "p.toml", "--cache-dir", "cache-b", "--remote", &url]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(ids_with(&v, "remote").len(), 5, "{v}");
+    assert!(p.starts().is_empty());
+    // A stage the remote lacks is skipped by pull, never computed.
+    let (code, v) = p.run_json(&[
+        "pull",
+        "p.toml",
+        "--cache-dir",
+        "cache-c",
+        "--remote",
+        &url,
+        "--set",
+        "train.epochs=2",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(ids_with(&v, "skipped"), ["train", "evaluate"], "{v}");
+    assert!(p.starts().is_empty());
+}
+
+/// Against a real S3 server (moto on 127.0.0.1, started by `.ci/run`): the round trip, and two
+/// machines pushing the same keys at once leave one entry each, with no error.
+#[test]
+fn an_s3_remote_shares_artifacts_and_racing_pushes_leave_one_entry() {
+    let Ok(bucket) = std::env::var("GALAXY_PIPE_TEST_S3") else {
+        assert!(
+            std::env::var_os("GALAXY_PIPE_REQUIRE_S3").is_none(),
+            "GALAXY_PIPE_REQUIRE_S3 is set but no S3 server was given (GALAXY_PIPE_TEST_S3)"
+        );
+        eprintln!(
+            "\n!!! SKIPPED: no S3 server (set GALAXY_PIPE_TEST_S3=s3://bucket; .ci/run starts moto) !!!\n"
+        );
+        return;
+    };
+    let p = Project::new(10, 2);
+    let prefix = format!("{bucket}/{}", std::process::id());
+    round_trip(&p, &format!("{prefix}/a"));
+    let racing = format!("{prefix}/race");
+    let runs: Vec<Vec<&str>> = ["cache-x", "cache-y"]
+        .iter()
+        .map(|c| {
+            vec![
+                "run",
+                "p.toml",
+                "--cache-dir",
+                c,
+                "--remote",
+                &racing,
+                "--push",
+            ]
+        })
+        .collect();
+    p.run_simultaneously(&runs, 50);
+    let (code, v) = run_on(&p, "cache-z", &racing, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(ids_with(&v, "remote").len(), 5, "{v}");
+}
