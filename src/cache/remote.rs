@@ -447,6 +447,63 @@ fn safe_relative(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::{CACHE_FORMAT, Lookup};
+
+    /// A published artifact of two files (one in a subfolder) in `store`.
+    fn publish_one(store: &Store) -> Artifact {
+        let fp = Fingerprint {
+            cache_format: CACHE_FORMAT,
+            kind: "toy".into(),
+            code_version: 1,
+            params: serde_json::json!({ "n": 3 }),
+            seed: None,
+            inputs: Default::default(),
+            files: Default::default(),
+        };
+        let staging = store.staging(&fp.key()).unwrap();
+        std::fs::write(staging.out_dir.join("a.bin"), vec![7u8; 100_000]).unwrap();
+        std::fs::create_dir_all(staging.out_dir.join("sub")).unwrap();
+        std::fs::write(staging.out_dir.join("sub/b.txt"), "hello").unwrap();
+        store
+            .publish(staging, &fp, &StageReport::default())
+            .unwrap()
+    }
+
+    #[test]
+    fn push_then_fetch_through_an_in_memory_store_is_byte_identical() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (store_a, store_b) = (
+            Store::open(a.path()).unwrap(),
+            Store::open(b.path()).unwrap(),
+        );
+        let artifact = publish_one(&store_a);
+        let memory = Arc::new(object_store::memory::InMemory::new());
+        let remote = Remote::with_store(memory, Path::from("team"), "memory:///team", true);
+        assert!(!remote.has(&artifact.key).unwrap());
+        assert_eq!(remote.push_artifact(&artifact).unwrap(), 100_005);
+        // A second push of the same key uploads nothing and is not an error.
+        assert_eq!(remote.push_artifact(&artifact).unwrap(), 0);
+        assert!(remote.has(&artifact.key).unwrap());
+        let fetched = remote
+            .fetch(&artifact.key, &store_b)
+            .unwrap()
+            .expect("on the remote");
+        assert_eq!(fetched.bytes, 100_005);
+        assert_eq!(fetched.artifact.digest, artifact.digest);
+        let Lookup::Valid(local) = store_b.lookup(&artifact.key, true) else {
+            panic!("published in the second cache");
+        };
+        for f in ["a.bin", "sub/b.txt"] {
+            let (x, y) = (artifact.out_dir.join(f), local.out_dir.join(f));
+            assert_eq!(std::fs::read(x).unwrap(), std::fs::read(y).unwrap(), "{f}");
+        }
+        assert!(
+            remote
+                .fetch("0".repeat(64).as_str(), &store_b)
+                .unwrap()
+                .is_none()
+        );
+    }
 
     #[test]
     fn only_plain_relative_paths_are_safe() {
