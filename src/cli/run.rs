@@ -111,14 +111,22 @@ pub fn run_once(
 fn verdict(stages: &[StageRecord], failed: bool, dry_run: bool, seconds: f64) -> String {
     let count = |o: Outcome| records::count(stages, o);
     if dry_run {
+        let remote = match count(Outcome::RemoteHit) {
+            0 => String::new(),
+            n => format!(", {n} remote hit"),
+        };
         return format!(
-            "dry run: {} hit, {} miss",
+            "dry run: {} hit, {} miss{remote}",
             count(Outcome::Hit),
             count(Outcome::Miss)
         );
     }
+    let remote = match count(Outcome::Remote) {
+        0 => String::new(),
+        n => format!(", {n} from the remote"),
+    };
     format!(
-        "{}: {} ran, {} cached, {} failed, {} skipped in {seconds:.2}s",
+        "{}: {} ran, {} cached{remote}, {} failed, {} skipped in {seconds:.2}s",
         if failed { "FAILED" } else { "ok" },
         count(Outcome::Ran),
         count(Outcome::Cached),
