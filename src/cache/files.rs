@@ -175,33 +175,9 @@ pub fn manifest(
     {
         return Ok((c.manifest.clone(), None));
     }
-    // Merge-join the sorted walk with the sorted cache.
-    let mut known: Vec<Option<&Stat>> = Vec::with_capacity(found.len());
     let cached = cache.as_ref().map(|c| c.entries.as_slice()).unwrap_or(&[]);
-    let mut j = 0;
-    for f in &found {
-        while j < cached.len() && cached[j].0 < f.rel {
-            j += 1;
-        }
-        known.push(
-            (j < cached.len() && cached[j].0 == f.rel && same(f, &cached[j].1))
-                .then(|| &cached[j].1),
-        );
-    }
-    let stale: Vec<usize> = (0..found.len()).filter(|&i| known[i].is_none()).collect();
-    let total = stale.len() as u64;
-    let done = std::sync::atomic::AtomicU64::new(0);
-    let hashed: Vec<String> = stale
-        .par_iter()
-        .map(|&i| {
-            let digest = hash_file(&found[i].abs)?;
-            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if n % 256 == 0 || n == total {
-                on_hashed(n, total);
-            }
-            Ok(digest)
-        })
-        .collect::<Result<_, CacheError>>()?;
+    let known = known_stats(&found, cached, same);
+    let hashed = hash_stale(&found, &known, on_hashed)?;
     let mut fresh = hashed.into_iter();
     let entries: Vec<(String, Stat)> = found
         .iter()
@@ -244,6 +220,49 @@ pub fn manifest(
         new_cache.write(stat_file)?;
     }
     Ok((digest, Some(manifest)))
+}
+
+/// For each walked file (sorted), its stat-cache entry when the file is unchanged since it was
+/// hashed (a merge-join of the two sorted lists).
+fn known_stats<'c>(
+    found: &[Found],
+    cached: &'c [(String, Stat)],
+    same: impl Fn(&Found, &Stat) -> bool,
+) -> Vec<Option<&'c Stat>> {
+    let mut known = Vec::with_capacity(found.len());
+    let mut j = 0;
+    for f in found {
+        while j < cached.len() && cached[j].0 < f.rel {
+            j += 1;
+        }
+        known.push(
+            (j < cached.len() && cached[j].0 == f.rel && same(f, &cached[j].1))
+                .then(|| &cached[j].1),
+        );
+    }
+    known
+}
+
+/// The digests of the files `known` has no entry for, in order, hashed on every core.
+fn hash_stale(
+    found: &[Found],
+    known: &[Option<&Stat>],
+    on_hashed: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Vec<String>, CacheError> {
+    let stale: Vec<usize> = (0..found.len()).filter(|&i| known[i].is_none()).collect();
+    let total = stale.len() as u64;
+    let done = std::sync::atomic::AtomicU64::new(0);
+    stale
+        .par_iter()
+        .map(|&i| {
+            let digest = hash_file(&found[i].abs)?;
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n % 256 == 0 || n == total {
+                on_hashed(n, total);
+            }
+            Ok(digest)
+        })
+        .collect()
 }
 
 pub fn hash_file(path: &Path) -> Result<String, CacheError> {

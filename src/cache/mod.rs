@@ -527,7 +527,7 @@ pub(crate) fn output_digest(files: &[OutputFile]) -> String {
 }
 
 /// An error and its sources, joined with ": " (each source once).
-pub(crate) fn chain_text(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -180,7 +180,7 @@ impl Remote {
 
     /// A failure to talk to the remote: the remote is marked down (the run goes on locally).
     fn unreachable(&self, e: object_store::Error) -> RemoteError {
-        let message = format!("{}: {}", self.url, super::chain_text(&e));
+        let message = format!("{}: {}", self.url, super::error_chain(&e));
         self.mark_down(&message);
         RemoteError::Unreachable(message)
     }

@@ -263,17 +263,5 @@ impl<'a> Runner<'a> {
     }
 }
 
-/// An error and its sources, joined with ": ".
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        cur = c.source();
-    }
-    s
-}
+/// An error and its sources, joined with ": " (one implementation, in the cache layer).
+pub use crate::cache::error_chain as chain;

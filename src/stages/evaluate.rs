@@ -67,23 +67,7 @@ impl StageKindDef for Evaluate {
             .iter()
             .map(|&i| (crops.ids[i], crops.labels[i].expect("labelled")))
             .collect();
-        for (id, input) in ctx
-            .inputs
-            .iter()
-            .filter(|(_, i)| i.kind == super::baseline::Baseline::KIND)
-        {
-            for (method, rows) in
-                artifacts::read_predictions(&input.dir.join(crate::artifacts::PREDICTIONS))?
-            {
-                let (p, t): (Vec<_>, Vec<_>) = rows
-                    .iter()
-                    .filter_map(|(g, pr)| truth_by_id.get(g).map(|t| (*pr, *t)))
-                    .unzip();
-                if !p.is_empty() {
-                    table.push((format!("{id}:{method}"), score(&p, &t)));
-                }
-            }
-        }
+        table.extend(baseline_scores(ctx, &truth_by_id)?);
 
         let ids: Vec<u64> = valid.iter().map(|&i| crops.ids[i]).collect();
         let pred_rows: Vec<(u64, &str, crate::labels::Labels)> = ids
@@ -95,31 +79,61 @@ impl StageKindDef for Evaluate {
         write_metrics(&ctx.out_dir.join(crate::artifacts::METRICS), &table)?;
         per_class_chart(&ctx.out_dir.join("per_class_rmse.png"), &table)?;
 
-        let mut metrics = BTreeMap::new();
-        metrics.insert("rmse".into(), table[0].1.overall);
-        for (q, s) in QUESTIONS.iter().zip(&table[0].1.questions) {
-            metrics.insert(format!("rmse_q{}", q.number), *s);
+        Ok(outcome(&table, consistent, valid.len(), p.tta))
+    }
+}
+
+/// The score of every baseline given as input, on the galaxies of `truth_by_id`.
+fn baseline_scores(
+    ctx: &StageContext,
+    truth_by_id: &HashMap<u64, crate::labels::Labels>,
+) -> Result<Vec<(String, Scores)>, StageError> {
+    let mut table = Vec::new();
+    let baselines = ctx
+        .inputs
+        .iter()
+        .filter(|(_, i)| i.kind == super::baseline::Baseline::KIND);
+    for (id, input) in baselines {
+        let path = input.dir.join(crate::artifacts::PREDICTIONS);
+        for (method, rows) in artifacts::read_predictions(&path)? {
+            let (p, t): (Vec<_>, Vec<_>) = rows
+                .iter()
+                .filter_map(|(g, pr)| truth_by_id.get(g).map(|t| (*pr, *t)))
+                .unzip();
+            if !p.is_empty() {
+                table.push((format!("{id}:{method}"), score(&p, &t)));
+            }
         }
-        metrics.insert("tree_consistent".into(), consistent);
-        for (name, s) in &table[1..] {
-            metrics.insert(format!("rmse_{}", name.replace(':', "_")), s.overall);
-        }
-        let mut text = format!(
-            "validation RMSE on {} galaxies{}:\n",
-            valid.len(),
-            if p.tta { " (8-fold TTA)" } else { "" }
-        );
-        for (name, s) in &table {
-            text.push_str(&format!("            {name:<28} {:.5}\n", s.overall));
-        }
-        text.push_str(&format!(
-            "            tree-consistent predictions: {:.1}%",
-            100.0 * consistent
-        ));
-        Ok(StageOutcome {
-            metrics,
-            notes: vec![text],
-        })
+    }
+    Ok(table)
+}
+
+/// The metrics (model RMSE overall and per question, each baseline, tree consistency) and the
+/// note that lists them.
+fn outcome(table: &[(String, Scores)], consistent: f64, n: usize, tta: bool) -> StageOutcome {
+    let mut metrics = BTreeMap::new();
+    metrics.insert("rmse".into(), table[0].1.overall);
+    for (q, s) in QUESTIONS.iter().zip(&table[0].1.questions) {
+        metrics.insert(format!("rmse_q{}", q.number), *s);
+    }
+    metrics.insert("tree_consistent".into(), consistent);
+    for (name, s) in &table[1..] {
+        metrics.insert(format!("rmse_{}", name.replace(':', "_")), s.overall);
+    }
+    let mut text = format!(
+        "validation RMSE on {n} galaxies{}:\n",
+        if tta { " (8-fold TTA)" } else { "" }
+    );
+    for (name, s) in table {
+        text.push_str(&format!("            {name:<28} {:.5}\n", s.overall));
+    }
+    text.push_str(&format!(
+        "            tree-consistent predictions: {:.1}%",
+        100.0 * consistent
+    ));
+    StageOutcome {
+        metrics,
+        notes: vec![text],
     }
 }
 
