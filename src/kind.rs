@@ -329,6 +329,49 @@ impl Bounds {
     }
 }
 
+/// Every kind a build (or a test) knows, in declaration order.
+pub trait KindCatalog: Sync {
+    fn kinds(&self) -> Vec<&dyn KindParams>;
+
+    fn find(&self, name: &str) -> Option<&dyn KindParams> {
+        self.kinds().into_iter().find(|k| k.kind().name() == name)
+    }
+
+    /// The kind names, in declaration order.
+    fn names(&self) -> Vec<String> {
+        self.kinds()
+            .iter()
+            .map(|k| k.kind().name().to_string())
+            .collect()
+    }
+}
+
+/// The keys a parameter schema lists, sorted (for unknown-key errors).
+pub fn schema_keys(schema: &serde_json::Value) -> Vec<String> {
+    let mut keys: Vec<String> = schema
+        .get("properties")
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+/// The whole JSON Schema of one kind's parameter table.
+pub fn full_schema(kind: &dyn KindParams) -> serde_json::Value {
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
+    let reference = kind.schema(&mut generator).to_value();
+    let defs = generator.definitions();
+    match reference
+        .get("$ref")
+        .and_then(|r| r.as_str())
+        .and_then(|r| r.rsplit('/').next())
+    {
+        Some(name) => defs.get(name).cloned().unwrap_or(reference),
+        None => reference,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,48 +416,5 @@ mod tests {
             check_bounds(&root, &json!({ "list": [] }))[0].message,
             "must list at least one item"
         );
-    }
-}
-
-/// Every kind a build (or a test) knows, in declaration order.
-pub trait KindCatalog: Sync {
-    fn kinds(&self) -> Vec<&dyn KindParams>;
-
-    fn find(&self, name: &str) -> Option<&dyn KindParams> {
-        self.kinds().into_iter().find(|k| k.kind().name() == name)
-    }
-
-    /// The kind names, in declaration order.
-    fn names(&self) -> Vec<String> {
-        self.kinds()
-            .iter()
-            .map(|k| k.kind().name().to_string())
-            .collect()
-    }
-}
-
-/// The keys a parameter schema lists, sorted (for unknown-key errors).
-pub fn schema_keys(schema: &serde_json::Value) -> Vec<String> {
-    let mut keys: Vec<String> = schema
-        .get("properties")
-        .and_then(|p| p.as_object())
-        .map(|p| p.keys().cloned().collect())
-        .unwrap_or_default();
-    keys.sort();
-    keys
-}
-
-/// The whole JSON Schema of one kind's parameter table.
-pub fn full_schema(kind: &dyn KindParams) -> serde_json::Value {
-    let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
-    let reference = kind.schema(&mut generator).to_value();
-    let defs = generator.definitions();
-    match reference
-        .get("$ref")
-        .and_then(|r| r.as_str())
-        .and_then(|r| r.rsplit('/').next())
-    {
-        Some(name) => defs.get(name).cloned().unwrap_or(reference),
-        None => reference,
     }
 }

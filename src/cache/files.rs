@@ -257,7 +257,7 @@ fn hash_stale(
         .map(|&i| {
             let digest = hash_file(&found[i].abs)?;
             let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if n % 256 == 0 || n == total {
+            if n.is_multiple_of(256) || n == total {
                 on_hashed(n, total);
             }
             Ok(digest)

@@ -17,7 +17,7 @@ pub mod exit {
 pub enum CliError {
     /// The pipeline file is invalid (rendered with its source spans).
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(Box<ConfigError>),
     /// The command line names something that does not exist or does not fit.
     #[error("{0}")]
     Usage(String),
@@ -51,10 +51,16 @@ impl CliError {
     }
 }
 
+impl From<ConfigError> for CliError {
+    fn from(e: ConfigError) -> Self {
+        CliError::Config(Box::new(e))
+    }
+}
+
 impl From<GraphError> for CliError {
     fn from(e: GraphError) -> Self {
         match e {
-            GraphError::Invalid(c) => CliError::Config(c),
+            GraphError::Invalid(c) => CliError::Config(Box::new(c)),
             other => CliError::Usage(other.to_string()),
         }
     }

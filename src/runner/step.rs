@@ -266,7 +266,7 @@ impl Runner<'_> {
             return Ok(self.reused(i, &job.fingerprint, a, start, false));
         }
         let forced = opts.force_all || opts.force.iter().any(|f| f == &spec.id);
-        if !forced && let Some(done) = self.from_remote(i, &job, start) {
+        if !forced && let Some(done) = self.fetch_remote(i, &job, start) {
             return Ok(done);
         }
         if opts.fetch_only {
@@ -311,7 +311,7 @@ impl Runner<'_> {
 
     /// Download stage `i` from the remote cache instead of computing it, when it is there. A
     /// damaged entry or an unreachable remote is a warning and a miss, never a failure.
-    fn from_remote(
+    fn fetch_remote(
         &self,
         i: usize,
         job: &Job,

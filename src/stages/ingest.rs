@@ -168,6 +168,9 @@ fn note_ignored(notes: &mut Vec<String>, ignored: &[String], dir: &Path) {
     }
 }
 
+/// Label rows left out, with why (`skipped.parquet`).
+type Skipped = Vec<(u64, String)>;
+
 /// The label rows and the training images, matched by id.
 struct Labelled<'a> {
     labels: &'a BTreeMap<u64, crate::labels::Labels>,
@@ -184,7 +187,7 @@ impl Labelled<'_> {
         p: &IngestParams,
         seed: u64,
         notes: &mut Vec<String>,
-    ) -> Result<(Vec<CatalogRow>, Vec<(u64, String)>), StageError> {
+    ) -> Result<(Vec<CatalogRow>, Skipped), StageError> {
         let mut rows = Vec::with_capacity(self.labels.len());
         let mut missing = Vec::new();
         for (id, values) in self.labels {
