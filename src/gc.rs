@@ -53,14 +53,7 @@ impl GcReport {
 /// Delete the artifacts that neither the newest `keep_runs` runs nor any pipeline's current
 /// state use.
 pub fn gc(store: &Store, keep_runs: usize, dry_run: bool) -> Result<GcReport, CacheError> {
-    let (runs, warnings) = records::list(&store.runs_dir());
-    let mut keep: BTreeSet<String> = runs
-        .iter()
-        .take(keep_runs)
-        .flat_map(|r| r.stages.iter().filter_map(|s| s.key.clone()))
-        .collect();
-    // The last state of every stage of every pipeline stays, so `run` after `gc` is a no-op.
-    keep.extend(current_keys(store));
+    let (keep, warnings) = retained(store, keep_runs);
     let swept = if dry_run { 0 } else { store.sweep() };
     let mut removed = Vec::new();
     let mut busy = Vec::new();
@@ -94,6 +87,20 @@ pub fn gc(store: &Store, keep_runs: usize, dry_run: bool) -> Result<GcReport, Ca
         swept_temp: swept,
         warnings,
     })
+}
+
+/// The keys `gc` keeps (locally and on the remote): every key of the newest `keep_runs` runs,
+/// and the last state of every stage of every pipeline (so `run` after `gc` is a no-op); and
+/// the run records that could not be read.
+pub fn retained(store: &Store, keep_runs: usize) -> (BTreeSet<String>, Vec<String>) {
+    let (runs, warnings) = records::list(&store.runs_dir());
+    let mut keep: BTreeSet<String> = runs
+        .iter()
+        .take(keep_runs)
+        .flat_map(|r| r.stages.iter().filter_map(|s| s.key.clone()))
+        .collect();
+    keep.extend(current_keys(store));
+    (keep, warnings)
 }
 
 /// Keys of the last fingerprint recorded for each stage of each pipeline.

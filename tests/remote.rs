@@ -288,3 +288,57 @@ fn an_s3_remote_shares_artifacts_and_racing_pushes_leave_one_entry() {
     assert_eq!(code, 0);
     assert_eq!(ids_with(&v, "remote").len(), 5, "{v}");
 }
+
+/// `gc --remote URL` removes the remote entries no retained run or pipeline state uses (blobs
+/// younger than an hour stay: a push may be between its blobs and its entry); the
+/// `GALAXY_PIPE_REMOTE` variable alone never makes `gc` touch the remote.
+#[test]
+fn gc_on_the_remote_removes_the_entries_no_retained_run_uses() {
+    let p = Project::new(8, 0);
+    let remote = p.path().join("remote");
+    let url = file_url(&remote);
+    assert_eq!(run_on(&p, "cache-a", &url, &["--push"]).0, 0);
+    let second = run_on(&p, "cache-a", &url, &["--push", "--set", "train.epochs=2"]);
+    assert_eq!(ids_with(&second.1, "ran"), ["train", "evaluate"]);
+    assert_eq!(entries(&remote.join("entries")), 7);
+    let gc = |extra: &[&str]| {
+        let mut args = vec![
+            "gc",
+            "--keep-runs",
+            "1",
+            "--cache-dir",
+            "cache-a",
+            "--remote",
+            &url,
+        ];
+        args.extend(extra);
+        p.run_json(&args)
+    };
+    let (code, v) = gc(&["--dry-run"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["removed_entries"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(
+        entries(&remote.join("entries")),
+        7,
+        "a dry run deletes nothing"
+    );
+    let (_, v) = gc(&[]);
+    assert_eq!(
+        v["removed_blobs"], 0,
+        "fresh blobs are in their grace period: {v}"
+    );
+    assert_eq!(entries(&remote.join("entries")), 5);
+    // The environment variable alone: a local gc.
+    let out = p
+        .command(&["gc", "--cache-dir", "cache-a", "--json"])
+        .env("GALAXY_PIPE_REMOTE", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"removed\""));
+    assert_eq!(entries(&remote.join("entries")), 5);
+    // What is left is still a complete cache for the current state.
+    let (code, v) = run_on(&p, "cache-b", &url, &["--set", "train.epochs=2"]);
+    assert_eq!(code, 0);
+    assert_eq!(ids_with(&v, "remote").len(), 5, "{v}");
+}

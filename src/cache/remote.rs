@@ -367,6 +367,107 @@ impl Remote {
     }
 }
 
+/// What `gc --remote` removed (or, with `dry_run`, would remove).
+#[derive(Debug, Default, Serialize)]
+pub struct RemoteGc {
+    pub dry_run: bool,
+    pub removed_entries: Vec<String>,
+    pub kept_entries: usize,
+    pub removed_blobs: usize,
+    pub freed_bytes: u64,
+}
+
+/// Blobs younger than this are never collected: a push uploads its blobs before its entry, and
+/// a collection must not take them in between.
+pub const BLOB_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl Remote {
+    /// Remove the entries whose key is not in `keep`, then the blobs no remaining entry names
+    /// (older than `grace`).
+    pub fn gc(
+        &self,
+        keep: &std::collections::BTreeSet<String>,
+        dry_run: bool,
+        grace: std::time::Duration,
+    ) -> Result<RemoteGc, RemoteError> {
+        self.runtime.block_on(self.collect(keep, dry_run, grace))
+    }
+
+    async fn collect(
+        &self,
+        keep: &std::collections::BTreeSet<String>,
+        dry_run: bool,
+        grace: std::time::Duration,
+    ) -> Result<RemoteGc, RemoteError> {
+        let mut report = RemoteGc {
+            dry_run,
+            ..RemoteGc::default()
+        };
+        let mut referenced = std::collections::BTreeSet::new();
+        for meta in self.list("entries").await? {
+            let key = meta
+                .location
+                .filename()
+                .unwrap_or("")
+                .trim_end_matches(".json")
+                .to_string();
+            if keep.contains(&key) {
+                report.kept_entries += 1;
+                if let Ok(Some(entry)) = self.read_entry_async(&key).await {
+                    referenced.extend(entry.files.into_iter().map(|f| f.digest));
+                }
+                continue;
+            }
+            if !dry_run {
+                self.delete(&meta.location).await?;
+            }
+            report.freed_bytes += meta.size;
+            report.removed_entries.push(key);
+        }
+        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
+        for meta in self.list("blobs").await? {
+            let digest = meta.location.filename().unwrap_or("");
+            if referenced.contains(digest) || meta.last_modified > cutoff {
+                continue;
+            }
+            if !dry_run {
+                self.delete(&meta.location).await?;
+            }
+            report.removed_blobs += 1;
+            report.freed_bytes += meta.size;
+        }
+        Ok(report)
+    }
+
+    async fn list(&self, folder: &str) -> Result<Vec<object_store::ObjectMeta>, RemoteError> {
+        let prefix = self.prefix.clone().join(folder);
+        let listed: Vec<_> = self.store.list(Some(&prefix)).collect().await;
+        listed
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.unreachable(e))
+    }
+
+    async fn delete(&self, path: &Path) -> Result<(), RemoteError> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.unreachable(e)),
+        }
+    }
+
+    async fn read_entry_async(&self, key: &str) -> Result<Option<Entry>, RemoteError> {
+        let got = match self.store.get(&self.entry_path(key)).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.unreachable(e)),
+        };
+        let bytes = got.bytes().await.map_err(|e| self.unreachable(e))?;
+        let entry: Entry = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(key, &format!("garbled entry: {e}")))?;
+        Ok(Some(entry))
+    }
+}
+
 fn retry() -> object_store::RetryConfig {
     object_store::RetryConfig {
         max_retries: 2,

@@ -6,12 +6,45 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::output::{emit, print};
-use super::pipeline::{load, open_store, planner};
+use super::pipeline::{load, open_remote, open_store, planner};
 use super::plan::describe;
 use super::{CliError, Context, PipelineArgs, compare_format, exit};
 use crate::config;
 use crate::records;
 use crate::runner::{PlanState, RunOptions};
+
+/// `gc --remote URL`: the remote entries that no retained local run or pipeline state uses, then
+/// the blobs no remaining entry names (older than an hour, so a push in progress is safe).
+fn remote_gc(
+    ctx: &Context,
+    store: &crate::cache::Store,
+    keep_runs: usize,
+    dry_run: bool,
+) -> Result<i32, CliError> {
+    let remote = open_remote(ctx, None, false)?.expect("--remote was given");
+    let (keep, warnings) = crate::gc::retained(store, keep_runs);
+    warn_unreadable(&warnings);
+    let grace = crate::cache::remote::BLOB_GRACE;
+    let report = remote
+        .gc(&keep, dry_run, grace)
+        .map_err(|e| CliError::Runtime(format!("gc: {e}")))?;
+    let verb = if dry_run { "would delete" } else { "deleted" };
+    let mut text = String::new();
+    for key in &report.removed_entries {
+        text.push_str(&format!("{verb} entry {key}\n"));
+    }
+    text.push_str(&format!(
+        "{verb} {} entr(ies) and {} blob(s), {:.1} MiB on {}; kept {} entr(ies)\n",
+        report.removed_entries.len(),
+        report.removed_blobs,
+        report.freed_bytes as f64 / (1 << 20) as f64,
+        remote.url(),
+        report.kept_entries
+    ));
+    let value = serde_json::to_value(&report).expect("serialise");
+    emit(ctx.json, &value, &text)?;
+    Ok(exit::OK)
+}
 
 fn warn_unreadable(warnings: &[String]) {
     for w in warnings {
@@ -112,6 +145,9 @@ pub fn report(ctx: &Context, run: Option<&str>, out: &Path) -> Result<i32, CliEr
 
 pub fn gc(ctx: &Context, keep_runs: usize, dry_run: bool) -> Result<i32, CliError> {
     let store = open_store(ctx, None)?;
+    if ctx.remote_on_command_line {
+        return remote_gc(ctx, &store, keep_runs, dry_run);
+    }
     let report = crate::gc::gc(&store, keep_runs, dry_run)
         .map_err(|e| CliError::Runtime(format!("gc: {e}")))?;
     warn_unreadable(&report.warnings);

@@ -100,7 +100,8 @@ enum Command {
         /// The stage id.
         stage: String,
     },
-    /// Delete artifacts that neither the last N runs nor any pipeline's current state use.
+    /// Delete artifacts that neither the last N runs nor any pipeline's current state use (with
+    /// `--remote URL`: on the remote cache instead of the local one).
     Gc {
         /// Keep every artifact used by the newest N runs.
         #[arg(long, default_value_t = 10, value_name = "N")]
@@ -234,13 +235,20 @@ pub struct Context<'a> {
     pub cache_dir: Option<&'a Path>,
     /// `--remote` / `GALAXY_PIPE_REMOTE`.
     pub remote: Option<&'a str>,
+    /// Whether `--remote` was written on the command line (`gc --remote URL` collects the
+    /// remote; the environment variable alone never makes `gc` touch it).
+    pub remote_on_command_line: bool,
     pub registry: &'a Registry,
 }
 
 /// Run the CLI with `args` (including the program name) and the given stage kinds.
 pub fn main_with(args: Vec<OsString>, registry: &Registry) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
-        Ok(c) => c,
+    use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+    let parsed = Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|m| Ok((Cli::from_arg_matches(&m)?, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let code = if e.use_stderr() {
                 exit::USAGE
@@ -251,11 +259,17 @@ pub fn main_with(args: Vec<OsString>, registry: &Registry) -> i32 {
             return code;
         }
     };
+    let remote_on_command_line = matches
+        .subcommand()
+        .and_then(|(_, sub)| sub.value_source("remote"))
+        .or_else(|| matches.value_source("remote"))
+        == Some(ValueSource::CommandLine);
     init_tracing(cli.verbose);
     let ctx = Context {
         json: cli.json,
         cache_dir: cli.cache_dir.as_deref(),
         remote: cli.remote.as_deref(),
+        remote_on_command_line,
         registry,
     };
     match dispatch(&ctx, cli.command) {
