@@ -250,7 +250,8 @@ impl Remote {
         results.into_iter().sum()
     }
 
-    /// One blob into `out_dir/<path>`, its size and blake3 checked against the entry.
+    /// One blob into `out_dir/<path>`, streamed (never whole in memory), its size and blake3
+    /// checked against the entry.
     async fn download(
         &self,
         key: &str,
@@ -270,21 +271,32 @@ impl Remote {
                 &format!("blob of `{}` has the wrong size", f.path),
             ));
         }
-        let bytes = got.bytes().await.map_err(|e| self.unreachable(e))?;
-        if blake3::hash(&bytes).to_hex().as_str() != f.digest {
+        let dest = out_dir.join(&f.path);
+        let local = |e: std::io::Error| RemoteError::from(CacheError::io("writing", &dest, e));
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(local)?;
+        }
+        let mut file = std::fs::File::create(&dest).map_err(local)?;
+        let (mut hasher, mut received) = (blake3::Hasher::new(), 0u64);
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.unreachable(e))?;
+            received += chunk.len() as u64;
+            if received > f.size {
+                return Err(invalid(
+                    key,
+                    &format!("blob of `{}` is larger than its entry says", f.path),
+                ));
+            }
+            hasher.update(&chunk);
+            std::io::Write::write_all(&mut file, &chunk).map_err(local)?;
+        }
+        if received != f.size || hasher.finalize().to_hex().as_str() != f.digest {
             return Err(invalid(
                 key,
                 &format!("blob of `{}` does not match its digest", f.path),
             ));
         }
-        let dest = out_dir.join(&f.path);
-        let write = || -> std::io::Result<()> {
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&dest, &bytes)
-        };
-        write().map_err(|e| CacheError::io("writing", &dest, e))?;
         Ok(f.size)
     }
 
@@ -344,8 +356,12 @@ impl Remote {
         }
     }
 
-    /// One file as its blob, unless the remote has it already.
+    /// One file as its blob, unless the remote has it already: read in chunks (large files go
+    /// up in parts), hashed on the way; a file that no longer matches its manifest is not
+    /// uploaded.
     async fn upload(&self, f: &EntryFile, out_dir: &FsPath) -> Result<u64, RemoteError> {
+        use std::io::Read;
+        use tokio::io::AsyncWriteExt;
         let blob = self.blob_path(&f.digest);
         match self.store.head(&blob).await {
             Ok(meta) if meta.size == f.size => return Ok(0),
@@ -353,16 +369,33 @@ impl Remote {
             Err(e) => return Err(self.unreachable(e)),
         }
         let source = out_dir.join(&f.path);
-        let bytes = std::fs::read(&source).map_err(|e| CacheError::io("reading", &source, e))?;
+        let local = |e: std::io::Error| RemoteError::from(CacheError::io("reading", &source, e));
+        let mut file = std::fs::File::open(&source).map_err(local)?;
         let mut upload = object_store::buffered::BufWriter::new(self.store.clone(), blob);
-        use tokio::io::AsyncWriteExt;
-        let written = async {
-            upload.write_all(&bytes).await?;
-            upload.shutdown().await
-        };
-        written.await.map_err(|e| {
+        let failed = |e: std::io::Error| {
             RemoteError::Unreachable(format!("{}: uploading {}: {e}", self.url, f.path))
-        })?;
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 8 << 20];
+        loop {
+            let n = file.read(&mut buf).map_err(local)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            upload.write_all(&buf[..n]).await.map_err(failed)?;
+        }
+        if hasher.finalize().to_hex().as_str() != f.digest {
+            let _ = upload.abort().await;
+            return Err(invalid(
+                &f.digest,
+                &format!(
+                    "local `{}` changed since it was published; not pushed",
+                    f.path
+                ),
+            ));
+        }
+        upload.shutdown().await.map_err(failed)?;
         Ok(f.size)
     }
 }
@@ -603,6 +636,25 @@ mod tests {
                 .fetch("0".repeat(64).as_str(), &store_b)
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn a_local_file_damaged_after_publishing_is_not_pushed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let artifact = publish_one(&store);
+        std::fs::write(artifact.out_dir.join("sub/b.txt"), "HELLO").unwrap();
+        let memory = Arc::new(object_store::memory::InMemory::new());
+        let remote = Remote::with_store(memory, Path::default(), "memory:///", true);
+        let err = remote.push_artifact(&artifact).unwrap_err();
+        assert!(
+            err.to_string().contains("changed since it was published"),
+            "{err}"
+        );
+        assert!(
+            !remote.has(&artifact.key).unwrap(),
+            "no entry names a damaged blob"
         );
     }
 
