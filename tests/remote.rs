@@ -342,3 +342,47 @@ fn gc_on_the_remote_removes_the_entries_no_retained_run_uses() {
     assert_eq!(code, 0);
     assert_eq!(ids_with(&v, "remote").len(), 5, "{v}");
 }
+
+/// A server that dies in the middle of every answer (headers promise 4096 bytes, 16 arrive, then
+/// the connection closes): each stage is computed locally, one warning, nothing half-published.
+#[test]
+fn a_server_dying_mid_transfer_leaves_nothing_half_published() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut request = [0u8; 8192];
+            let _ = s.read(&mut request);
+            let head = "HTTP/1.1 200 OK\r\nContent-Length: 4096\r\nETag: \"x\"\r\nLast-Modified: Mon, 30 Nov 2026 12:00:00 GMT\r\n\r\n";
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&[b'{'; 16]);
+            // Dropped here: the transfer ends early.
+        }
+    });
+    let p = Project::new(6, 0);
+    let out = p
+        .command(&["run", "p.toml", "--remote", "s3://bucket/prefix", "--json"])
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err.matches("the remote cache cannot be used").count(),
+        1,
+        "{err}"
+    );
+    let v = json_line(&out.stdout);
+    assert_eq!(ids_with(&v, "ran").len(), 5, "{v}");
+    assert_eq!(
+        entries(&p.path().join("cache/tmp")),
+        0,
+        "no staging folder left behind"
+    );
+}
