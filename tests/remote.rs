@@ -13,6 +13,25 @@ fn child_entry() {
     child_main();
 }
 
+/// Runs `args` on `p` against an S3 endpoint that cannot serve (`endpoint`); checks that the run
+/// succeeded with exactly one warning about the remote, and returns its JSON.
+fn run_with_broken_s3(p: &Project, args: &[&str], endpoint: &str) -> serde_json::Value {
+    let out = p
+        .command(args)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let warnings = err.matches("the remote cache cannot be used").count();
+    assert_eq!(warnings, 1, "{err}");
+    json_line(&out.stdout)
+}
+
 /// `run` with `--cache-dir DIR` and `--remote URL` (plus `extra`), as JSON.
 fn run_on(p: &Project, cache: &str, remote: &str, extra: &[&str]) -> (i32, serde_json::Value) {
     let mut args = vec!["run", "p.toml", "--cache-dir", cache, "--remote", remote];
@@ -176,30 +195,16 @@ fn damaged_or_hostile_entries_are_misses_never_failures() {
 #[test]
 fn an_unreachable_remote_warns_once_and_the_run_goes_on() {
     let p = Project::new(6, 0);
-    let out = p
-        .command(&[
-            "run",
-            "p.toml",
-            "--remote",
-            "s3://bucket/prefix",
-            "--push",
-            "--json",
-        ])
-        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9") // nothing listens on the discard port
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert_eq!(
-        err.matches("the remote cache cannot be used").count(),
-        1,
-        "{err}"
-    );
-    let v: serde_json::Value = json_line(&out.stdout);
+    let args = [
+        "run",
+        "p.toml",
+        "--remote",
+        "s3://bucket/prefix",
+        "--push",
+        "--json",
+    ];
+    // Nothing listens on the discard port.
+    let v = run_with_broken_s3(&p, &args, "http://127.0.0.1:9");
     assert_eq!(
         ids_with(&v, "ran").len(),
         5,
@@ -362,23 +367,8 @@ fn a_server_dying_mid_transfer_leaves_nothing_half_published() {
         }
     });
     let p = Project::new(6, 0);
-    let out = p
-        .command(&["run", "p.toml", "--remote", "s3://bucket/prefix", "--json"])
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
-        .env("AWS_ALLOW_HTTP", "true")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert_eq!(
-        err.matches("the remote cache cannot be used").count(),
-        1,
-        "{err}"
-    );
-    let v = json_line(&out.stdout);
+    let args = ["run", "p.toml", "--remote", "s3://bucket/prefix", "--json"];
+    let v = run_with_broken_s3(&p, &args, &format!("http://127.0.0.1:{port}"));
     assert_eq!(ids_with(&v, "ran").len(), 5, "{v}");
     assert_eq!(
         entries(&p.path().join("cache/tmp")),
