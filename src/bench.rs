@@ -400,35 +400,11 @@ fn train_figures(
         "bench: training {} batches of the seed network on the CPU …",
         opts.train_batches
     );
-    let sample_crops = {
-        let key = v["stages"]
-            .as_array()
-            .and_then(|s| s.iter().find(|s| s["id"] == "crop"))
-            .and_then(|s| s["key"].as_str())
-            .ok_or("no crop key")?
-            .to_string();
-        crate::artifacts::read_crops(
-            &sample_cache
-                .join("objects")
-                .join(key)
-                .join("out/crops.parquet"),
-        )
-        .map_err(|e| e.to_string())?
-    };
     let mut params: crate::config::params::TrainParams =
         toml::from_str("epochs = 1").map_err(|e| e.to_string())?;
     params.device = crate::config::params::Device::Cpu;
-    let n = (opts.train_batches * params.batch_size as usize).min(sample_crops.ids.len());
-    let subset = crate::artifacts::Crops {
-        size: sample_crops.size,
-        ids: sample_crops.ids[..n].to_vec(),
-        splits: vec![crate::artifacts::Split::Train; n],
-        pixels: sample_crops.pixels[..n * sample_crops.size * sample_crops.size * 3].to_vec(),
-        labels: sample_crops.labels[..n]
-            .iter()
-            .map(|l| l.or(Some([0.0; 37])))
-            .collect(),
-    };
+    let n = opts.train_batches * params.batch_size as usize;
+    let subset = train_subset(sample_cache, v, n)?;
     let arch = crate::model::Architecture {
         input_size: subset.size,
         conv: params.conv.clone(),
@@ -486,6 +462,36 @@ fn train_figures(
         });
     }
     Ok(())
+}
+
+/// The first `n` crops of the sample pipeline's run `v`, all as labelled training rows.
+fn train_subset(
+    sample_cache: &Path,
+    v: &serde_json::Value,
+    n: usize,
+) -> Result<crate::artifacts::Crops, String> {
+    let key = v["stages"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == "crop"))
+        .and_then(|s| s["key"].as_str())
+        .ok_or("no crop key")?;
+    let path = sample_cache
+        .join("objects")
+        .join(key)
+        .join("out")
+        .join(crate::artifacts::CROPS);
+    let crops = crate::artifacts::read_crops(&path).map_err(|e| e.to_string())?;
+    let n = n.min(crops.ids.len());
+    Ok(crate::artifacts::Crops {
+        size: crops.size,
+        ids: crops.ids[..n].to_vec(),
+        splits: vec![crate::artifacts::Split::Train; n],
+        pixels: crops.pixels[..n * crops.size * crops.size * 3].to_vec(),
+        labels: crops.labels[..n]
+            .iter()
+            .map(|l| l.or(Some([0.0; crate::labels::N_CLASSES])))
+            .collect(),
+    })
 }
 
 /// The figures as a Markdown table.
