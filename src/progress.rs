@@ -69,6 +69,21 @@ pub fn rate(per_sec: f64, unit: &str) -> String {
     }
 }
 
+/// Bytes as a person reads them: `812 B`, `3.4 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// One stage's progress handle; a no-op when bars are off.
 pub struct Progress {
     bar: Option<ProgressBar>,

@@ -74,7 +74,8 @@ pub struct Remote {
     url: String,
     /// Upload what this machine computes (`--push`).
     pub push: bool,
-    runtime: tokio::runtime::Runtime,
+    /// Started at the first request: a run that finds everything locally starts no threads.
+    runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
     /// Set at the first failure to reach the remote: the rest of the run stays local.
     down: Mutex<Option<String>>,
     warned: std::sync::atomic::AtomicBool,
@@ -124,20 +125,27 @@ impl Remote {
 
     /// A remote over any `ObjectStore` (tests use `InMemory`).
     pub fn with_store(store: Arc<dyn ObjectStore>, prefix: Path, url: &str, push: bool) -> Remote {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime starts");
         Remote {
             store,
             prefix,
             url: url.to_string(),
             push,
-            runtime,
+            runtime: std::sync::OnceLock::new(),
             down: Mutex::new(None),
             warned: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Run a request to completion on the remote's runtime (started the first time).
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        let runtime = self.runtime.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime starts")
+        });
+        runtime.block_on(future)
     }
 
     pub fn url(&self) -> &str {
@@ -191,7 +199,7 @@ impl Remote {
             return Ok(false);
         }
         let path = self.entry_path(key);
-        match self.runtime.block_on(self.store.head(&path)) {
+        match self.block_on(self.store.head(&path)) {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.unreachable(e)),
@@ -208,9 +216,7 @@ impl Remote {
             return Ok(None);
         };
         let staging = store.staging(key)?;
-        let bytes = self
-            .runtime
-            .block_on(self.download_all(&entry, &staging.out_dir))?;
+        let bytes = self.block_on(self.download_all(&entry, &staging.out_dir))?;
         let artifact = store.publish(staging, &entry.fingerprint, &entry.report)?;
         if artifact.digest != entry.digest {
             return Err(invalid(
@@ -223,7 +229,7 @@ impl Remote {
 
     fn read_entry(&self, key: &str) -> Result<Option<Entry>, RemoteError> {
         let path = self.entry_path(key);
-        let bytes = match self.runtime.block_on(async {
+        let bytes = match self.block_on(async {
             let got = self.store.get(&path).await?;
             if got.meta.size as usize > MAX_ENTRY_BYTES {
                 return Ok(None);
@@ -327,8 +333,7 @@ impl Remote {
                 })
                 .collect(),
         };
-        self.runtime
-            .block_on(self.push_entry(&entry, &artifact.out_dir))
+        self.block_on(self.push_entry(&entry, &artifact.out_dir))
     }
 
     async fn push_entry(&self, entry: &Entry, out_dir: &FsPath) -> Result<u64, RemoteError> {
@@ -339,7 +344,7 @@ impl Remote {
             Err(e) => return Err(self.unreachable(e)),
         }
         let results: Vec<Result<u64, RemoteError>> = futures::stream::iter(&entry.files)
-            .map(|f| self.upload(f, out_dir))
+            .map(|f| self.upload(&entry.key, f, out_dir))
             .buffer_unordered(PARALLEL)
             .collect()
             .await;
@@ -359,7 +364,7 @@ impl Remote {
     /// One file as its blob, unless the remote has it already: read in chunks (large files go
     /// up in parts), hashed on the way; a file that no longer matches its manifest is not
     /// uploaded.
-    async fn upload(&self, f: &EntryFile, out_dir: &FsPath) -> Result<u64, RemoteError> {
+    async fn upload(&self, key: &str, f: &EntryFile, out_dir: &FsPath) -> Result<u64, RemoteError> {
         use std::io::Read;
         use tokio::io::AsyncWriteExt;
         let blob = self.blob_path(&f.digest);
@@ -388,7 +393,7 @@ impl Remote {
         if hasher.finalize().to_hex().as_str() != f.digest {
             let _ = upload.abort().await;
             return Err(invalid(
-                &f.digest,
+                key,
                 &format!(
                     "local `{}` changed since it was published; not pushed",
                     f.path
@@ -423,7 +428,7 @@ impl Remote {
         dry_run: bool,
         grace: std::time::Duration,
     ) -> Result<RemoteGc, RemoteError> {
-        self.runtime.block_on(self.collect(keep, dry_run, grace))
+        self.block_on(self.collect(keep, dry_run, grace))
     }
 
     async fn collect(

@@ -10,7 +10,7 @@ use super::run::{Place, run_once};
 use super::{CliError, Context, PipelineArgs, exit};
 use crate::cache::Lookup;
 use crate::cache::remote::RemoteError;
-use crate::runner::step::human_bytes;
+use crate::progress::human_bytes;
 use crate::runner::{PlanState, RunOptions};
 
 /// Upload the artifacts of the pipeline's current state (its fresh stages), or with no pipeline

@@ -341,7 +341,7 @@ impl Runner<'_> {
         rec.remote_bytes = Some(bytes);
         rec.notes.push(format!(
             "downloaded {} from {}",
-            human_bytes(bytes),
+            crate::progress::human_bytes(bytes),
             remote.url()
         ));
         Some((rec, Some(artifact)))
@@ -355,8 +355,11 @@ impl Runner<'_> {
         match remote.push_artifact(artifact) {
             Ok(bytes) => {
                 rec.remote_bytes = Some(bytes);
-                rec.notes
-                    .push(format!("pushed {} to {}", human_bytes(bytes), remote.url()));
+                rec.notes.push(format!(
+                    "pushed {} to {}",
+                    crate::progress::human_bytes(bytes),
+                    remote.url()
+                ));
             }
             Err(RemoteError::Unreachable(_)) => {}
             Err(e) => self.bars.println(&format!("warning: not pushed: {e}")),
@@ -450,19 +453,4 @@ impl Runner<'_> {
         rec.metrics = a.report.metrics.clone();
         (rec, Some(a))
     }
-}
-
-/// Bytes as a person reads them: `812 B`, `3.4 MiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }

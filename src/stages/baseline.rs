@@ -84,19 +84,16 @@ impl StageKindDef for Baseline {
     type Params = BaselineParams;
 
     fn run(&self, p: &BaselineParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let catalog = artifacts::read_catalog(
-            &ctx.input_of::<super::ingest::Ingest>()?
-                .dir
-                .join(crate::artifacts::CATALOG),
-        )?;
+        let catalog = super::ingest::input_catalog(ctx)?;
         let labels: HashMap<u64, crate::labels::Labels> = catalog
             .iter()
             .filter_map(|r| r.labels.map(|l| (r.id, l)))
             .collect();
-        let crop_input = ctx.optional_input::<super::crop::Crop>();
         let needs_pixels = p.methods.iter().any(|m| *m != BaselineMethod::Mean);
+        let crop_input = super::crop::optional_input_crops(ctx)?;
+        let has_crops = crop_input.is_some();
         let crops = match crop_input {
-            Some(input) => artifacts::read_crops(&input.dir.join(crate::artifacts::CROPS))?,
+            Some(crops) => crops,
             None if needs_pixels => {
                 return Err(StageError::msg(
                     "central_pixel and average_colour need a `crop` input",
@@ -110,7 +107,7 @@ impl StageKindDef for Baseline {
                 labels: Vec::new(),
             },
         };
-        let rows = used_rows(&catalog, crop_input.map(|_| &crops));
+        let rows = used_rows(&catalog, has_crops.then_some(&crops));
         let in_split = |split: Split| -> Vec<&(usize, u64, Split)> {
             rows.iter()
                 .filter(|r| r.2 == split && labels.contains_key(&r.1))

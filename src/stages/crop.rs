@@ -17,6 +17,22 @@ use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
 pub struct Crop;
 
+/// The crops of the stage's `crop` input (which its kind requires).
+pub fn input_crops(ctx: &StageContext) -> Result<artifacts::Crops, StageError> {
+    let dir = &ctx.input_of::<Crop>()?.dir;
+    Ok(artifacts::read_crops(&dir.join(artifacts::CROPS))?)
+}
+
+/// The crops of the stage's `crop` input, when the pipeline gave it one.
+pub fn optional_input_crops(ctx: &StageContext) -> Result<Option<artifacts::Crops>, StageError> {
+    match ctx.optional_input::<Crop>() {
+        Some(input) => Ok(Some(artifacts::read_crops(
+            &input.dir.join(artifacts::CROPS),
+        )?)),
+        None => Ok(None),
+    }
+}
+
 /// Images decoded at once; bounds memory to a few hundred MB whatever the data set size.
 const CHUNK: usize = 1024;
 /// The Kaggle images are 424×424.
@@ -70,11 +86,7 @@ impl StageKindDef for Crop {
     type Params = CropParams;
 
     fn run(&self, p: &CropParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let catalog_path = ctx
-            .input_of::<super::ingest::Ingest>()?
-            .dir
-            .join(crate::artifacts::CATALOG);
-        let catalog = artifacts::read_catalog(&catalog_path)?;
+        let catalog = super::ingest::input_catalog(ctx)?;
         let size = p.size as usize;
         let out_path = ctx.out_dir.join(crate::artifacts::CROPS);
         let mut stream = ParquetStream::create(&out_path, Arc::new(artifacts::crops_schema(size)))?;

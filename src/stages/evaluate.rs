@@ -34,11 +34,7 @@ impl StageKindDef for Evaluate {
 
     fn run(&self, p: &EvaluateParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
         let model_dir = &ctx.input_of::<super::train::Train>()?.dir;
-        let crops = artifacts::read_crops(
-            &ctx.input_of::<super::crop::Crop>()?
-                .dir
-                .join(crate::artifacts::CROPS),
-        )?;
+        let crops = super::crop::input_crops(ctx)?;
         let valid: Vec<usize> = (0..crops.ids.len())
             .filter(|&i| crops.splits[i] == Split::Valid && crops.labels[i].is_some())
             .collect();

@@ -65,11 +65,7 @@ impl StageKindDef for Explore {
 
     fn run(&self, p: &ExploreParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
         crate::figures::register_font();
-        let catalog = artifacts::read_catalog(
-            &ctx.input_of::<super::ingest::Ingest>()?
-                .dir
-                .join(crate::artifacts::CATALOG),
-        )?;
+        let catalog = super::ingest::input_catalog(ctx)?;
         let train: Vec<(&CatalogRow, crate::labels::Labels)> = catalog
             .iter()
             .filter(|r| r.split == Split::Train)
@@ -113,12 +109,7 @@ impl StageKindDef for Explore {
                     .unwrap()
             })
             .collect();
-        let crops = match ctx.optional_input::<super::crop::Crop>() {
-            Some(input) => Some(artifacts::read_crops(
-                &input.dir.join(crate::artifacts::CROPS),
-            )?),
-            None => None,
-        };
+        let crops = super::crop::optional_input_crops(ctx)?;
         gallery(&out.join("gallery.png"), &train, &best, crops.as_ref())?;
 
         write_summary(

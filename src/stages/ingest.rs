@@ -15,6 +15,12 @@ use super::{FileInput, StageContext, StageError, StageKindDef, StageOutcome};
 
 pub struct Ingest;
 
+/// The catalog of the stage's `ingest` input (which its kind requires).
+pub fn input_catalog(ctx: &StageContext) -> Result<Vec<CatalogRow>, StageError> {
+    let dir = &ctx.input_of::<Ingest>()?.dir;
+    Ok(artifacts::read_catalog(&dir.join(artifacts::CATALOG))?)
+}
+
 /// At most this many individual problems are listed in one error.
 const MAX_LISTED: usize = 20;
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use crate::artifacts::{self, Split};
+use crate::artifacts::Split;
 use crate::config::StageSpec;
 use crate::config::params::SubmitParams;
 use crate::labels::CLASS_NAMES;
@@ -35,11 +35,7 @@ impl StageKindDef for Submit {
 
     fn run(&self, p: &SubmitParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
         let model_dir = &ctx.input_of::<super::train::Train>()?.dir;
-        let crops = artifacts::read_crops(
-            &ctx.input_of::<super::crop::Crop>()?
-                .dir
-                .join(crate::artifacts::CROPS),
-        )?;
+        let crops = super::crop::input_crops(ctx)?;
         let mut test: Vec<usize> = (0..crops.ids.len())
             .filter(|&i| crops.splits[i] == Split::Test)
             .collect();

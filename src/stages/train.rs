@@ -30,11 +30,7 @@ impl StageKindDef for Train {
     type Params = TrainParams;
 
     fn run(&self, p: &TrainParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let crops = artifacts::read_crops(
-            &ctx.input_of::<super::crop::Crop>()?
-                .dir
-                .join(crate::artifacts::CROPS),
-        )?;
+        let crops = super::crop::input_crops(ctx)?;
         let arch = Architecture {
             input_size: crops.size,
             conv: p.conv.clone(),

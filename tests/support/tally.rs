@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use galaxy_pipe::kind::{KindDecl, Params, SeedUse, StageKind};
-use galaxy_pipe::stages::{StageContext, StageError, StageKindDef, StageOutcome, ingest::Ingest};
+use galaxy_pipe::stages::{StageContext, StageError, StageKindDef, StageOutcome, ingest};
 use rand::{SeedableRng, seq::IndexedRandom};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -39,9 +39,7 @@ impl StageKindDef for Tally {
     type Params = TallyParams;
 
     fn run(&self, p: &TallyParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let catalog_path = ctx.input_of::<Ingest>()?.dir.join("catalog.parquet");
-        let catalog = galaxy_pipe::artifacts::read_catalog(&catalog_path)
-            .map_err(|e| StageError::Other(Box::new(e)))?;
+        let catalog = ingest::input_catalog(ctx)?;
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         for row in &catalog {
             *counts.entry(format!("{:?}", row.split)).or_default() += 1;
