@@ -29,7 +29,7 @@ fn run_with_broken_s3(p: &Project, args: &[&str], endpoint: &str) -> serde_json:
     assert!(out.status.success(), "{err}");
     let warnings = err.matches("the remote cache cannot be used").count();
     assert_eq!(warnings, 1, "{err}");
-    json_line(&out.stdout)
+    json_line(&out.stdout).expect("a JSON line")
 }
 
 /// `run` with `--cache-dir DIR` and `--remote URL` (plus `extra`), as JSON.
@@ -39,14 +39,21 @@ fn run_on(p: &Project, cache: &str, remote: &str, extra: &[&str]) -> (i32, serde
     p.run_json(&args)
 }
 
-/// The JSON document among the child's stdout lines.
-fn json_line(stdout: &[u8]) -> serde_json::Value {
-    let text = String::from_utf8_lossy(stdout);
-    let line = text
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .expect("a JSON line");
-    serde_json::from_str(line).unwrap()
+/// `run --json` on `cache` with `remote`, which must succeed: its JSON and its stderr.
+fn run_with_stderr(p: &Project, cache: &str, remote: &str) -> (serde_json::Value, String) {
+    let args = [
+        "run",
+        "p.toml",
+        "--cache-dir",
+        cache,
+        "--remote",
+        remote,
+        "--json",
+    ];
+    let out = p.command(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    (json_line(&out.stdout).expect("a JSON line"), err)
 }
 
 fn file_url(dir: &Path) -> String {
@@ -141,48 +148,17 @@ fn damaged_or_hostile_entries_are_misses_never_failures() {
         bytes[0] ^= 1;
         std::fs::write(&blob, bytes).unwrap();
     }
-    let out = p
-        .command(&[
-            "run",
-            "p.toml",
-            "--cache-dir",
-            "cache-b",
-            "--remote",
-            &url,
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = json_line(&out.stdout);
+    let (v, err) = run_with_stderr(&p, "cache-b", &url);
     assert_eq!(ids_with(&v, "ran"), ["crop"], "{v}");
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not match its digest"), "{err}");
 
     // An entry naming a path outside the artifact: rejected, nothing written outside.
     let mut hostile = e.clone();
     hostile["files"][0]["path"] = serde_json::json!("../../outside");
     std::fs::write(&entry, serde_json::to_vec(&hostile).unwrap()).unwrap();
-    let out = p
-        .command(&[
-            "run",
-            "p.toml",
-            "--cache-dir",
-            "cache-c",
-            "--remote",
-            &url,
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let v: serde_json::Value = json_line(&out.stdout);
+    let (v, err) = run_with_stderr(&p, "cache-c", &url);
     assert_eq!(ids_with(&v, "ran"), ["crop"], "{v}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unsafe or repeated path"));
+    assert!(err.contains("unsafe or repeated path"), "{err}");
     assert!(!p.path().join("outside").exists() && !p.path().join("cache-c/outside").exists());
 
     // A truncated entry: a garbled one, reported, recomputed.

@@ -339,20 +339,21 @@ impl Project {
         let mut all = args.to_vec();
         all.push("--json");
         let out = self.run(&all);
-        let line = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find(|l| l.starts_with('{'))
-            .map(str::to_string);
-        let value = line
-            .map(|l| serde_json::from_str(&l).unwrap())
-            .unwrap_or_else(|| {
-                panic!(
-                    "no JSON on stdout; stderr:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            });
+        let value = json_line(&out.stdout).unwrap_or_else(|| {
+            panic!(
+                "no JSON on stdout; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        });
         (out.status.code().unwrap_or(-1), value)
     }
+}
+
+/// The JSON document among a child's stdout lines (the test harness prints its own lines too).
+pub fn json_line(stdout: &[u8]) -> Option<serde_json::Value> {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text.lines().find(|l| l.starts_with('{'))?;
+    Some(serde_json::from_str(line).unwrap())
 }
 
 /// `(stage id, outcome)` pairs of a `run --json` result.
