@@ -175,7 +175,7 @@ pub trait KindParams: Send + Sync {
     fn kind(&self) -> StageKind;
     /// Parse the kind-specific keys of a stage table (everything but `kind` and `inputs`).
     fn parse(&self, value: toml::Value) -> Result<StageParams, ParseError>;
-    /// Range problems of parameters this kind parsed.
+    /// Problems of parameters this kind parsed beyond the bounds its schema declares.
     fn validate(&self, params: &StageParams) -> Vec<Invalid>;
     /// The JSON Schema of the parameter table (a `$ref` into the generator's definitions).
     fn schema(&self, generator: &mut SchemaGenerator) -> Schema;
@@ -187,16 +187,10 @@ pub fn parse_params<P: Params>(value: toml::Value) -> Result<StageParams, ParseE
     Ok(StageParams::new(typed))
 }
 
-/// The problems of the typed parameters inside `params`: the bounds `P`'s schema declares,
-/// then `P::validate` (none when they are another type).
+/// `P::validate` of the typed parameters inside `params` (none when they are another type).
+/// The bounds the schema declares are checked by [`check_bounds`].
 pub fn validate_params<P: Params>(params: &StageParams) -> Vec<Invalid> {
-    let Some(typed) = params.get::<P>() else {
-        return Vec::new();
-    };
-    let root = serde_json::to_value(schemars::schema_for!(P)).expect("schemas serialise");
-    let mut out = check_bounds(&root, &params.canonical);
-    out.extend(typed.validate());
-    out
+    params.get::<P>().map(P::validate).unwrap_or_default()
 }
 
 /// Every value of `value` (parameters as canonical JSON) outside the bounds `root` (their JSON
@@ -357,19 +351,21 @@ pub fn schema_keys(schema: &serde_json::Value) -> Vec<String> {
     keys
 }
 
-/// The whole JSON Schema of one kind's parameter table.
-pub fn full_schema(kind: &dyn KindParams) -> serde_json::Value {
+/// The whole JSON Schema of one kind's parameter table, with the `$defs` its nested tables
+/// refer to: what unknown-key errors list and [`check_bounds`] reads.
+pub fn parameter_schema(kind: &dyn KindParams) -> serde_json::Value {
     let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
     let reference = kind.schema(&mut generator).to_value();
-    let defs = generator.definitions();
-    match reference
+    let defs: serde_json::Map<String, serde_json::Value> =
+        generator.definitions().clone().into_iter().collect();
+    let mut root = reference
         .get("$ref")
         .and_then(|r| r.as_str())
         .and_then(|r| r.rsplit('/').next())
-    {
-        Some(name) => defs.get(name).cloned().unwrap_or(reference),
-        None => reference,
-    }
+        .and_then(|name| defs.get(name).cloned())
+        .unwrap_or(reference);
+    root["$defs"] = serde_json::Value::Object(defs);
+    root
 }
 
 #[cfg(test)]

@@ -472,7 +472,8 @@ fn stage_params(
     sources: &Sources,
     errors: &mut Vec<ConfigError>,
 ) -> Option<StageParams> {
-    let known = crate::kind::schema_keys(&crate::kind::full_schema(kind));
+    let schema = crate::kind::parameter_schema(kind);
+    let known = crate::kind::schema_keys(&schema);
     let mut params = toml::Table::new();
     let mut ok = true;
     for (key, n) in table.iter() {
@@ -509,7 +510,8 @@ fn stage_params(
             return None;
         }
     };
-    let invalid = kind.validate(&params);
+    let mut invalid = crate::kind::check_bounds(&schema, &params.canonical());
+    invalid.extend(kind.validate(&params));
     for invalid in &invalid {
         let (src, span) = table
             .get(&invalid.key)
