@@ -114,7 +114,7 @@ struct CropColumns {
 /// Read `crops.parquet` into one contiguous pixel buffer. Row groups are decoded in parallel,
 /// each straight into its slice of the pre-sized buffer (one copy out of Parquet's pages).
 pub fn read_crops(path: &Path) -> Result<Crops, ArtifactError> {
-    use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+    use parquet::arrow::arrow_reader::ArrowReaderMetadata;
     use rayon::prelude::*;
     let name = path.display().to_string();
     let bad = |what: &str| ArtifactError::Schema {
@@ -160,35 +160,7 @@ pub fn read_crops(path: &Path) -> Result<Crops, ArtifactError> {
     let groups: Vec<CropColumns> = chunks
         .into_par_iter()
         .enumerate()
-        .map(|(g, chunk)| {
-            // Its own descriptor: clones share one file offset, and readers seek.
-            let file = File::open(path).map_err(|e| ArtifactError::Io {
-                path: name.clone(),
-                source: e,
-            })?;
-            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
-                .with_row_groups(vec![g])
-                .with_batch_size(group_rows[g].max(1))
-                .build()
-                .map_err(parquet_err)?;
-            let mut cols = CropColumns {
-                ids: Vec::with_capacity(group_rows[g]),
-                splits: Vec::with_capacity(group_rows[g]),
-                labels: Vec::with_capacity(group_rows[g]),
-            };
-            let mut filled = 0;
-            for batch in reader {
-                let batch = batch.map_err(|e| ArtifactError::Arrow {
-                    path: name.clone(),
-                    source: e,
-                })?;
-                filled += crop_batch_into(&batch, path, width, &mut chunk[filled..], &mut cols)?;
-            }
-            if filled != chunk.len() {
-                return Err(bad("row group shorter than its metadata"));
-            }
-            Ok(cols)
-        })
+        .map(|(g, chunk)| read_row_group(path, &meta, g, group_rows[g], width, chunk))
         .collect::<Result<_, ArtifactError>>()?;
     let mut crops = Crops {
         size,
@@ -203,6 +175,54 @@ pub fn read_crops(path: &Path) -> Result<Crops, ArtifactError> {
         crops.labels.extend(g.labels);
     }
     Ok(crops)
+}
+
+/// Row group `g` (of `rows` rows) of the crops file: its pixels into `chunk`, its other columns
+/// returned. Each call opens its own descriptor: clones share one file offset, and readers seek.
+fn read_row_group(
+    path: &Path,
+    meta: &parquet::arrow::arrow_reader::ArrowReaderMetadata,
+    g: usize,
+    rows: usize,
+    width: usize,
+    chunk: &mut [u8],
+) -> Result<CropColumns, ArtifactError> {
+    let name = || path.display().to_string();
+    let file = File::open(path).map_err(|source| ArtifactError::Io {
+        path: name(),
+        source,
+    })?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(
+        file,
+        meta.clone(),
+    )
+    .with_row_groups(vec![g])
+    .with_batch_size(rows.max(1))
+    .build()
+    .map_err(|source| ArtifactError::Parquet {
+        path: name(),
+        source,
+    })?;
+    let mut cols = CropColumns {
+        ids: Vec::with_capacity(rows),
+        splits: Vec::with_capacity(rows),
+        labels: Vec::with_capacity(rows),
+    };
+    let mut filled = 0;
+    for batch in reader {
+        let batch = batch.map_err(|source| ArtifactError::Arrow {
+            path: name(),
+            source,
+        })?;
+        filled += crop_batch_into(&batch, path, width, &mut chunk[filled..], &mut cols)?;
+    }
+    if filled != chunk.len() {
+        return Err(ArtifactError::Schema {
+            path: name(),
+            what: "row group shorter than its metadata".into(),
+        });
+    }
+    Ok(cols)
 }
 
 /// Copies one batch's pixels to the front of `out` and its other columns to `cols`; returns the

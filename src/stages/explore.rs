@@ -349,38 +349,14 @@ fn gallery(
         );
         let raw = vision::decode_jpeg(Path::new(&galaxy.image_path), None)
             .map_err(|e| StageError::msg(format!("{}: {e}", galaxy.image_path)))?;
-        let whole = vision::BoxPx {
-            x: 0,
-            y: 0,
-            w: raw.width,
-            h: raw.height,
-        };
-        blit(
-            &mut canvas,
-            x0,
-            y0,
-            TILE,
-            &vision::crop_resize(&raw, whole, TILE as usize),
-        );
+        blit(&mut canvas, x0, y0, TILE, &resized(&raw, TILE));
         if let (Some(crops), Some(i)) = (crops, crop_index.get(&galaxy.id)) {
             let small = vision::Rgb {
                 width: crops.size,
                 height: crops.size,
                 data: crops.pixels_of(*i).to_vec(),
             };
-            let full = vision::BoxPx {
-                x: 0,
-                y: 0,
-                w: crops.size,
-                h: crops.size,
-            };
-            blit(
-                &mut canvas,
-                x0 + TILE + 2,
-                y0,
-                TILE,
-                &vision::crop_resize(&small, full, TILE as usize),
-            );
+            blit(&mut canvas, x0 + TILE + 2, y0, TILE, &resized(&small, TILE));
         }
         captions.push((
             x0,
@@ -388,21 +364,43 @@ fn gallery(
             format!("{} {:.2} #{}", CLASS_NAMES[c], vote, galaxy.id),
         ));
     }
-    // Captions drawn with plotters over the pixel buffer.
+    let title = if crops.is_some() {
+        "Highest-vote galaxy per class (raw | crop)"
+    } else {
+        "Highest-vote galaxy per class"
+    };
+    save_with_captions(canvas, title, &captions, path)
+}
+
+/// The whole of `img` area-resized to `side`×`side` RGB.
+fn resized<R: vision::Raster>(img: &R, side: u32) -> Vec<u8> {
+    let vision::View { width, height, .. } = img.view();
+    let whole = vision::BoxPx {
+        x: 0,
+        y: 0,
+        w: width,
+        h: height,
+    };
+    vision::crop_resize(img, whole, side as usize)
+}
+
+/// `canvas` with `title` and the captions (x, y, text) drawn over it by plotters, as a PNG.
+fn save_with_captions(
+    canvas: image::RgbImage,
+    title: &str,
+    captions: &[(u32, u32, String)],
+    path: &Path,
+) -> Result<(), StageError> {
+    let (w, h) = canvas.dimensions();
     let mut buf = canvas.into_raw();
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        let title = if crops.is_some() {
-            "Highest-vote galaxy per class (raw | crop)"
-        } else {
-            "Highest-vote galaxy per class"
-        };
         root.draw(&Text::new(title, (10, 8), ("sans-serif", 24).into_font()))
             .map_err(StageError::drawing("a figure"))?;
         for (x, y, text) in captions {
             root.draw(&Text::new(
-                text,
-                (x as i32, y as i32),
+                text.as_str(),
+                (*x as i32, *y as i32),
                 ("sans-serif", 14).into_font(),
             ))
             .map_err(StageError::drawing("a figure"))?;
