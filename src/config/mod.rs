@@ -256,83 +256,53 @@ fn pipeline_table(node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>)
             ));
         }
     }
-    let name = match table.get("name").map(|n| (n, n.to_value())) {
-        Some((_, toml::Value::String(s))) if !s.trim().is_empty() => s,
-        Some((n, _)) => {
-            errors.push(type_error(
-                sources,
-                n,
-                "`pipeline.name` must be a non-empty string",
-            ));
-            String::new()
+    let mut setting = |key: &str, expected: &str| {
+        let node = table.get(key)?;
+        let value = node.to_value();
+        let valid = match key {
+            "name" => value.as_str().is_some_and(|s| !s.trim().is_empty()),
+            "seed" => value.as_integer().is_some_and(|i| i >= 0),
+            "remote_push" => value.is_bool(),
+            _ => value.is_str(),
+        };
+        if !valid {
+            let message = format!("`pipeline.{key}` must be {expected}");
+            errors.push(type_error(sources, node, &message));
+            return None;
         }
-        None => {
-            errors.push(ConfigError::at(
-                sources,
-                node.origin.source,
-                node.origin.key.clone(),
-                "`[pipeline]` needs a `name`".into(),
-                None,
-            ));
-            String::new()
-        }
+        Some((node, value))
     };
-    let seed = match table.get("seed").map(|n| (n, n.to_value())) {
-        None => 42,
-        Some((_, toml::Value::Integer(i))) if i >= 0 => i as u64,
-        Some((n, _)) => {
-            errors.push(type_error(
-                sources,
-                n,
-                "`pipeline.seed` must be a non-negative integer",
-            ));
-            0
-        }
-    };
-    let cache_dir = match table.get("cache_dir").map(|n| (n, n.to_value())) {
-        None => None,
-        Some((n, toml::Value::String(s))) => {
-            Some(normalize(&sources.get(n.origin.source).base_dir.join(s)))
-        }
-        Some((n, _)) => {
-            errors.push(type_error(
-                sources,
-                n,
-                "`pipeline.cache_dir` must be a string",
-            ));
-            None
-        }
-    };
-    let remote = match table.get("remote").map(|n| (n, n.to_value())) {
-        None => None,
-        Some((_, toml::Value::String(s))) => Some(s),
-        Some((n, _)) => {
-            errors.push(type_error(
-                sources,
-                n,
-                "`pipeline.remote` must be a URL string",
-            ));
-            None
-        }
-    };
-    let remote_push = match table.get("remote_push").map(|n| (n, n.to_value())) {
-        None => false,
-        Some((_, toml::Value::Boolean(b))) => b,
-        Some((n, _)) => {
-            errors.push(type_error(
-                sources,
-                n,
-                "`pipeline.remote_push` must be true or false",
-            ));
-            false
-        }
-    };
+    let name = setting("name", "a non-empty string");
+    let seed = setting("seed", "a non-negative integer");
+    let cache_dir = setting("cache_dir", "a string");
+    let remote = setting("remote", "a URL string");
+    let remote_push = setting("remote_push", "true or false");
+    if table.get("name").is_none() {
+        errors.push(ConfigError::at(
+            sources,
+            node.origin.source,
+            node.origin.key.clone(),
+            "`[pipeline]` needs a `name`".into(),
+            None,
+        ));
+    }
+    // Relative paths resolve against the file that wrote them.
+    let cache_dir = cache_dir.map(|(n, v)| {
+        let dir = sources
+            .get(n.origin.source)
+            .base_dir
+            .join(v.as_str().unwrap_or_default());
+        normalize(&dir)
+    });
+    let text = |v: toml::Value| v.as_str().unwrap_or_default().to_string();
     Settings {
-        name,
-        seed,
+        name: name.map(|(_, v)| text(v)).unwrap_or_default(),
+        seed: seed
+            .and_then(|(_, v)| v.as_integer())
+            .map_or(42, |i| i as u64),
         cache_dir,
-        remote,
-        remote_push,
+        remote: remote.map(|(_, v)| text(v)),
+        remote_push: remote_push.and_then(|(_, v)| v.as_bool()).unwrap_or(false),
     }
 }
 
