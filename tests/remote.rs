@@ -168,6 +168,67 @@ fn damaged_or_hostile_entries_are_misses_never_failures() {
     assert_eq!(ids_with(&v, "ran"), ["crop"], "{v}");
 }
 
+/// `run --json` on `cache` with `remote`, the signing secret `secret` in the environment.
+fn run_signed(
+    p: &Project,
+    cache: &str,
+    remote: &str,
+    secret: &str,
+    push: bool,
+) -> (serde_json::Value, String) {
+    let mut args = vec![
+        "run",
+        "p.toml",
+        "--cache-dir",
+        cache,
+        "--remote",
+        remote,
+        "--json",
+    ];
+    if push {
+        args.push("--push");
+    }
+    let out = p
+        .command(&args)
+        .env("GALAXY_PIPE_REMOTE_KEY", secret)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    (json_line(&out.stdout).expect("a JSON line"), err)
+}
+
+#[test]
+fn with_a_remote_key_entries_signed_with_another_key_are_ignored() {
+    let p = Project::new(10, 0);
+    let url = file_url(&p.path().join("remote"));
+    let (a, _) = run_signed(&p, "cache-a", &url, "team secret", true);
+    assert_eq!(ids_with(&a, "ran").len(), 5, "{a}");
+    // The same key: every stage comes from the remote.
+    let (b, _) = run_signed(&p, "cache-b", &url, "team secret", false);
+    assert_eq!(ids_with(&b, "remote").len(), 5, "{b}");
+    // Another key (a bucket someone else wrote): nothing is used, everything is computed.
+    let (c, err) = run_signed(&p, "cache-c", &url, "not the team's", false);
+    assert_eq!(ids_with(&c, "ran").len(), 5, "{c}");
+    assert!(
+        err.contains("not signed with this machine's GALAXY_PIPE_REMOTE_KEY"),
+        "{err}"
+    );
+    // Without a key, signed entries are still ordinary entries.
+    let (code, d) = run_on(&p, "cache-d", &url, &[]);
+    assert_eq!((code, ids_with(&d, "remote").len()), (0, 5), "{d}");
+    // An empty secret is a mistake, not "no key".
+    let out = p
+        .command(&["run", "p.toml", "--remote", &url])
+        .env("GALAXY_PIPE_REMOTE_KEY", "")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("GALAXY_PIPE_REMOTE_KEY is set but empty")
+    );
+}
+
 #[test]
 fn an_unreachable_remote_warns_once_and_the_run_goes_on() {
     let p = Project::new(6, 0);

@@ -11,6 +11,11 @@
 //! commit point, and two machines pushing one key leave one entry. Everything read back is
 //! untrusted: paths are checked, sizes capped, every byte hashed before the local atomic publish.
 //! A remote that cannot be reached is reported once and the run goes on locally.
+//!
+//! With `GALAXY_PIPE_REMOTE_KEY` set, every pushed entry carries a MAC (BLAKE3 in its keyed
+//! mode, with a key derived from the secret) over the rest of the entry, and entries that lack
+//! it or fail it are ignored: a bucket others can write cannot hand this machine an artifact.
+//! Blobs need no MAC of their own: the signed entry names their digests.
 
 use std::path::{Component, Path as FsPath};
 use std::sync::{Arc, Mutex};
@@ -28,6 +33,14 @@ const ENTRY_FORMAT: u32 = 1;
 const MAX_ENTRY_BYTES: usize = 16 << 20;
 /// Requests in flight at once for the files of one artifact.
 const PARALLEL: usize = 8;
+/// A blob larger than this is downloaded in ranges of this size, several at once.
+const RANGE_BYTES: u64 = 16 << 20;
+/// Ranges of one blob in flight at once.
+const RANGES_IN_FLIGHT: usize = 4;
+/// The environment variable holding the shared secret that signs entries.
+pub const KEY_VAR: &str = "GALAXY_PIPE_REMOTE_KEY";
+/// BLAKE3 `derive_key` context: the MAC key is derived from the secret, never the secret itself.
+const MAC_CONTEXT: &str = "galaxy-pipe 2026-11 remote entry MAC";
 
 /// `entries/<key>.json`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -39,6 +52,33 @@ struct Entry {
     fingerprint: Fingerprint,
     report: StageReport,
     files: Vec<EntryFile>,
+    /// Hex keyed-BLAKE3 MAC of this entry serialised without it (only when pushed with a key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mac: Option<String>,
+}
+
+impl Entry {
+    /// The MAC of everything but the `mac` field, under `key`.
+    fn mac_under(&self, key: &[u8; 32]) -> blake3::Hash {
+        let unsigned = Entry {
+            mac: None,
+            files: self.files.clone(),
+            fingerprint: self.fingerprint.clone(),
+            report: self.report.clone(),
+            key: self.key.clone(),
+            digest: self.digest.clone(),
+            format: self.format,
+        };
+        blake3::keyed_hash(key, &serde_json::to_vec(&unsigned).expect("serialise"))
+    }
+
+    /// Whether the entry carries a valid MAC under `key` (compared in constant time).
+    fn signed_by(&self, key: &[u8; 32]) -> bool {
+        let Some(Ok(mac)) = self.mac.as_deref().map(blake3::Hash::from_hex) else {
+            return false;
+        };
+        mac == self.mac_under(key)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +119,8 @@ pub struct Remote {
     /// Set at the first failure to reach the remote: the rest of the run stays local.
     down: Mutex<Option<String>>,
     warned: std::sync::atomic::AtomicBool,
+    /// Entries are signed on push and checked on fetch when set (`GALAXY_PIPE_REMOTE_KEY`).
+    mac_key: Option<[u8; 32]>,
 }
 
 impl Remote {
@@ -120,7 +162,18 @@ impl Remote {
                 )));
             }
         };
-        Ok(Self::with_store(store, prefix, url, push))
+        let secret = match std::env::var(KEY_VAR) {
+            Ok(v) if v.is_empty() => return Err(config(format!("{KEY_VAR} is set but empty"))),
+            Ok(v) => Some(v),
+            Err(_) => None,
+        };
+        Ok(Self::with_store(store, prefix, url, push).signed_with(secret.as_deref()))
+    }
+
+    /// Sign pushed entries and accept only signed ones, with a key derived from `secret`.
+    pub fn signed_with(mut self, secret: Option<&str>) -> Remote {
+        self.mac_key = secret.map(|s| blake3::derive_key(MAC_CONTEXT, s.as_bytes()));
+        self
     }
 
     /// A remote over any `ObjectStore` (tests use `InMemory`).
@@ -133,6 +186,7 @@ impl Remote {
             runtime: std::sync::OnceLock::new(),
             down: Mutex::new(None),
             warned: std::sync::atomic::AtomicBool::new(false),
+            mac_key: None,
         }
     }
 
@@ -244,7 +298,19 @@ impl Remote {
         let entry: Entry = serde_json::from_slice(&bytes)
             .map_err(|e| invalid(key, &format!("garbled entry: {e}")))?;
         check_entry(key, &entry)?;
+        self.check_mac(key, &entry)?;
         Ok(Some(entry))
+    }
+
+    /// With a key, only an entry signed with it is used.
+    fn check_mac(&self, key: &str, entry: &Entry) -> Result<(), RemoteError> {
+        match &self.mac_key {
+            Some(mac_key) if !entry.signed_by(mac_key) => Err(invalid(
+                key,
+                &format!("the entry is not signed with this machine's {KEY_VAR}; ignored"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     async fn download_all(&self, entry: &Entry, out_dir: &FsPath) -> Result<u64, RemoteError> {
@@ -256,54 +322,51 @@ impl Remote {
         results.into_iter().sum()
     }
 
-    /// One blob into `out_dir/<path>`, streamed (never whole in memory), its size and blake3
-    /// checked against the entry.
+    /// One blob into `out_dir/<path>`, never whole in memory: the first range's answer gives
+    /// the size, a larger blob's other ranges come several at once, in order; size and blake3
+    /// are checked against the entry on the way.
     async fn download(
         &self,
         key: &str,
         f: &EntryFile,
         out_dir: &FsPath,
     ) -> Result<u64, RemoteError> {
-        let got = match self.store.get(&self.blob_path(&f.digest)).await {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(invalid(key, &format!("blob of `{}` is missing", f.path)));
-            }
-            Err(e) => return Err(self.unreachable(e)),
-        };
-        if got.meta.size != f.size {
-            return Err(invalid(
-                key,
-                &format!("blob of `{}` has the wrong size", f.path),
-            ));
-        }
-        let dest = out_dir.join(&f.path);
-        let local = |e: std::io::Error| RemoteError::from(CacheError::io("writing", &dest, e));
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(local)?;
-        }
-        let mut file = std::fs::File::create(&dest).map_err(local)?;
-        let (mut hasher, mut received) = (blake3::Hasher::new(), 0u64);
-        let mut stream = got.into_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.unreachable(e))?;
-            received += chunk.len() as u64;
-            if received > f.size {
+        let blob = self.blob_path(&f.digest);
+        let mut sink = VerifiedFile::create(key, f, out_dir)?;
+        if f.size > 0 {
+            let first = object_store::GetOptions {
+                range: Some((0..RANGE_BYTES).into()),
+                ..Default::default()
+            };
+            let got = match self.store.get_opts(&blob, first).await {
+                Ok(got) => got,
+                Err(object_store::Error::NotFound { .. }) => {
+                    return Err(invalid(key, &format!("blob of `{}` is missing", f.path)));
+                }
+                Err(e) => return Err(self.unreachable(e)),
+            };
+            if got.meta.size != f.size {
                 return Err(invalid(
                     key,
-                    &format!("blob of `{}` is larger than its entry says", f.path),
+                    &format!("blob of `{}` has the wrong size", f.path),
                 ));
             }
-            hasher.update(&chunk);
-            std::io::Write::write_all(&mut file, &chunk).map_err(local)?;
+            let mut stream = got.into_stream();
+            while let Some(chunk) = stream.next().await {
+                sink.write(&chunk.map_err(|e| self.unreachable(e))?)?;
+            }
+            let rest = (RANGE_BYTES..f.size).step_by(RANGE_BYTES as usize);
+            let mut ranges = futures::stream::iter(rest)
+                .map(|start| {
+                    self.store
+                        .get_range(&blob, start..(start + RANGE_BYTES).min(f.size))
+                })
+                .buffered(RANGES_IN_FLIGHT);
+            while let Some(range) = ranges.next().await {
+                sink.write(&range.map_err(|e| self.unreachable(e))?)?;
+            }
         }
-        if received != f.size || hasher.finalize().to_hex().as_str() != f.digest {
-            return Err(invalid(
-                key,
-                &format!("blob of `{}` does not match its digest", f.path),
-            ));
-        }
-        Ok(f.size)
+        sink.finish()
     }
 
     /// Upload `artifact` (from `store`): the blobs the remote lacks, then the entry, create-only.
@@ -317,7 +380,7 @@ impl Remote {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| invalid(&artifact.key, "local manifest.json is unreadable"))?;
-        let entry = Entry {
+        let mut entry = Entry {
             format: ENTRY_FORMAT,
             key: artifact.key.clone(),
             digest: manifest.digest.clone(),
@@ -332,17 +395,22 @@ impl Remote {
                     digest: f.digest.clone(),
                 })
                 .collect(),
+            mac: None,
         };
+        if let Some(mac_key) = &self.mac_key {
+            entry.mac = Some(entry.mac_under(mac_key).to_hex().to_string());
+        }
         self.block_on(self.push_entry(&entry, &artifact.out_dir))
     }
 
     async fn push_entry(&self, entry: &Entry, out_dir: &FsPath) -> Result<u64, RemoteError> {
         let path = self.entry_path(&entry.key);
-        match self.store.head(&path).await {
-            Ok(_) => return Ok(0),
-            Err(object_store::Error::NotFound { .. }) => {}
+        let replace_unsigned = match self.store.head(&path).await {
+            Ok(_) if !self.needs_signed_copy(&entry.key).await? => return Ok(0),
+            Ok(_) => true,
+            Err(object_store::Error::NotFound { .. }) => false,
             Err(e) => return Err(self.unreachable(e)),
-        }
+        };
         let results: Vec<Result<u64, RemoteError>> = futures::stream::iter(&entry.files)
             .map(|f| self.upload(&entry.key, f, out_dir))
             .buffer_unordered(PARALLEL)
@@ -350,14 +418,32 @@ impl Remote {
             .await;
         let bytes = results.into_iter().sum::<Result<u64, RemoteError>>()?;
         let body = serde_json::to_vec_pretty(entry).expect("serialise");
-        let create = PutMode::Create.into();
+        // Create-only: the first complete push wins. Only an entry this machine's key rejects
+        // is overwritten, so an unsigned or forged entry cannot block the key for good.
+        let mode = match replace_unsigned {
+            true => PutMode::Overwrite,
+            false => PutMode::Create,
+        };
         match self
             .store
-            .put_opts(&path, PutPayload::from(body), create)
+            .put_opts(&path, PutPayload::from(body), mode.into())
             .await
         {
             Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(bytes),
             Err(e) => Err(self.unreachable(e)),
+        }
+    }
+
+    /// Whether the entry on the remote for `key` must be replaced by a signed one: pushing with
+    /// a key, and the entry there is unreadable or not signed with it.
+    async fn needs_signed_copy(&self, key: &str) -> Result<bool, RemoteError> {
+        let Some(mac_key) = &self.mac_key else {
+            return Ok(false);
+        };
+        match self.read_entry_async(key).await {
+            Ok(Some(entry)) => Ok(!entry.signed_by(mac_key)),
+            Ok(None) | Err(RemoteError::Invalid { .. }) => Ok(true),
+            Err(e) => Err(e),
         }
     }
 
@@ -503,6 +589,63 @@ impl Remote {
         let entry: Entry = serde_json::from_slice(&bytes)
             .map_err(|e| invalid(key, &format!("garbled entry: {e}")))?;
         Ok(Some(entry))
+    }
+}
+
+/// A downloaded file being written: every byte counted and hashed before it lands on disk.
+struct VerifiedFile<'a> {
+    key: &'a str,
+    expected: &'a EntryFile,
+    dest: std::path::PathBuf,
+    file: std::fs::File,
+    hasher: blake3::Hasher,
+    received: u64,
+}
+
+impl<'a> VerifiedFile<'a> {
+    fn create(
+        key: &'a str,
+        expected: &'a EntryFile,
+        out_dir: &FsPath,
+    ) -> Result<Self, RemoteError> {
+        let dest = out_dir.join(&expected.path);
+        let local = |e: std::io::Error| RemoteError::from(CacheError::io("writing", &dest, e));
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(local)?;
+        }
+        let file = std::fs::File::create(&dest).map_err(local)?;
+        Ok(VerifiedFile {
+            key,
+            expected,
+            dest,
+            file,
+            hasher: blake3::Hasher::new(),
+            received: 0,
+        })
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> Result<(), RemoteError> {
+        self.received += chunk.len() as u64;
+        if self.received > self.expected.size {
+            let why = format!(
+                "blob of `{}` is larger than its entry says",
+                self.expected.path
+            );
+            return Err(invalid(self.key, &why));
+        }
+        self.hasher.update(chunk);
+        std::io::Write::write_all(&mut self.file, chunk)
+            .map_err(|e| CacheError::io("writing", &self.dest, e).into())
+    }
+
+    /// The file's size once it is complete and matches its digest.
+    fn finish(self) -> Result<u64, RemoteError> {
+        let digest = self.hasher.finalize();
+        if self.received != self.expected.size || digest.to_hex().as_str() != self.expected.digest {
+            let why = format!("blob of `{}` does not match its digest", self.expected.path);
+            return Err(invalid(self.key, &why));
+        }
+        Ok(self.received)
     }
 }
 
@@ -661,6 +804,93 @@ mod tests {
             !remote.has(&artifact.key).unwrap(),
             "no entry names a damaged blob"
         );
+    }
+
+    #[test]
+    fn with_a_key_only_entries_signed_with_it_are_used() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (store_a, store_b) = (
+            Store::open(a.path()).unwrap(),
+            Store::open(b.path()).unwrap(),
+        );
+        let artifact = publish_one(&store_a);
+        let memory: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let open = |secret: Option<&str>| {
+            Remote::with_store(memory.clone(), Path::default(), "memory:///", true)
+                .signed_with(secret)
+        };
+        // An unsigned push (a teammate without the key, or an attacker) is ignored ...
+        open(None).push_artifact(&artifact).unwrap();
+        let err = open(Some("team secret")).fetch(&artifact.key, &store_b);
+        assert!(
+            matches!(&err, Err(RemoteError::Invalid { why, .. }) if why.contains(KEY_VAR)),
+            "{:?}",
+            err.err()
+        );
+        // ... and replaced by the next signed push, which the key's holders then use.
+        open(Some("team secret")).push_artifact(&artifact).unwrap();
+        let fetched = open(Some("team secret")).fetch(&artifact.key, &store_b);
+        assert_eq!(
+            fetched.unwrap().expect("signed entry").artifact.digest,
+            artifact.digest
+        );
+        // Another key does not accept it, and tampering with the signed entry breaks it.
+        let store_c = tempfile::tempdir().unwrap();
+        let store_c = Store::open(store_c.path()).unwrap();
+        assert!(open(Some("other")).fetch(&artifact.key, &store_c).is_err());
+        let path = Path::from(format!("entries/{}.json", artifact.key));
+        let remote = open(Some("team secret"));
+        let body = remote.block_on(async { memory.get(&path).await.unwrap().bytes().await });
+        let tampered = String::from_utf8(body.unwrap().to_vec())
+            .unwrap()
+            .replace("\"notes\": []", "\"notes\": [\"forged\"]");
+        assert!(tampered.contains("forged"));
+        remote
+            .block_on(memory.put(&path, PutPayload::from(tampered)))
+            .unwrap();
+        let err = remote.fetch(&artifact.key, &store_c);
+        assert!(
+            matches!(&err, Err(RemoteError::Invalid { why, .. }) if why.contains(KEY_VAR)),
+            "a changed report fails the MAC: {:?}",
+            err.err()
+        );
+    }
+
+    #[test]
+    fn a_blob_larger_than_one_range_arrives_whole_and_verified() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (store_a, store_b) = (
+            Store::open(a.path()).unwrap(),
+            Store::open(b.path()).unwrap(),
+        );
+        let fp = Fingerprint {
+            cache_format: crate::cache::CACHE_FORMAT,
+            kind: "toy".into(),
+            code_version: 1,
+            params: serde_json::json!({ "big": true }),
+            seed: None,
+            inputs: Default::default(),
+            files: Default::default(),
+        };
+        let staging = store_a.staging(&fp.key()).unwrap();
+        // 2.5 ranges of distinct bytes: a range out of order or twice would change the digest.
+        let size = (RANGE_BYTES * 5 / 2) as usize;
+        let big: Vec<u8> = (0..size)
+            .map(|i| (i % 251) as u8 ^ (i >> 20) as u8)
+            .collect();
+        std::fs::write(staging.out_dir.join("model.bin"), &big).unwrap();
+        std::fs::write(staging.out_dir.join("empty.txt"), "").unwrap();
+        let artifact = store_a
+            .publish(staging, &fp, &StageReport::default())
+            .unwrap();
+        let memory = Arc::new(object_store::memory::InMemory::new());
+        let remote = Remote::with_store(memory, Path::default(), "memory:///", true);
+        remote.push_artifact(&artifact).unwrap();
+        let fetched = remote.fetch(&artifact.key, &store_b).unwrap().unwrap();
+        assert_eq!(fetched.bytes, size as u64);
+        let got = std::fs::read(fetched.artifact.out_dir.join("model.bin")).unwrap();
+        assert!(got == big, "the ranges are reassembled in order");
+        assert!(fetched.artifact.out_dir.join("empty.txt").exists());
     }
 
     #[test]
