@@ -31,6 +31,31 @@ pub struct KindDecl {
     pub accepts: &'static [&'static str],
     /// Of those, the kinds it requires.
     pub requires: &'static [&'static str],
+    /// What its cluster job asks for unless the stage's `resources` say otherwise.
+    pub job: JobShape,
+}
+
+/// A kind's default cluster job: CPUs, and whether a GPU helps (asked for only by a build with
+/// the `cuda` feature: a CPU-only build has nothing to use it with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobShape {
+    pub cpus: u32,
+    pub gpu: bool,
+}
+
+impl JobShape {
+    /// Light, single-threaded work.
+    pub const LIGHT: JobShape = JobShape {
+        cpus: 1,
+        gpu: false,
+    };
+    /// Data-parallel work over many files (decoding, hashing).
+    pub const PARALLEL: JobShape = JobShape {
+        cpus: 4,
+        gpu: false,
+    };
+    /// A network trained or applied: a GPU where there is one.
+    pub const MODEL: JobShape = JobShape { cpus: 4, gpu: true };
 }
 
 /// Whether a kind's outputs depend on the pipeline seed.
@@ -175,6 +200,8 @@ pub trait KindParams: Send + Sync {
     fn kind(&self) -> StageKind;
     /// Parse the kind-specific keys of a stage table (everything but `kind` and `inputs`).
     fn parse(&self, value: toml::Value) -> Result<StageParams, ParseError>;
+    /// Parse parameters back from their canonical JSON (a job description on a cluster node).
+    fn parse_json(&self, value: serde_json::Value) -> Result<StageParams, serde_json::Error>;
     /// Problems of parameters this kind parsed beyond the bounds its schema declares.
     fn validate(&self, params: &StageParams) -> Vec<Invalid>;
     /// The JSON Schema of the parameter table (a `$ref` into the generator's definitions).
@@ -185,6 +212,13 @@ pub trait KindParams: Send + Sync {
 pub fn parse_params<P: Params>(value: toml::Value) -> Result<StageParams, ParseError> {
     let typed: P = serde_path_to_error::deserialize(value)?;
     Ok(StageParams::new(typed))
+}
+
+/// Parse canonical JSON parameters into `P`.
+pub fn parse_json_params<P: Params>(
+    value: serde_json::Value,
+) -> Result<StageParams, serde_json::Error> {
+    Ok(StageParams::new(serde_json::from_value::<P>(value)?))
 }
 
 /// `P::validate` of the typed parameters inside `params` (none when they are another type).
@@ -354,8 +388,17 @@ pub fn schema_keys(schema: &serde_json::Value) -> Vec<String> {
 /// The whole JSON Schema of one kind's parameter table, with the `$defs` its nested tables
 /// refer to: what unknown-key errors list and [`check_bounds`] reads.
 pub fn parameter_schema(kind: &dyn KindParams) -> serde_json::Value {
+    schema_of(|generator| kind.schema(generator))
+}
+
+/// [`parameter_schema`] of any typed table (a stage's `resources`).
+pub fn type_schema<T: JsonSchema>() -> serde_json::Value {
+    schema_of(|generator| generator.subschema_for::<T>())
+}
+
+fn schema_of(schema: impl FnOnce(&mut SchemaGenerator) -> Schema) -> serde_json::Value {
     let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
-    let reference = kind.schema(&mut generator).to_value();
+    let reference = schema(&mut generator).to_value();
     let defs: serde_json::Map<String, serde_json::Value> =
         generator.definitions().clone().into_iter().collect();
     let mut root = reference

@@ -1,7 +1,8 @@
 //! galaxy-pipe: reproducible, cached Galaxy Zoo pipelines.
 //!
 //! Data flows one way: [`config`] (TOML → typed pipeline) → [`graph`] (validated DAG) →
-//! [`runner`] (plans through the [`cache`], runs [`stages`]) → [`records`] of each run.
+//! [`runner`] (plans through the [`cache`]) → [`executor`] (computes [`stages`], here or as
+//! cluster jobs) → [`records`] of each run.
 
 pub mod artifacts;
 pub mod bench;
@@ -9,6 +10,7 @@ pub mod cache;
 pub mod cli;
 pub mod compare;
 pub mod config;
+pub mod executor;
 pub mod figures;
 pub mod gc;
 pub mod graph;

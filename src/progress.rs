@@ -117,6 +117,14 @@ impl Progress {
         }
     }
 
+    /// Print a line above the bars (or to stderr when there are none).
+    pub fn println(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
     pub fn message(&self, message: &str) {
         if let Some(b) = &self.bar {
             b.set_message(message.to_string());

@@ -60,6 +60,16 @@ pub struct StageRecord {
     /// Bytes downloaded from (`remote`) or uploaded to (`--push`) the remote cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_bytes: Option<u64>,
+    /// The cluster job that computed it (`--executor slurm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobRecord>,
+}
+
+/// A stage computed as a cluster job: its id and what it asked for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub resources: crate::config::Resources,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -9,6 +9,9 @@ pub fn pipeline_schema(kinds: &dyn KindCatalog) -> Value {
     let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
     let mut variants = Vec::new();
     let mut refs = Vec::new();
+    let resources = generator
+        .subschema_for::<crate::config::Resources>()
+        .to_value();
     for kind in kinds.kinds() {
         let schema = kind.schema(&mut generator);
         refs.push((kind.kind(), schema.to_value()));
@@ -33,6 +36,11 @@ pub fn pipeline_schema(kinds: &dyn KindCatalog) -> Value {
             "inputs".into(),
             json!({ "type": "array", "items": { "type": "string" }, "description": "Ids of the upstream stages this stage reads." }),
         );
+        let mut resources = resources.clone();
+        resources["description"] = json!(
+            "What the stage's job asks of a cluster scheduler (`executor = \"slurm\"`); not part of the cache key."
+        );
+        props.insert("resources".into(), resources);
         let required = stage
             .as_object_mut()
             .expect("object")
@@ -60,7 +68,8 @@ pub fn pipeline_schema(kinds: &dyn KindCatalog) -> Value {
                     "seed": { "type": "integer", "minimum": 0, "default": 42 },
                     "cache_dir": { "type": "string", "description": "Cache folder, relative to this file (default: `cache/` in the project root)." },
                     "remote": { "type": "string", "description": "Shared remote cache: `s3://bucket/prefix` or `file:///dir` (credentials from the environment, never from this file)." },
-                    "remote_push": { "type": "boolean", "default": false, "description": "Upload what this pipeline computes to the remote (default: read-only)." }
+                    "remote_push": { "type": "boolean", "default": false, "description": "Upload what this pipeline computes to the remote (default: read-only)." },
+                    "executor": { "enum": ["local", "slurm"], "default": "local", "description": "Where stages that must be computed run: this process, or one Slurm job each." }
                 }
             },
             "stages": {

@@ -10,6 +10,7 @@
 mod error;
 mod history;
 mod inspect;
+mod job;
 mod output;
 mod pipeline;
 mod plan;
@@ -145,6 +146,12 @@ enum Command {
     Bench(BenchArgs),
     /// Write a synthetic data set in the Kaggle layout (JPEGs + label CSV + test folder).
     Synth(SynthArgs),
+    /// Compute and publish one stage from a job description (what a Slurm job runs on its node).
+    #[command(hide = true)]
+    ComputeJob {
+        /// The job's `job.json` in the cache's `logs/<key>/`.
+        job_file: PathBuf,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -189,6 +196,10 @@ pub struct RunArgs {
     /// cached upstream stages, then print the compare table of those runs.
     #[arg(long, value_name = "STAGE.KEY=V1,V2,...")]
     pub sweep: Vec<String>,
+    /// Where stages that must be computed run: here, or one Slurm job each (default: the
+    /// pipeline's `executor`, else local).
+    #[arg(long, value_enum, value_name = "EXECUTOR")]
+    pub executor: Option<crate::config::ExecutorKind>,
 }
 
 #[derive(Args, Debug)]
@@ -312,6 +323,7 @@ fn dispatch(ctx: &Context, command: Command) -> Result<i32, CliError> {
         Command::Report { run, out } => history::report(ctx, run.as_deref(), &out),
         Command::Synth(args) => tools::synth(ctx, args),
         Command::Bench(args) => tools::bench(ctx, args),
+        Command::ComputeJob { job_file } => job::compute_job(ctx, &job_file),
     }
 }
 

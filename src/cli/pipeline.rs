@@ -80,6 +80,7 @@ pub fn planner<'a>(
         registry: ctx.registry,
         bars: Bars::new(false),
         remote,
+        executor: &crate::executor::Local,
     }
 }
 

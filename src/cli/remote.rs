@@ -86,6 +86,7 @@ pub fn pull(ctx: &Context, args: &PipelineArgs) -> Result<i32, CliError> {
     let at = Place {
         store: &store,
         remote: Some(&remote),
+        executor: &crate::executor::Local,
     };
     let (code, _) = run_once(ctx, &pipeline, &graph, &at, &selected, &opts, ctx.json)?;
     Ok(code)

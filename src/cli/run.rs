@@ -11,34 +11,43 @@ use super::pipeline::{load, open_remote, open_store, select};
 use super::{CliError, Context, RunArgs, exit};
 use crate::cache::Store;
 use crate::cache::remote::Remote;
-use crate::config::Pipeline;
+use crate::config::{ExecutorKind, Pipeline};
+use crate::executor::slurm::Slurm;
+use crate::executor::{Executor, Local};
 use crate::graph::Graph;
 use crate::progress::{Bars, bars_enabled};
 use crate::records::{self, Outcome, RunRecord, StageRecord};
 use crate::runner::{RunOptions, Runner};
 
 pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32, CliError> {
-    let opts = options(args);
     let (pipeline, graph) = load(ctx, &args.pipeline)?;
+    let executor = open_executor(args, &pipeline)?;
+    let opts = options(args, &pipeline);
     let selected = select(&pipeline, &graph, &opts)?;
     let store = open_store(ctx, Some(&pipeline))?;
     let remote = open_remote(ctx, Some(&pipeline), args.push)?;
     let at = Place {
         store: &store,
         remote: remote.as_ref(),
+        executor: executor.as_ref(),
     };
     let (code, _) = run_once(ctx, &pipeline, &graph, &at, &selected, &opts, ctx.json)?;
     Ok(code)
 }
 
-/// The runner's options from the command line.
-pub fn options(args: &RunArgs) -> RunOptions {
+/// The runner's options from the command line. Stages computed as cluster jobs are not limited
+/// by this machine's cores: all that the DAG allows are submitted at once.
+pub fn options(args: &RunArgs, pipeline: &Pipeline) -> RunOptions {
+    let default_jobs = match executor_kind(args, pipeline) {
+        ExecutorKind::Local => default_jobs(),
+        ExecutorKind::Slurm => CLUSTER_JOBS,
+    };
     RunOptions {
         until: args.until.clone(),
         only: args.only.clone(),
         force: args.force.clone(),
         force_all: args.force_all,
-        jobs: args.jobs.unwrap_or_else(default_jobs),
+        jobs: args.jobs.unwrap_or(default_jobs),
         dry_run: args.dry_run,
         verify_inputs: args.verify_inputs,
         verify: args.verify,
@@ -46,10 +55,12 @@ pub fn options(args: &RunArgs) -> RunOptions {
     }
 }
 
-/// Where a run keeps its artifacts: the local cache and, optionally, the shared remote.
+/// Where a run keeps its artifacts (the local cache and, optionally, the shared remote) and
+/// where it computes them.
 pub struct Place<'a> {
     pub store: &'a Store,
     pub remote: Option<&'a Remote>,
+    pub executor: &'a dyn Executor,
 }
 
 /// Run `selected` stages of one pipeline, record the run, print it; the exit code and run id.
@@ -72,6 +83,7 @@ pub fn run_once(
         registry: ctx.registry,
         bars: Bars::new(bars_enabled(json)),
         remote: at.remote,
+        executor: at.executor,
     };
     let stages = runner.run(selected, opts);
     let failed = stages
@@ -140,6 +152,23 @@ fn pipeline_dir(path: &Path) -> std::path::PathBuf {
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_default()
+}
+
+/// Stages in flight at once with a cluster executor (the scheduler queues the rest).
+const CLUSTER_JOBS: usize = 256;
+
+/// `--executor`, else the pipeline's `executor`.
+pub fn executor_kind(args: &RunArgs, pipeline: &Pipeline) -> ExecutorKind {
+    args.executor.unwrap_or(pipeline.executor)
+}
+
+/// The executor a run computes with; a cluster one that cannot be used is a usage error (exit 2)
+/// before anything runs.
+pub fn open_executor(args: &RunArgs, pipeline: &Pipeline) -> Result<Box<dyn Executor>, CliError> {
+    Ok(match executor_kind(args, pipeline) {
+        ExecutorKind::Local => Box::new(Local),
+        ExecutorKind::Slurm => Box::new(Slurm::new().map_err(CliError::Usage)?),
+    })
 }
 
 fn default_jobs() -> usize {

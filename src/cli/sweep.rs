@@ -3,8 +3,9 @@
 
 use super::output::print;
 use super::pipeline::{load, open_remote, open_store, select};
-use super::run::{Place, options, run_once};
+use super::run::{Place, executor_kind, open_executor, options, run_once};
 use super::{CliError, Context, PipelineArgs, RunArgs, exit};
+use crate::config::ExecutorKind;
 
 /// Splits `V1,V2,...` at the commas outside brackets, braces and quotes, so a value may be a
 /// TOML array or inline table.
@@ -61,10 +62,12 @@ fn sweep_grid(sweeps: &[String]) -> Result<Vec<Vec<String>>, CliError> {
     Ok(grid)
 }
 
-/// Every grid point as its own run (one at a time, sharing the cache), then the compare table of
-/// those runs. Every point is validated before anything runs.
+/// Every grid point as its own run (sharing the cache), then the compare table of those runs.
+/// Every point is validated before anything runs. Locally the points run one at a time; with a
+/// cluster executor all at once, so every point's stale stages are submitted together (a stage
+/// shared by several points is computed once: the later points wait for its job).
 pub fn run_sweep(ctx: &Context, run_args: &RunArgs) -> Result<i32, CliError> {
-    let (args, opts) = (&run_args.pipeline, &options(run_args));
+    let args = &run_args.pipeline;
     let grid = sweep_grid(&run_args.sweep)?;
     let mut points = Vec::new();
     for sets in &grid {
@@ -73,25 +76,43 @@ pub fn run_sweep(ctx: &Context, run_args: &RunArgs) -> Result<i32, CliError> {
             set: args.set.iter().chain(sets).cloned().collect(),
         };
         let (pipeline, graph) = load(ctx, &point_args)?;
-        let selected = select(&pipeline, &graph, opts)?;
-        points.push((sets, pipeline, graph, selected));
+        let opts = options(run_args, &pipeline);
+        let selected = select(&pipeline, &graph, &opts)?;
+        points.push((sets, pipeline, graph, selected, opts));
     }
-    let store = open_store(ctx, Some(&points[0].1))?;
-    let remote = open_remote(ctx, Some(&points[0].1), run_args.push)?;
+    let first = &points[0].1;
+    let executor = open_executor(run_args, first)?;
+    let store = open_store(ctx, Some(first))?;
+    let remote = open_remote(ctx, Some(first), run_args.push)?;
     let at = Place {
         store: &store,
         remote: remote.as_ref(),
+        executor: executor.as_ref(),
+    };
+    let n = points.len();
+    let run_point = |i: usize| {
+        let (sets, pipeline, graph, selected, opts) = &points[i];
+        eprintln!("sweep {}/{n}: --set {}", i + 1, sets.join(" --set "));
+        run_once(ctx, pipeline, graph, &at, selected, opts, false)
+    };
+    let results: Vec<Result<(i32, String), CliError>> = match executor_kind(run_args, first) {
+        ExecutorKind::Local => (0..n).map(run_point).collect(),
+        ExecutorKind::Slurm => std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..n).map(|i| scope.spawn(move || run_point(i))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a sweep point does not panic"))
+                .collect()
+        }),
     };
     let mut run_ids = Vec::new();
     let mut worst = exit::OK;
-    for (i, (sets, pipeline, graph, selected)) in points.iter().enumerate() {
-        let n = points.len();
-        eprintln!("sweep {}/{n}: --set {}", i + 1, sets.join(" --set "));
-        let (code, id) = run_once(ctx, pipeline, graph, &at, selected, opts, false)?;
+    for result in results {
+        let (code, id) = result?;
         worst = worst.max(code);
         run_ids.push(id);
     }
-    if !opts.dry_run {
+    if !points[0].4.dry_run {
         if !ctx.json {
             print("\n")?;
         }

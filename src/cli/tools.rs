@@ -48,6 +48,7 @@ pub fn bench(ctx: &Context, args: BenchArgs) -> Result<i32, CliError> {
         count: args.count,
         train_batches: args.train_batches,
         only: args.only,
+        remote: ctx.remote.map(str::to_string),
     };
     let value = crate::bench::run(&opts).map_err(CliError::Runtime)?;
     emit(ctx.json, &value, &crate::bench::table_text(&value))?;

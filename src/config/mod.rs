@@ -2,6 +2,7 @@
 
 mod error;
 pub mod params;
+mod resources;
 mod source;
 mod texts;
 
@@ -10,10 +11,18 @@ use std::path::{Path, PathBuf};
 use crate::kind::KindParams;
 pub use crate::kind::{KindCatalog, StageKind, StageParams};
 pub use error::{ConfigError, did_you_mean};
+pub use resources::{ExecutorKind, Resources};
 use source::{Node, NodeKind, Origin, Sources};
 
 /// Keys of the `[pipeline]` table.
-const PIPELINE_KEYS: [&str; 5] = ["name", "seed", "cache_dir", "remote", "remote_push"];
+const PIPELINE_KEYS: [&str; 6] = [
+    "name",
+    "seed",
+    "cache_dir",
+    "remote",
+    "remote_push",
+    "executor",
+];
 /// Top-level keys of a pipeline file (`extends` is consumed while loading).
 const TOP_KEYS: [&str; 3] = ["pipeline", "stages", "extends"];
 
@@ -30,6 +39,8 @@ pub struct Pipeline {
     pub remote: Option<String>,
     /// `remote_push`: upload what this pipeline computes to the remote.
     pub remote_push: bool,
+    /// `executor`: where stages that must be computed run (`local` unless set).
+    pub executor: ExecutorKind,
     /// Stages in the order they were written.
     pub stages: Vec<StageSpec>,
     /// The `--set` overrides applied, as given.
@@ -45,6 +56,8 @@ pub struct StageSpec {
     pub kind: StageKind,
     pub inputs: Vec<String>,
     pub params: StageParams,
+    /// What the stage asks of a cluster scheduler; never part of its cache key.
+    pub resources: Resources,
     /// Directory against which this stage's relative path parameters resolve (the directory of
     /// the file that set `data_dir` / `output`, or the working directory for `--set`).
     pub base_dir: PathBuf,
@@ -52,10 +65,26 @@ pub struct StageSpec {
     origin: SpecOrigin,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct SpecOrigin {
     table: Origin,
     inputs: Option<(Origin, Vec<std::ops::Range<usize>>)>,
+}
+
+impl StageSpec {
+    /// A stage rebuilt outside its pipeline file (a job on a cluster node): no source positions,
+    /// no inputs list (its inputs come as artifact folders).
+    pub fn detached(id: String, kind: StageKind, params: StageParams, base_dir: PathBuf) -> Self {
+        StageSpec {
+            id,
+            kind,
+            inputs: Vec::new(),
+            params,
+            resources: Resources::default(),
+            base_dir,
+            origin: SpecOrigin::default(),
+        }
+    }
 }
 
 impl Pipeline {
@@ -223,6 +252,7 @@ fn build(root: &Node, sources: &Sources, kinds: &dyn KindCatalog) -> Result<Pipe
             cache_dir: settings.cache_dir,
             remote: settings.remote,
             remote_push: settings.remote_push,
+            executor: settings.executor,
             stages,
             overrides: Vec::new(),
             sources: sources.clone(),
@@ -238,6 +268,7 @@ struct Settings {
     cache_dir: Option<PathBuf>,
     remote: Option<String>,
     remote_push: bool,
+    executor: ExecutorKind,
 }
 
 fn pipeline_table(node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>) -> Settings {
@@ -263,6 +294,7 @@ fn pipeline_table(node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>)
             "name" => value.as_str().is_some_and(|s| !s.trim().is_empty()),
             "seed" => value.as_integer().is_some_and(|i| i >= 0),
             "remote_push" => value.is_bool(),
+            "executor" => value.as_str().and_then(ExecutorKind::parse).is_some(),
             _ => value.is_str(),
         };
         if !valid {
@@ -277,6 +309,7 @@ fn pipeline_table(node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>)
     let cache_dir = setting("cache_dir", "a string");
     let remote = setting("remote", "a URL string");
     let remote_push = setting("remote_push", "true or false");
+    let executor = setting("executor", "\"local\" or \"slurm\"");
     if table.get("name").is_none() {
         errors.push(ConfigError::at(
             sources,
@@ -303,6 +336,9 @@ fn pipeline_table(node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>)
         cache_dir,
         remote: remote.map(|(_, v)| text(v)),
         remote_push: remote_push.and_then(|(_, v)| v.as_bool()).unwrap_or(false),
+        executor: executor
+            .and_then(|(_, v)| v.as_str().and_then(ExecutorKind::parse))
+            .unwrap_or_default(),
     }
 }
 
@@ -336,7 +372,9 @@ fn stage(
     }
     let kind = stage_kind(id, node, table, sources, kinds, errors)?;
     let inputs = stage_inputs(table, sources, errors)?;
-    let params = stage_params(id, node, table, kind, sources, errors)?;
+    let params = stage_params(id, node, table, kind, sources, errors);
+    let resources = stage_resources(id, table, sources, errors);
+    let (params, resources) = (params?, resources?);
     // Paths resolve against the file that wrote them.
     let base_dir = kind
         .kind()
@@ -362,6 +400,7 @@ fn stage(
         kind: kind.kind(),
         inputs,
         params,
+        resources,
         base_dir,
         origin,
     })
@@ -432,8 +471,7 @@ fn stage_inputs(
     }
 }
 
-/// The kind-specific keys of a stage table: unknown names first (with suggestions), then
-/// types, then ranges.
+/// The kind-specific keys of a stage table (all but `kind`, `inputs` and `resources`).
 fn stage_params(
     id: &str,
     node: &Node,
@@ -442,60 +480,116 @@ fn stage_params(
     sources: &Sources,
     errors: &mut Vec<ConfigError>,
 ) -> Option<StageParams> {
-    let schema = crate::kind::parameter_schema(kind);
-    let known = crate::kind::schema_keys(&schema);
-    let mut params = toml::Table::new();
-    let mut ok = true;
-    for (key, n) in table.iter() {
-        if key == "kind" || key == "inputs" {
-            continue;
-        }
-        if !known.iter().any(|k| k == key) {
-            let mut all = known.clone();
-            all.extend(["kind".to_string(), "inputs".to_string()]);
-            let message = format!("unknown key `{key}` for a `{}` stage", kind.kind());
-            errors.push(
-                ConfigError::unknown_name(
-                    sources,
-                    n.origin.source,
-                    n.origin.key.clone(),
-                    "key",
-                    key,
-                    &all,
-                )
-                .with_message(message),
-            );
-            ok = false;
-            continue;
-        }
-        params.insert(key.clone(), n.to_value());
-    }
-    if !ok {
-        return None;
-    }
-    let params = match kind.parse(toml::Value::Table(params)) {
-        Ok(p) => p,
-        Err(e) => {
-            errors.push(parse_error(id, node, table, sources, &e));
-            return None;
-        }
+    let typed = TypedTable {
+        path: id.to_string(),
+        what: format!("a `{}` stage", kind.kind()),
+        reserved: &["kind", "inputs", "resources"],
+        schema: crate::kind::parameter_schema(kind),
     };
-    let mut invalid = crate::kind::check_bounds(&schema, &params.canonical());
-    invalid.extend(kind.validate(&params));
-    for invalid in &invalid {
-        let (src, span) = table
-            .get(&invalid.key)
-            .map(|n| (n.origin.source, n.origin.value.clone()))
-            .unwrap_or((node.origin.source, node.origin.key.clone()));
-        errors.push(ConfigError::at(
-            sources,
-            src,
-            span,
-            format!("`{id}.{}` {}", invalid.path, invalid.message),
-            None,
-        ));
+    let parse = |v: toml::Value| kind.parse(v);
+    typed.check(node, table, &parse, &|p| kind.validate(p), sources, errors)
+}
+
+/// A stage's `resources` table (defaults when absent).
+fn stage_resources(
+    id: &str,
+    table: &source::Table,
+    sources: &Sources,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Resources> {
+    let Some(node) = table.get("resources") else {
+        return Some(Resources::default());
+    };
+    let Some(inner) = node.as_table() else {
+        let message = format!("`{id}.resources` must be a table: `[stages.{id}.resources]`");
+        errors.push(type_error(sources, node, &message));
+        return None;
+    };
+    let typed = TypedTable {
+        path: format!("{id}.resources"),
+        what: "`resources`".into(),
+        reserved: &[],
+        schema: crate::kind::type_schema::<Resources>(),
+    };
+    let parse = |v: toml::Value| crate::kind::parse_params::<Resources>(v);
+    let validate = |p: &StageParams| crate::kind::validate_params::<Resources>(p);
+    let params = typed.check(node, inner, &parse, &validate, sources, errors)?;
+    params.get::<Resources>().cloned()
+}
+
+/// A table of typed keys (a stage's parameters, its `resources`), checked in order: unknown
+/// names (with suggestions), then types, then the bounds its schema declares and `validate`.
+struct TypedTable<'a> {
+    /// How its values are named in messages (`train`, `train.resources`).
+    path: String,
+    /// What the table is, for "unknown key `x` for …".
+    what: String,
+    /// Keys of the enclosing table that are not part of it.
+    reserved: &'a [&'a str],
+    schema: serde_json::Value,
+}
+
+type ParseFn<'a> = dyn Fn(toml::Value) -> Result<StageParams, crate::kind::ParseError> + 'a;
+
+impl TypedTable<'_> {
+    fn check(
+        &self,
+        node: &Node,
+        table: &source::Table,
+        parse: &ParseFn,
+        validate: &dyn Fn(&StageParams) -> Vec<crate::kind::Invalid>,
+        sources: &Sources,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<StageParams> {
+        let values = self.known_values(table, sources, errors)?;
+        let params = match parse(toml::Value::Table(values)) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(parse_error(&self.path, node, table, sources, &e));
+                return None;
+            }
+        };
+        let mut invalid = crate::kind::check_bounds(&self.schema, &params.canonical());
+        invalid.extend(validate(&params));
+        for invalid in &invalid {
+            let (src, span) = table
+                .get(&invalid.key)
+                .map(|n| (n.origin.source, n.origin.value.clone()))
+                .unwrap_or((node.origin.source, node.origin.key.clone()));
+            let message = format!("`{}.{}` {}", self.path, invalid.path, invalid.message);
+            errors.push(ConfigError::at(sources, src, span, message, None));
+        }
+        invalid.is_empty().then_some(params)
     }
-    invalid.is_empty().then_some(params)
+
+    /// The table's own keys as TOML, or None after reporting the unknown ones.
+    fn known_values(
+        &self,
+        table: &source::Table,
+        sources: &Sources,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<toml::Table> {
+        let known = crate::kind::schema_keys(&self.schema);
+        let mut values = toml::Table::new();
+        let mut ok = true;
+        for (key, n) in table.iter() {
+            if self.reserved.contains(&key.as_str()) {
+                continue;
+            }
+            if !known.iter().any(|k| k == key) {
+                let mut all = known.clone();
+                all.extend(self.reserved.iter().map(|r| r.to_string()));
+                let message = format!("unknown key `{key}` for {}", self.what);
+                let (src, span) = (n.origin.source, n.origin.key.clone());
+                let e = ConfigError::unknown_name(sources, src, span, "key", key, &all);
+                errors.push(e.with_message(message));
+                ok = false;
+                continue;
+            }
+            values.insert(key.clone(), n.to_value());
+        }
+        ok.then_some(values)
+    }
 }
 
 /// A serde error in a stage's parameters, pointing at the value it names.

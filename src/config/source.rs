@@ -13,7 +13,7 @@ use super::error::ConfigError;
 pub use super::texts::{Source, Sources};
 
 /// Where a key and its value were written.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Origin {
     pub source: usize,
     pub key: Range<usize>,

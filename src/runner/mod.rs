@@ -2,8 +2,8 @@
 //! runs what is stale (independent stages in parallel), and records the run.
 //!
 //! - [`plan`]: fingerprints and plan states (`status`, `why`, `--dry-run`);
-//! - [`step`]: one stage's steps — decide (reuse or compute), compute into a staging folder
-//!   ([`step::compute`], callable on its own with a prepared [`step::Job`]), publish;
+//! - [`step`]: one stage's steps — decide (reuse or compute), the remote cache, then the
+//!   executor (here, or a cluster job) for a prepared [`crate::executor::Job`];
 //! - this module: the schedule (independent stages at once, up to `--jobs`) and the records.
 
 pub mod plan;
@@ -15,6 +15,7 @@ use std::sync::mpsc;
 use crate::cache::remote::Remote;
 use crate::cache::{Artifact, Store};
 use crate::config::Pipeline;
+use crate::executor::Executor;
 use crate::graph::Graph;
 use crate::progress::Bars;
 use crate::records::{Outcome, StageRecord};
@@ -46,6 +47,8 @@ pub struct Runner<'a> {
     pub bars: Bars,
     /// The shared remote cache, when one is configured.
     pub remote: Option<&'a Remote>,
+    /// Where stages that must be computed run.
+    pub executor: &'a dyn Executor,
 }
 
 /// What one worker reports: the stage, its record, and its artifact when it has one.
@@ -240,6 +243,7 @@ impl<'a> Runner<'a> {
             metrics: BTreeMap::new(),
             notes: Vec::new(),
             remote_bytes: None,
+            job: None,
         }
     }
 

@@ -1,36 +1,22 @@
-//! One stage, in three steps: [`Runner::decide`] (reuse what is published, or compute),
-//! [`compute`] (run the stage into a staging folder, from a prepared [`Job`]: callable on its
-//! own, e.g. by another process on another node) and publish (atomically, under the key's lock).
-//! Every failure is a [`StepError`], turned into the stage's record in one place.
+//! One stage, in steps: [`Runner::decide`] (reuse what is published, or compute), the remote
+//! cache, then the executor (compute into a staging folder from a prepared [`Job`] and publish,
+//! here or as a cluster job). Every failure is a [`StepError`], turned into the stage's record in
+//! one place.
 
 use std::collections::BTreeMap;
-use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::cache::remote::{Fetched, RemoteError};
-use crate::cache::{Acquired, Artifact, CacheError, Fingerprint, Lookup, StageReport};
-use crate::config::{StageKind, StageSpec};
+use crate::cache::{Acquired, Artifact, CacheError, Fingerprint, Lookup};
+use crate::executor::{ExecError, Job, Produced, Workshop};
 use crate::progress::Progress;
 use crate::records::{Outcome, StageRecord};
-use crate::stages::{Input, Stage, StageContext, StageError, StageOutcome};
+use crate::stages::Input;
 
 use super::plan::FingerprintError;
 use super::{RunOptions, Runner, chain};
-
-/// Everything [`compute`] needs to run one stage, prepared by the planner: the stage as
-/// declared, its fingerprint, its upstream artifact folders, and its input-file manifests.
-pub struct Job<'a> {
-    pub spec: &'a StageSpec,
-    pub fingerprint: Fingerprint,
-    /// The pipeline seed, when the stage's kind puts it in its key.
-    pub seed: Option<u64>,
-    /// Upstream stage id → its artifact folder (read-only).
-    pub inputs: BTreeMap<String, Input>,
-    /// Manifests of the stage's input files, by group.
-    pub files: BTreeMap<String, Arc<crate::cache::Manifest>>,
-}
 
 /// Why a stage did not produce an artifact. Each variant's text is what the user reads.
 #[derive(Debug, thiserror::Error)]
@@ -47,20 +33,9 @@ pub enum StepError {
         "stage `{id}`: the manifest of its input files `{group}` is missing from the cache; run again"
     )]
     MissingManifest { id: String, group: String },
-    #[error("stage `{id}` ({kind}): {}", chain(.source))]
-    Stage {
-        id: String,
-        kind: StageKind,
-        source: StageError,
-    },
-    #[error("stage `{id}` ({kind}) crashed: {message}")]
-    Crashed {
-        id: String,
-        kind: StageKind,
-        message: String,
-    },
-    #[error("stage `{id}`: {source}")]
-    Publish { id: String, source: CacheError },
+    /// The executor produced no artifact (the stage failed, crashed, or its job did).
+    #[error(transparent)]
+    Exec(#[from] ExecError),
     #[error("stage `{id}`: exporting {file} to {}: {source}", .dest.display())]
     Export {
         id: String,
@@ -74,44 +49,6 @@ pub enum StepError {
 enum Decision {
     Reuse(Box<Artifact>),
     Compute,
-}
-
-/// Run `stage` for `job` into `out_dir` (empty), checkpointing into `work_dir`. Touches no
-/// cache: the caller publishes `out_dir`. A panic in the stage becomes [`StepError::Crashed`].
-pub fn compute(
-    stage: &dyn Stage,
-    job: &Job,
-    out_dir: &Path,
-    work_dir: &Path,
-    progress: &Progress,
-) -> Result<StageOutcome, StepError> {
-    let spec = job.spec;
-    let ctx = StageContext {
-        spec,
-        seed: job.seed,
-        inputs: job.inputs.clone(),
-        files: job.files.clone(),
-        out_dir: out_dir.to_path_buf(),
-        work_dir: work_dir.to_path_buf(),
-        progress,
-    };
-    match std::panic::catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))) {
-        Ok(Ok(outcome)) => Ok(outcome),
-        Ok(Err(source)) => Err(StepError::Stage {
-            id: spec.id.clone(),
-            kind: spec.kind,
-            source,
-        }),
-        Err(panic) => Err(StepError::Crashed {
-            id: spec.id.clone(),
-            kind: spec.kind,
-            message: panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into()),
-        }),
-    }
 }
 
 impl Runner<'_> {
@@ -258,7 +195,7 @@ impl Runner<'_> {
             ));
         })?;
         let waited = matches!(lock, Acquired::AfterWaiting(_));
-        let _lock = lock.into_lock();
+        let lock = lock.into_lock();
         if waited
             && !opts.force_all
             && let Some(a) = self.reuse(&key, &spec.id, opts.verify)
@@ -276,26 +213,16 @@ impl Runner<'_> {
                 None,
             ));
         }
-        let staging = self.store.staging(&key)?;
-        let work_dir = self.store.work_dir(&key)?;
-        let stage = self
-            .registry
-            .stage(spec.kind)
-            .expect("fingerprint checked availability");
-        let outcome = compute(stage, &job, &staging.out_dir, &work_dir, progress)?;
-        let seconds = start.elapsed().as_secs_f64();
-        let report = StageReport {
-            metrics: outcome.metrics.clone(),
-            notes: outcome.notes.clone(),
-            seconds,
+        let at = Workshop {
+            store: self.store,
+            registry: self.registry,
         };
-        let artifact = self
-            .store
-            .publish(staging, &job.fingerprint, &report)
-            .map_err(|source| StepError::Publish {
-                id: spec.id.clone(),
-                source,
-            })?;
+        let Produced {
+            artifact,
+            outcome,
+            job: job_record,
+        } = self.executor.produce(at, &job, lock, progress)?;
+        let seconds = start.elapsed().as_secs_f64();
         if let Err(e) = self
             .store
             .record_last(&self.pipeline.path, &spec.id, &job.fingerprint)
@@ -305,6 +232,7 @@ impl Runner<'_> {
         let mut rec = self.record(i, Some(key), Outcome::Ran, seconds, None);
         rec.metrics = outcome.metrics;
         rec.notes = outcome.notes;
+        rec.job = job_record;
         self.push(&mut rec, &artifact);
         Ok((rec, Some(artifact)))
     }

@@ -12,7 +12,7 @@ use crate::config::params::BaselineMethod;
 use crate::config::params::BaselineParams;
 use crate::labels::N_CLASSES;
 
-use crate::kind::{KindDecl, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -80,6 +80,7 @@ impl StageKindDef for Baseline {
         path_params: &[],
         accepts: &["ingest", "crop"],
         requires: &["ingest"],
+        job: JobShape::LIGHT,
     });
     type Params = BaselineParams;
 

@@ -11,7 +11,7 @@ use crate::artifacts::{self, CatalogRow, CropRow, ParquetStream};
 use crate::config::params::{CropFallback, CropMethod, CropParams, OnProblem};
 use crate::vision::{self, Placement};
 
-use crate::kind::{KindDecl, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -82,6 +82,7 @@ impl StageKindDef for Crop {
         path_params: &[],
         accepts: &["ingest"],
         requires: &["ingest"],
+        job: JobShape::PARALLEL,
     });
     type Params = CropParams;
 

@@ -15,7 +15,7 @@ use crate::labels::{CLASS_NAMES, QUESTIONS, tree_deviation};
 use crate::metrics::{Scores, score};
 use crate::model::inference;
 
-use crate::kind::{KindDecl, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -29,6 +29,7 @@ impl StageKindDef for Evaluate {
         path_params: &[],
         accepts: &["train", "crop", "baseline"],
         requires: &["train", "crop"],
+        job: JobShape::MODEL,
     });
     type Params = EvaluateParams;
 

@@ -22,7 +22,7 @@ use crate::config::params::ExploreParams;
 use crate::labels::{CLASS_NAMES, N_CLASSES, QUESTIONS};
 use crate::vision;
 
-use crate::kind::{KindDecl, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -60,6 +60,7 @@ impl StageKindDef for Explore {
         path_params: &[],
         accepts: &["ingest", "crop"],
         requires: &["ingest"],
+        job: JobShape::LIGHT,
     });
     type Params = ExploreParams;
 

@@ -9,7 +9,7 @@ use crate::config::StageSpec;
 use crate::config::params::{IngestParams, OnProblem};
 use crate::labels::{CLASS_NAMES, N_CLASSES, tree_deviation};
 
-use crate::kind::{KindDecl, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, SeedUse, StageKind};
 
 use super::{FileInput, StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -33,6 +33,7 @@ impl StageKindDef for Ingest {
         path_params: &["data_dir"],
         accepts: &[],
         requires: &[],
+        job: JobShape::PARALLEL,
     });
     type Params = IngestParams;
 

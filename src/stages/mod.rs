@@ -179,6 +179,9 @@ impl<K: StageKindDef> KindParams for Registered<K> {
     fn parse(&self, value: toml::Value) -> Result<StageParams, ParseError> {
         crate::kind::parse_params::<K::Params>(value)
     }
+    fn parse_json(&self, value: serde_json::Value) -> Result<StageParams, serde_json::Error> {
+        crate::kind::parse_json_params::<K::Params>(value)
+    }
     fn validate(&self, params: &StageParams) -> Vec<Invalid> {
         crate::kind::validate_params::<K::Params>(params)
     }

@@ -10,7 +10,7 @@ use crate::config::StageSpec;
 use crate::config::params::SubmitParams;
 use crate::labels::CLASS_NAMES;
 
-use crate::kind::{KindDecl, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -26,6 +26,7 @@ impl StageKindDef for Submit {
         path_params: &["output"],
         accepts: &["train", "crop"],
         requires: &["train", "crop"],
+        job: JobShape::MODEL,
     });
     type Params = SubmitParams;
 

@@ -12,7 +12,7 @@ use crate::config::params::TrainParams;
 use crate::model::training::{self, HistoryRow, TrainInputs};
 use crate::model::{Architecture, Resolved, device};
 
-use crate::kind::{KindDecl, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -26,6 +26,7 @@ impl StageKindDef for Train {
         path_params: &[],
         accepts: &["crop"],
         requires: &["crop"],
+        job: JobShape::MODEL,
     });
     type Params = TrainParams;
 

@@ -67,6 +67,9 @@ impl<K: StageKindDef> KindParams for Faked<K> {
     fn parse(&self, value: toml::Value) -> Result<StageParams, ParseError> {
         kind::parse_params::<K::Params>(value)
     }
+    fn parse_json(&self, value: serde_json::Value) -> Result<StageParams, serde_json::Error> {
+        galaxy_pipe::kind::parse_json_params::<K::Params>(value)
+    }
     fn validate(&self, params: &StageParams) -> Vec<Invalid> {
         kind::validate_params::<K::Params>(params)
     }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use galaxy_pipe::kind::{KindDecl, Params, SeedUse, StageKind};
+use galaxy_pipe::kind::{JobShape, KindDecl, Params, SeedUse, StageKind};
 use galaxy_pipe::stages::{StageContext, StageError, StageKindDef, StageOutcome, ingest};
 use rand::{SeedableRng, seq::IndexedRandom};
 use schemars::JsonSchema;
@@ -35,6 +35,7 @@ impl StageKindDef for Tally {
         path_params: &[],
         accepts: &["ingest"],
         requires: &["ingest"],
+        job: JobShape::LIGHT,
     });
     type Params = TallyParams;
 

@@ -8,6 +8,8 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde_json::json;
 
+mod remote;
+
 pub struct BenchOptions {
     /// The real Kaggle sample (for the crop and training figures).
     pub sample: PathBuf,
@@ -19,6 +21,8 @@ pub struct BenchOptions {
     pub train_batches: usize,
     /// Which groups of figures to measure (all when empty).
     pub only: Vec<Part>,
+    /// The remote cache for the `remote` group (skipped without one).
+    pub remote: Option<String>,
 }
 
 /// A group of figures that can be measured on its own.
@@ -30,6 +34,8 @@ pub enum Part {
     Large,
     /// CPU training of the seed network.
     Train,
+    /// The remote cache (needs `--remote URL`): push vs `cp`, pull vs compute, no-op run.
+    Remote,
 }
 
 /// One measured figure.
@@ -176,6 +182,17 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
     }
     if wanted(Part::Train) {
         train_figures(&work, &sample_cache, &v, opts, &mut figures)?;
+    }
+    match (&opts.remote, wanted(Part::Remote)) {
+        (Some(url), true) => remote::remote_figures(&work, &sample, opts, url, &mut figures)?,
+        (None, true) if opts.only.contains(&Part::Remote) => {
+            return Err(
+                "`bench --only remote` needs `--remote URL` (a fresh prefix is made under it)"
+                    .into(),
+            );
+        }
+        (None, true) => eprintln!("bench: no --remote given; the remote figures are skipped"),
+        _ => {}
     }
     let rows: Vec<serde_json::Value> = figures
         .iter()
