@@ -263,8 +263,9 @@ fn check_value(
         serde_json::Value::Number(n) if !bounds.contains(n.as_f64().unwrap_or(f64::NAN)) => {
             problem(bounds.describe(schema["type"] == "integer"));
         }
-        // A NaN or infinity serialises as null: never inside a declared range.
-        serde_json::Value::Null if bounds.any() => {
+        // A NaN or infinity serialises as null: never inside a declared range. (An unset
+        // optional value is null too, where the schema allows it.)
+        serde_json::Value::Null if bounds.any() && !allows_null(schema) => {
             problem(format!("{} (a finite number)", bounds.describe(false)));
         }
         serde_json::Value::String(s)
@@ -289,6 +290,14 @@ fn check_value(
             }
         }
         _ => {}
+    }
+}
+
+/// Whether `schema` admits null (an `Option` field: `"type": ["integer", "null"]`).
+fn allows_null(schema: &serde_json::Value) -> bool {
+    match &schema["type"] {
+        serde_json::Value::Array(types) => types.iter().any(|t| t == "null"),
+        t => t == "null",
     }
 }
 

@@ -61,6 +61,11 @@ fn jpegs(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// Run the CLI (same code path as a user's `run`) and return its JSON result.
 fn cli_json(args: &[&str]) -> Result<serde_json::Value, String> {
+    cli_json_with(args, &[])
+}
+
+/// [`cli_json`] with extra environment variables.
+fn cli_json_with(args: &[&str], env: &[(&str, &str)]) -> Result<serde_json::Value, String> {
     let mut full = vec!["galaxy-pipe".to_string()];
     full.extend(args.iter().map(|s| s.to_string()));
     full.push("--json".into());
@@ -68,6 +73,7 @@ fn cli_json(args: &[&str]) -> Result<serde_json::Value, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = std::process::Command::new(exe)
         .args(&full[1..])
+        .envs(env.iter().copied())
         .output()
         .map_err(|e| e.to_string())?;
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -54,26 +54,53 @@ pub(super) fn remote_figures(
         target: "report",
     });
 
-    eprintln!("bench: pulling it into an empty cache …");
     let pulled = fresh("cache-remote-pulled");
-    let t = Instant::now();
-    let v = cli_json(&["pull", lp, "--cache-dir", &pulled, "--remote", &url])?;
-    let pull_s = t.elapsed().as_secs_f64();
-    let all_remote = v["stages"]
-        .as_array()
-        .is_some_and(|s| s.iter().all(|s| s["outcome"] == "remote"));
-    if !all_remote {
-        return Err(format!("the pull computed something: {v}"));
-    }
-    figures.push(Figure {
-        what: "pull of the same into an empty cache (whole process)",
-        value: pull_s,
-        unit: "s",
-        baseline: compute_s,
-        baseline_what: "computing them: `run` from an empty cache",
-        target: "≪ 1×",
-    });
+    pull_figures(lp, &pulled, &url, compute_s, figures)?;
     noop_with_remote(lp, &pulled, &url, figures)
+}
+
+/// Pulls the pushed artifacts into the empty cache `pulled`: in ranges (the default), then one
+/// request per file, each against computing them.
+fn pull_figures(
+    lp: &str,
+    pulled: &str,
+    url: &str,
+    compute_s: f64,
+    figures: &mut Vec<Figure>,
+) -> Result<(), String> {
+    let one_request = [(crate::cache::remote::RANGE_VAR, "0")];
+    let ways: [(&'static str, &[(&str, &str)]); 2] = [
+        (
+            "pull of the same into an empty cache (16 MiB ranges, 4 at once)",
+            &[],
+        ),
+        (
+            "pull of the same, one request per file (`GALAXY_PIPE_REMOTE_RANGE_MB=0`)",
+            &one_request,
+        ),
+    ];
+    for (what, env) in ways {
+        eprintln!("bench: {what} …");
+        let _ = std::fs::remove_dir_all(pulled);
+        let t = Instant::now();
+        let v = super::cli_json_with(&["pull", lp, "--cache-dir", pulled, "--remote", url], env)?;
+        let pull_s = t.elapsed().as_secs_f64();
+        let all_remote = v["stages"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| s["outcome"] == "remote"));
+        if !all_remote {
+            return Err(format!("the pull computed something: {v}"));
+        }
+        figures.push(Figure {
+            what,
+            value: pull_s,
+            unit: "s",
+            baseline: compute_s,
+            baseline_what: "computing them: `run` from an empty cache",
+            target: "≪ 1×",
+        });
+    }
+    Ok(())
 }
 
 /// Copies every file of the artifacts under `cache`'s `objects/` with `cp`; the seconds it took.

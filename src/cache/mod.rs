@@ -448,7 +448,17 @@ impl Store {
             .join(format!("{key}.gc.{}", std::process::id()));
         std::fs::rename(&dir, &aside).map_err(|e| CacheError::io("removing", &dir, e))?;
         std::fs::remove_dir_all(&aside).map_err(|e| CacheError::io("removing", &aside, e))?;
+        // Its cluster jobs' logs go with it, unless a job for it is still out there.
+        let logs = self.log_dir(key);
+        if !logs.join("job-id").exists() {
+            let _ = std::fs::remove_dir_all(&logs);
+        }
         Ok(true)
+    }
+
+    /// Where the cluster jobs computing `key` keep their description, script and logs.
+    pub fn log_dir(&self, key: &str) -> PathBuf {
+        self.root.join("logs").join(key)
     }
 
     /// Bytes used by an object.

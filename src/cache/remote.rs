@@ -33,8 +33,11 @@ const ENTRY_FORMAT: u32 = 1;
 const MAX_ENTRY_BYTES: usize = 16 << 20;
 /// Requests in flight at once for the files of one artifact.
 const PARALLEL: usize = 8;
-/// A blob larger than this is downloaded in ranges of this size, several at once.
+/// A blob larger than this is downloaded in ranges of this size, several at once (unless
+/// `GALAXY_PIPE_REMOTE_RANGE_MB` says otherwise).
 const RANGE_BYTES: u64 = 16 << 20;
+/// The environment variable setting the range size in MiB; 0 fetches each file in one request.
+pub const RANGE_VAR: &str = "GALAXY_PIPE_REMOTE_RANGE_MB";
 /// Ranges of one blob in flight at once.
 const RANGES_IN_FLIGHT: usize = 4;
 /// The environment variable holding the shared secret that signs entries.
@@ -108,8 +111,13 @@ pub struct Fetched {
     pub bytes: u64,
 }
 
+/// Builds the store's client (for S3: an HTTP client with its TLS roots, a few milliseconds).
+type Connect = Box<dyn Fn() -> Result<Arc<dyn ObjectStore>, String> + Send + Sync>;
+
 pub struct Remote {
-    store: Arc<dyn ObjectStore>,
+    /// Built at the first request: a run that finds every key locally pays nothing for it.
+    store: std::sync::OnceLock<Arc<dyn ObjectStore>>,
+    connect: Connect,
     prefix: Path,
     url: String,
     /// Upload what this machine computes (`--push`).
@@ -121,6 +129,8 @@ pub struct Remote {
     warned: std::sync::atomic::AtomicBool,
     /// Entries are signed on push and checked on fetch when set (`GALAXY_PIPE_REMOTE_KEY`).
     mac_key: Option<[u8; 32]>,
+    /// Download range size (`u64::MAX`: one request per file).
+    range_bytes: u64,
 }
 
 impl Remote {
@@ -132,16 +142,23 @@ impl Remote {
             message,
         };
         let parsed = url::Url::parse(url).map_err(|e| config(e.to_string()))?;
-        let (store, prefix): (Arc<dyn ObjectStore>, Path) = match parsed.scheme() {
+        let (connect, prefix): (Connect, Path) = match parsed.scheme() {
             "s3" | "s3a" => {
-                let s3 = object_store::aws::AmazonS3Builder::from_env()
-                    .with_url(url)
-                    .with_retry(retry())
-                    .with_client_options(client_options())
-                    .build()
-                    .map_err(|e| config(e.to_string()))?;
+                if parsed.host_str().is_none_or(str::is_empty) {
+                    return Err(config("no bucket: expected s3://bucket/prefix".into()));
+                }
                 let prefix = Path::parse(parsed.path()).map_err(|e| config(e.to_string()))?;
-                (Arc::new(s3), prefix)
+                let url = url.to_string();
+                let connect: Connect = Box::new(move || {
+                    let s3 = object_store::aws::AmazonS3Builder::from_env()
+                        .with_url(&url)
+                        .with_retry(retry())
+                        .with_client_options(client_options())
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                    Ok(Arc::new(s3) as Arc<dyn ObjectStore>)
+                });
+                (connect, prefix)
             }
             "file" => {
                 let dir = parsed
@@ -150,12 +167,13 @@ impl Remote {
                 std::fs::create_dir_all(&dir).map_err(|e| config(e.to_string()))?;
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| config(e.to_string()))?;
-                (Arc::new(fs), Path::default())
+                let fs: Arc<dyn ObjectStore> = Arc::new(fs);
+                (Box::new(move || Ok(fs.clone())), Path::default())
             }
-            "memory" => (
-                Arc::new(object_store::memory::InMemory::new()),
-                Path::default(),
-            ),
+            "memory" => {
+                let memory: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+                (Box::new(move || Ok(memory.clone())), Path::default())
+            }
             other => {
                 return Err(config(format!(
                     "unsupported scheme `{other}` (s3://, file://)"
@@ -167,7 +185,16 @@ impl Remote {
             Ok(v) => Some(v),
             Err(_) => None,
         };
-        Ok(Self::with_store(store, prefix, url, push).signed_with(secret.as_deref()))
+        let mut remote =
+            Self::connecting(connect, prefix, url, push).signed_with(secret.as_deref());
+        if let Ok(mb) = std::env::var(RANGE_VAR) {
+            let mb: u64 = mb
+                .trim()
+                .parse()
+                .map_err(|_| config(format!("{RANGE_VAR}=`{mb}` is not a whole number of MiB")))?;
+            remote.range_bytes = if mb == 0 { u64::MAX } else { mb << 20 };
+        }
+        Ok(remote)
     }
 
     /// Sign pushed entries and accept only signed ones, with a key derived from `secret`.
@@ -178,8 +205,13 @@ impl Remote {
 
     /// A remote over any `ObjectStore` (tests use `InMemory`).
     pub fn with_store(store: Arc<dyn ObjectStore>, prefix: Path, url: &str, push: bool) -> Remote {
+        Self::connecting(Box::new(move || Ok(store.clone())), prefix, url, push)
+    }
+
+    fn connecting(connect: Connect, prefix: Path, url: &str, push: bool) -> Remote {
         Remote {
-            store,
+            store: std::sync::OnceLock::new(),
+            connect,
             prefix,
             url: url.to_string(),
             push,
@@ -187,7 +219,22 @@ impl Remote {
             down: Mutex::new(None),
             warned: std::sync::atomic::AtomicBool::new(false),
             mac_key: None,
+            range_bytes: RANGE_BYTES,
         }
+    }
+
+    /// The store, its client built the first time; a client that cannot be built marks the
+    /// remote down like an unreachable one.
+    fn store(&self) -> Result<&Arc<dyn ObjectStore>, RemoteError> {
+        if let Some(store) = self.store.get() {
+            return Ok(store);
+        }
+        let store = (self.connect)().map_err(|e| {
+            let message = format!("{}: {e}", self.url);
+            self.mark_down(&message);
+            RemoteError::Unreachable(message)
+        })?;
+        Ok(self.store.get_or_init(|| store))
     }
 
     /// Run a request to completion on the remote's runtime (started the first time).
@@ -253,7 +300,8 @@ impl Remote {
             return Ok(false);
         }
         let path = self.entry_path(key);
-        match self.block_on(self.store.head(&path)) {
+        let store = self.store()?;
+        match self.block_on(store.head(&path)) {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.unreachable(e)),
@@ -283,8 +331,9 @@ impl Remote {
 
     fn read_entry(&self, key: &str) -> Result<Option<Entry>, RemoteError> {
         let path = self.entry_path(key);
+        let store = self.store()?;
         let bytes = match self.block_on(async {
-            let got = self.store.get(&path).await?;
+            let got = store.get(&path).await?;
             if got.meta.size as usize > MAX_ENTRY_BYTES {
                 return Ok(None);
             }
@@ -333,12 +382,13 @@ impl Remote {
     ) -> Result<u64, RemoteError> {
         let blob = self.blob_path(&f.digest);
         let mut sink = VerifiedFile::create(key, f, out_dir)?;
+        let store = self.store()?;
         if f.size > 0 {
             let first = object_store::GetOptions {
-                range: Some((0..RANGE_BYTES).into()),
+                range: (self.range_bytes != u64::MAX).then(|| (0..self.range_bytes).into()),
                 ..Default::default()
             };
-            let got = match self.store.get_opts(&blob, first).await {
+            let got = match store.get_opts(&blob, first).await {
                 Ok(got) => got,
                 Err(object_store::Error::NotFound { .. }) => {
                     return Err(invalid(key, &format!("blob of `{}` is missing", f.path)));
@@ -355,12 +405,10 @@ impl Remote {
             while let Some(chunk) = stream.next().await {
                 sink.write(&chunk.map_err(|e| self.unreachable(e))?)?;
             }
-            let rest = (RANGE_BYTES..f.size).step_by(RANGE_BYTES as usize);
+            let step = self.range_bytes;
+            let rest = (step..f.size).step_by(step.min(usize::MAX as u64) as usize);
             let mut ranges = futures::stream::iter(rest)
-                .map(|start| {
-                    self.store
-                        .get_range(&blob, start..(start + RANGE_BYTES).min(f.size))
-                })
+                .map(|start| store.get_range(&blob, start..start.saturating_add(step).min(f.size)))
                 .buffered(RANGES_IN_FLIGHT);
             while let Some(range) = ranges.next().await {
                 sink.write(&range.map_err(|e| self.unreachable(e))?)?;
@@ -405,7 +453,7 @@ impl Remote {
 
     async fn push_entry(&self, entry: &Entry, out_dir: &FsPath) -> Result<u64, RemoteError> {
         let path = self.entry_path(&entry.key);
-        let replace_unsigned = match self.store.head(&path).await {
+        let replace_unsigned = match self.store()?.head(&path).await {
             Ok(_) if !self.needs_signed_copy(&entry.key).await? => return Ok(0),
             Ok(_) => true,
             Err(object_store::Error::NotFound { .. }) => false,
@@ -425,7 +473,7 @@ impl Remote {
             false => PutMode::Create,
         };
         match self
-            .store
+            .store()?
             .put_opts(&path, PutPayload::from(body), mode.into())
             .await
         {
@@ -454,7 +502,7 @@ impl Remote {
         use std::io::Read;
         use tokio::io::AsyncWriteExt;
         let blob = self.blob_path(&f.digest);
-        match self.store.head(&blob).await {
+        match self.store()?.head(&blob).await {
             Ok(meta) if meta.size == f.size => return Ok(0),
             Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(self.unreachable(e)),
@@ -462,7 +510,7 @@ impl Remote {
         let source = out_dir.join(&f.path);
         let local = |e: std::io::Error| RemoteError::from(CacheError::io("reading", &source, e));
         let mut file = std::fs::File::open(&source).map_err(local)?;
-        let mut upload = object_store::buffered::BufWriter::new(self.store.clone(), blob);
+        let mut upload = object_store::buffered::BufWriter::new(self.store()?.clone(), blob);
         let failed = |e: std::io::Error| {
             RemoteError::Unreachable(format!("{}: uploading {}: {e}", self.url, f.path))
         };
@@ -565,7 +613,7 @@ impl Remote {
 
     async fn list(&self, folder: &str) -> Result<Vec<object_store::ObjectMeta>, RemoteError> {
         let prefix = self.prefix.clone().join(folder);
-        let listed: Vec<_> = self.store.list(Some(&prefix)).collect().await;
+        let listed: Vec<_> = self.store()?.list(Some(&prefix)).collect().await;
         listed
             .into_iter()
             .collect::<Result<Vec<_>, _>>()
@@ -573,14 +621,14 @@ impl Remote {
     }
 
     async fn delete(&self, path: &Path) -> Result<(), RemoteError> {
-        match self.store.delete(path).await {
+        match self.store()?.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.unreachable(e)),
         }
     }
 
     async fn read_entry_async(&self, key: &str) -> Result<Option<Entry>, RemoteError> {
-        let got = match self.store.get(&self.entry_path(key)).await {
+        let got = match self.store()?.get(&self.entry_path(key)).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.unreachable(e)),

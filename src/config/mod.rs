@@ -373,8 +373,9 @@ fn stage(
     let kind = stage_kind(id, node, table, sources, kinds, errors)?;
     let inputs = stage_inputs(table, sources, errors)?;
     let params = stage_params(id, node, table, kind, sources, errors);
-    let resources = stage_resources(id, table, sources, errors);
-    let (params, resources) = (params?, resources?);
+    // Invalid resources are reported; the stage stays, so its dependants are not misreported.
+    let resources = stage_resources(id, table, sources, errors).unwrap_or_default();
+    let params = params?;
     // Paths resolve against the file that wrote them.
     let base_dir = kind
         .kind()

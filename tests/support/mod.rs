@@ -26,11 +26,21 @@ pub const CHILD_ARGS: &str = "GP_CHILD_ARGS";
 
 /// The body of each test binary's `child_entry` test: when `CHILD_ARGS` is set, run the CLI
 /// with the fake registry and exit with its code.
+///
+/// A Slurm job runs `<launcher> compute-job <job.json>` with [`job_launcher`] as the launcher:
+/// the test binary, this test, then the subcommand as extra test-name filters, which are taken
+/// as the CLI's arguments instead.
 pub fn child_main() {
     let Ok(args) = std::env::var(CHILD_ARGS) else {
         return;
     };
-    let args: Vec<String> = serde_json::from_str(&args).unwrap();
+    let argv: Vec<String> = std::env::args().collect();
+    let args: Vec<String> = match argv.iter().position(|a| a == "compute-job") {
+        Some(i) => std::iter::once("galaxy-pipe".to_string())
+            .chain(argv[i..].iter().cloned())
+            .collect(),
+        None => serde_json::from_str(&args).unwrap(),
+    };
     let code =
         galaxy_pipe::cli::main_with(args.into_iter().map(Into::into).collect(), &test_registry());
     std::process::exit(code);
@@ -307,6 +317,15 @@ impl Project {
         .env_remove("GALAXY_PIPE_CACHE_DIR")
         .current_dir(self.path());
         cmd
+    }
+
+    /// `GALAXY_PIPE_JOB_LAUNCHER` for Slurm jobs of this test binary (see [`child_main`]).
+    pub fn job_launcher() -> String {
+        let exe = std::env::current_exe().unwrap();
+        format!(
+            "'{}' child_entry --exact --nocapture --test-threads=1 -q",
+            exe.display()
+        )
     }
 
     /// Starts one run per argument list at the same moment (every fake stage sleeping

@@ -10,7 +10,7 @@
 
 pub mod monitor;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -92,12 +92,15 @@ impl Slurm {
         Ok(id)
     }
 
-    /// Wait for job `id` of stage `stage`, showing its state; its final state.
-    fn follow(&self, stage: &str, id: &str, progress: &Progress) -> JobState {
+    /// Wait for job `id` of stage `stage`, showing its state (each change on its own line when
+    /// `announce`: only the run that submitted it says it); its final state.
+    fn follow(&self, stage: &str, id: &str, progress: &Progress, announce: bool) -> JobState {
         self.monitor.track(id);
         self.monitor.wait(id, |state| {
             progress.message(&format!("Slurm job {id} {}", state.word()));
-            progress.println(&format!("slurm: `{stage}` job {id} {}", state.word()));
+            if announce {
+                progress.println(&format!("slurm: `{stage}` job {id} {}", state.word()));
+            }
         })
     }
 }
@@ -112,9 +115,9 @@ impl Executor for Slurm {
     ) -> Result<Produced, ExecError> {
         let key = job.fingerprint.key();
         // Absolute: the job starts in its own folder, maybe on another node.
-        let cache_dir =
-            std::path::absolute(at.store.root()).unwrap_or_else(|_| at.store.root().to_path_buf());
-        let dir = log_dir(&cache_dir, &key);
+        let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let cache_dir = absolute(at.store.root());
+        let dir = absolute(&at.store.log_dir(&key));
         std::fs::create_dir_all(&dir)
             .map_err(|e| crate::cache::CacheError::io("creating", &dir, e))?;
         let resources = job.spec.resources.or(&kind_defaults(job.spec.kind));
@@ -133,7 +136,7 @@ impl Executor for Slurm {
                 "slurm: `{}` is already job {old}; waiting for it",
                 job.spec.id
             ));
-            self.follow(&job.spec.id, &old, progress);
+            self.follow(&job.spec.id, &old, progress, false);
             if let Lookup::Valid(a) = at.store.lookup(&key, false) {
                 return Ok(produced(*a, record(&old)));
             }
@@ -148,7 +151,7 @@ impl Executor for Slurm {
             job.spec.id
         ));
         drop(lock);
-        let state = self.follow(&job.spec.id, &id, progress);
+        let state = self.follow(&job.spec.id, &id, progress, true);
         let _ = std::fs::remove_file(dir.join("job-id"));
         match at.store.lookup(&key, false) {
             Lookup::Valid(a) => Ok(produced(*a, record(&id))),
@@ -261,9 +264,4 @@ fn cancel_on_interrupt(monitor: Arc<Monitor>) -> Result<(), String> {
         }
     });
     Ok(())
-}
-
-/// The folder of `key`'s job description, script and logs in the cache at `cache`.
-pub fn log_dir(cache: &Path, key: &str) -> PathBuf {
-    cache.join("logs").join(key)
 }
