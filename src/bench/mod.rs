@@ -9,6 +9,7 @@ use rayon::prelude::*;
 use serde_json::json;
 
 mod remote;
+mod train;
 
 pub struct BenchOptions {
     /// The real Kaggle sample (for the crop and training figures).
@@ -187,7 +188,7 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
         large_figures(&work, &sample, opts, &mut figures)?;
     }
     if wanted(Part::Train) {
-        train_figures(&work, &sample_cache, &v, opts, &mut figures)?;
+        train::train_figures(&work, &sample_cache, &v, opts, &mut figures)?;
     }
     match (&opts.remote, wanted(Part::Remote)) {
         (Some(url), true) => remote::remote_figures(&work, &sample, opts, url, &mut figures)?,
@@ -411,84 +412,8 @@ fn load_figures(
     Ok(())
 }
 
-/// CPU training of the seed network on the sample's crops (`v`: the sample pipeline's run).
-fn train_figures(
-    work: &Path,
-    sample_cache: &Path,
-    v: &serde_json::Value,
-    opts: &BenchOptions,
-    figures: &mut Vec<Figure>,
-) -> Result<(), String> {
-    eprintln!(
-        "bench: training {} batches of the seed network on the CPU …",
-        opts.train_batches
-    );
-    let mut params: crate::config::params::TrainParams =
-        toml::from_str("epochs = 1").map_err(|e| e.to_string())?;
-    params.device = crate::config::params::Device::Cpu;
-    let n = opts.train_batches * params.batch_size as usize;
-    let subset = train_subset(sample_cache, v, n)?;
-    let arch = crate::model::Architecture {
-        input_size: subset.size,
-        conv: params.conv.clone(),
-        dense: params.dense.clone(),
-        activation: params.activation,
-        output: params.output,
-    };
-    let tmp = tempfile::tempdir_in(work).map_err(|e| e.to_string())?;
-    let progress = crate::progress::Progress::hidden();
-    let inputs = crate::model::training::TrainInputs {
-        params: &params,
-        arch: &arch,
-        crops: &subset,
-        seed: 1,
-        work_dir: tmp.path(),
-        out_dir: tmp.path(),
-        progress: &progress,
-    };
-    let report = crate::model::training::train::<burn::backend::Autodiff<burn::backend::Flex>>(
-        burn::backend::flex::FlexDevice,
-        &inputs,
-    )
-    .map_err(|e| e.to_string())?;
-    figures.push(Figure {
-        what: "CPU training, seed network, 64×64, batch 64 (Burn flex)",
-        value: report.images_per_sec,
-        unit: "images/s",
-        baseline: 100.0 * report.data_share,
-        baseline_what: "% of step time waiting for data",
-        target: "data < 10%",
-    });
-
-    // The other pure-Rust CPU backend, when built in (`--features ndarray`), on the same batches.
-    #[cfg(feature = "ndarray")]
-    {
-        let tmp = tempfile::tempdir_in(work).map_err(|e| e.to_string())?;
-        let inputs = crate::model::training::TrainInputs {
-            work_dir: tmp.path(),
-            out_dir: tmp.path(),
-            ..inputs
-        };
-        let other =
-            crate::model::training::train::<burn::backend::Autodiff<burn::backend::NdArray>>(
-                Default::default(),
-                &inputs,
-            )
-            .map_err(|e| e.to_string())?;
-        figures.push(Figure {
-            what: "CPU training, seed network, Burn ndarray",
-            value: other.images_per_sec,
-            unit: "images/s",
-            baseline: report.images_per_sec,
-            baseline_what: "Burn flex, same batches, same run",
-            target: "pick the faster",
-        });
-    }
-    Ok(())
-}
-
 /// The first `n` crops of the sample pipeline's run `v`, all as labelled training rows.
-fn train_subset(
+pub(super) fn train_subset(
     sample_cache: &Path,
     v: &serde_json::Value,
     n: usize,

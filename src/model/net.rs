@@ -107,6 +107,28 @@ impl Architecture {
         Ok((side as usize, channels))
     }
 
+    /// Floating-point operations (a multiply-add counts 2) of one image's forward pass through
+    /// the convolutions and dense layers (activations, pooling and norms are not counted: they
+    /// are a rounding error next to these). A training step costs about 3× this: the forward
+    /// pass, and the backward pass's two products per layer (input and weight gradients).
+    pub fn forward_flops(&self) -> f64 {
+        let mut flops = 0.0;
+        let (mut side, mut channels) = (self.input_size as f64, 3.0);
+        for c in &self.conv {
+            let (k, filters) = (c.kernel as f64, c.filters as f64);
+            side = side + 2.0 * c.padding as f64 - k + 1.0;
+            flops += 2.0 * side * side * filters * k * k * channels;
+            side = (side / c.pool as f64).floor();
+            channels = filters;
+        }
+        let mut width = side * side * channels;
+        for d in &self.dense {
+            flops += 2.0 * width * d.units as f64;
+            width = d.units as f64;
+        }
+        flops + 2.0 * width * N_CLASSES as f64
+    }
+
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<Net<B>, super::ModelError> {
         let (side, channels) = self.conv_output()?;
         let mut in_ch = 3;
@@ -226,6 +248,21 @@ mod tests {
     use burn::backend::flex::FlexDevice;
     use burn::tensor::TensorData;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_seed_network_costs_278_megaflops_per_image_forward() {
+        let seed: crate::config::params::TrainParams = toml::from_str("").unwrap();
+        let arch = Architecture {
+            input_size: 64,
+            conv: seed.conv,
+            dense: seed.dense,
+            activation: Activation::Relu,
+            output: OutputHead::Sigmoid,
+        };
+        // conv 9×9: 56²·64·243·2; conv 5×5: 24²·96·1600·2; dense 13824→128→256→37.
+        let expected = 97_542_144.0 + 176_947_200.0 + 3_538_944.0 + 65_536.0 + 18_944.0;
+        assert_eq!(arch.forward_flops(), expected);
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]

@@ -21,7 +21,7 @@ pub struct Train;
 impl StageKindDef for Train {
     const KIND: StageKind = StageKind::new(&KindDecl {
         name: "train",
-        code_version: 2,
+        code_version: 3,
         seed: SeedUse::InKey,
         path_params: &[],
         accepts: &["crop"],
