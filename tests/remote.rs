@@ -39,9 +39,16 @@ fn run_on(p: &Project, cache: &str, remote: &str, extra: &[&str]) -> (i32, serde
     p.run_json(&args)
 }
 
-/// `run --json` on `cache` with `remote`, which must succeed: its JSON and its stderr.
-fn run_with_stderr(p: &Project, cache: &str, remote: &str) -> (serde_json::Value, String) {
-    let args = [
+/// `run --json` on `cache` with `remote` (and `extra` arguments and environment), which must
+/// succeed: its JSON and its stderr.
+fn run_with_stderr_env(
+    p: &Project,
+    cache: &str,
+    remote: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (serde_json::Value, String) {
+    let mut args = vec![
         "run",
         "p.toml",
         "--cache-dir",
@@ -50,10 +57,15 @@ fn run_with_stderr(p: &Project, cache: &str, remote: &str) -> (serde_json::Value
         remote,
         "--json",
     ];
-    let out = p.command(&args).output().unwrap();
+    args.extend(extra);
+    let out = p.command(&args).envs(env.iter().copied()).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{err}");
     (json_line(&out.stdout).expect("a JSON line"), err)
+}
+
+fn run_with_stderr(p: &Project, cache: &str, remote: &str) -> (serde_json::Value, String) {
+    run_with_stderr_env(p, cache, remote, &[], &[])
 }
 
 fn file_url(dir: &Path) -> String {
@@ -176,26 +188,14 @@ fn run_signed(
     secret: &str,
     push: bool,
 ) -> (serde_json::Value, String) {
-    let mut args = vec![
-        "run",
-        "p.toml",
-        "--cache-dir",
+    let extra: &[&str] = if push { &["--push"] } else { &[] };
+    run_with_stderr_env(
+        p,
         cache,
-        "--remote",
         remote,
-        "--json",
-    ];
-    if push {
-        args.push("--push");
-    }
-    let out = p
-        .command(&args)
-        .env("GALAXY_PIPE_REMOTE_KEY", secret)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{err}");
-    (json_line(&out.stdout).expect("a JSON line"), err)
+        extra,
+        &[("GALAXY_PIPE_REMOTE_KEY", secret)],
+    )
 }
 
 #[test]

@@ -62,6 +62,18 @@ fn jobs_named(name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The record of stage `id` in a run's JSON.
+fn stage_of(v: &serde_json::Value, id: &str) -> serde_json::Value {
+    let stages = v["stages"]
+        .as_array()
+        .expect("a run's JSON lists its stages");
+    stages
+        .iter()
+        .find(|s| s["id"] == id)
+        .expect("the stage ran")
+        .clone()
+}
+
 /// Waits (up to a minute) until a job named `name` not in `before` is RUNNING; its id.
 fn wait_running(name: &str, before: &[(String, String)]) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -252,12 +264,7 @@ fn a_cancelled_or_timed_out_job_is_a_clear_stage_error_and_a_rerun_completes() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let v = json_line(&out.stdout).unwrap();
-    let train = &v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "train")
-        .unwrap();
+    let train = &stage_of(&v, "train");
     let error = train["error"].as_str().unwrap();
     assert!(
         error.contains(&format!("Slurm job {id} ended CANCELLED")),
@@ -295,13 +302,7 @@ fn a_cancelled_or_timed_out_job_is_a_clear_stage_error_and_a_rerun_completes() {
     .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let v = json_line(&out.stdout).unwrap();
-    let train = v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "train")
-        .unwrap()
-        .clone();
+    let train = stage_of(&v, "train");
     assert!(
         train["error"].as_str().unwrap().contains("ended TIMEOUT"),
         "{train}"
@@ -365,13 +366,7 @@ fn interrupting_the_runner_cancels_its_jobs_and_a_killed_runners_job_is_reused()
         || err.contains("waiting: another run is computing `train`");
     assert!(waited, "{err}");
     let v = json_line(&out.stdout).unwrap();
-    let train = v["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "train")
-        .unwrap()
-        .clone();
+    let train = stage_of(&v, "train");
     let reused = train["outcome"] == "cached" || train["job"]["id"] == id.as_str();
     assert!(reused, "{train}");
     let trainings = p.starts().iter().filter(|s| *s == "train").count();
