@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use super::{BenchOptions, Figure, train_subset};
 
-/// CPU training of the seed network on the sample's crops (`v`: the sample pipeline's run).
+/// CPU training of the seed network on the sample's crops (`v`: the sample pipeline's run),
+/// against PyTorch and the machine's peak.
 pub(super) fn train_figures(
     work: &Path,
     sample_cache: &Path,
@@ -16,6 +17,58 @@ pub(super) fn train_figures(
     opts: &BenchOptions,
     figures: &mut Vec<Figure>,
 ) -> Result<(), String> {
+    let (report, arch, cpu_use) = train_seed_network(work, sample_cache, v, opts)?;
+    let ours = report.images_per_sec;
+    let step_flops = 3.0 * arch.forward_flops();
+    let cores = rayon::current_num_threads();
+    if let Some(torch) = pytorch_images_per_sec(cores, opts.train_batches) {
+        figures.push(Figure {
+            what: "CPU training, seed network, 64×64, batch 64: Burn flex vs PyTorch",
+            value: ours,
+            unit: "images/s",
+            baseline: torch,
+            baseline_what: "PyTorch, same network and batch, all cores",
+            target: "≥ 1.0×",
+        });
+        let what = "PyTorch training: achieved GFLOP/s (3× forward FLOPs per image)";
+        figures.push(gflops_figure(what, torch * step_flops / 1e9, cores)?);
+    }
+    figures.push(Figure {
+        what: "CPU use of the training (user + sys ÷ wall)",
+        value: cpu_use,
+        unit: "cores",
+        baseline: cores as f64,
+        baseline_what: "cores",
+        target: "≥ 0.85× (1.7 of 2)",
+    });
+    let what = "Burn flex training: achieved GFLOP/s (3× forward FLOPs per image)";
+    figures.push(gflops_figure(what, ours * step_flops / 1e9, cores)?);
+    figures.push(Figure {
+        what: "CPU training, seed network: share of step time waiting for data",
+        value: 100.0 * report.data_share,
+        unit: "%",
+        baseline: 100.0,
+        baseline_what: "the whole step",
+        target: "< 10%",
+    });
+    Ok(())
+}
+
+/// `opts.train_batches` batches of the seed network on flex: the training's report, the
+/// network, and the cores it kept busy (user + sys ÷ wall).
+fn train_seed_network(
+    work: &Path,
+    sample_cache: &Path,
+    v: &serde_json::Value,
+    opts: &BenchOptions,
+) -> Result<
+    (
+        crate::model::training::TrainReport,
+        crate::model::Architecture,
+        f64,
+    ),
+    String,
+> {
     eprintln!(
         "bench: training {} batches of the seed network on the CPU …",
         opts.train_batches
@@ -50,46 +103,7 @@ pub(super) fn train_figures(
     )
     .map_err(|e| e.to_string())?;
     let cpu_use = (cpu_seconds() - cpu) / wall.elapsed().as_secs_f64();
-    let ours = report.images_per_sec;
-    let step_flops = 3.0 * arch.forward_flops();
-    let cores = rayon::current_num_threads();
-    if let Some(torch) = pytorch_images_per_sec(cores, opts.train_batches) {
-        figures.push(Figure {
-            what: "CPU training, seed network, 64×64, batch 64: Burn flex vs PyTorch",
-            value: ours,
-            unit: "images/s",
-            baseline: torch,
-            baseline_what: "PyTorch, same network and batch, all cores",
-            target: "≥ 1.0×",
-        });
-        figures.push(gflops_figure(
-            "PyTorch training",
-            torch * step_flops / 1e9,
-            cores,
-        )?);
-    }
-    figures.push(Figure {
-        what: "CPU use of the training (user + sys ÷ wall)",
-        value: cpu_use,
-        unit: "cores",
-        baseline: cores as f64,
-        baseline_what: "cores",
-        target: "≥ 0.85× (1.7 of 2)",
-    });
-    figures.push(gflops_figure(
-        "Burn flex training",
-        ours * step_flops / 1e9,
-        cores,
-    )?);
-    figures.push(Figure {
-        what: "CPU training, seed network: share of step time waiting for data",
-        value: 100.0 * report.data_share,
-        unit: "%",
-        baseline: 100.0,
-        baseline_what: "the whole step",
-        target: "< 10%",
-    });
-    Ok(())
+    Ok((report, arch, cpu_use))
 }
 
 /// Achieved GFLOP/s (`what`) against the machine's measured matrix-product peak.
