@@ -41,7 +41,7 @@ pub enum Part {
 
 /// One measured figure.
 struct Figure {
-    what: &'static str,
+    what: String,
     value: f64,
     unit: &'static str,
     baseline: f64,
@@ -239,7 +239,7 @@ fn crop_figures(
         crop_rate = crop_rate.max(all.len() as f64 / stage_seconds(&v, "crop"));
     }
     figures.push(Figure {
-        what: "crop stage on the real sample",
+        what: "crop stage on the real sample".into(),
         value: crop_rate,
         unit: "images/s",
         baseline: decode_rate,
@@ -289,7 +289,7 @@ fn large_figures(
     ])?;
     let hash_s = stage_seconds(&first, "ingest");
     figures.push(Figure {
-        what: "first ingest (hash + catalog) of the large set",
+        what: "first ingest (hash + catalog) of the large set".into(),
         value: bytes as f64 / hash_s / 1e6,
         unit: "MB/s",
         baseline: bytes as f64 / read_s / 1e6,
@@ -348,7 +348,7 @@ fn noop_figure(
         noop = noop.min(s);
     }
     figures.push(Figure {
-        what: "no-op `run` (ingest → crop), whole process",
+        what: "no-op `run` (ingest → crop), whole process".into(),
         value: noop,
         unit: "s",
         baseline: stat_s,
@@ -394,7 +394,7 @@ fn load_figures(
     }
     let crops = crops.expect("loaded three times");
     figures.push(Figure {
-        what: "loading crops.parquet into memory (u8)",
+        what: "loading crops.parquet into memory (u8)".into(),
         value: file_bytes / load_s / 1e6,
         unit: "MB/s",
         baseline: file_bytes / raw_s / 1e6,
@@ -402,7 +402,7 @@ fn load_figures(
         target: "≥ 0.5×",
     });
     figures.push(Figure {
-        what: "peak memory of a run that crops the large set",
+        what: "peak memory of a run that crops the large set".into(),
         value: crop_rss as f64 / (1 << 20) as f64,
         unit: "MiB",
         baseline: (crops.pixels.len()) as f64 / (1 << 20) as f64,

@@ -46,7 +46,7 @@ pub(super) fn remote_figures(
         .sum();
     let cp_s = cp_seconds(Path::new(&computed), &work.join("cp-copy"))?;
     figures.push(Figure {
-        what: "push of the large set's artifacts (61,578-image crops.parquet + catalog)",
+        what: "push of the large set's artifacts (61,578-image crops.parquet + catalog)".into(),
         value: bytes as f64 / push_s / 1e6,
         unit: "MB/s",
         baseline: bytes as f64 / cp_s / 1e6,
@@ -92,7 +92,7 @@ fn pull_figures(
             return Err(format!("the pull computed something: {v}"));
         }
         figures.push(Figure {
-            what,
+            what: what.into(),
             value: pull_s,
             unit: "s",
             baseline: compute_s,
@@ -162,7 +162,7 @@ fn noop_with_remote(
     let without = best(&[])?;
     let with = best(&["--remote", url])?;
     figures.push(Figure {
-        what: "no-op `run` (ingest → crop, all cached) with `--remote`",
+        what: "no-op `run` (ingest → crop, all cached) with `--remote`".into(),
         value: with,
         unit: "s",
         baseline: without,

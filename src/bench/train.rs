@@ -1,15 +1,39 @@
-//! The CPU training figures: images/s of the seed network against PyTorch training the same
-//! network on the same machine in the same run (`benchmarks/pytorch_train.py`, when `python3`
-//! can import `torch`), CPU use (user ÷ wall), and the share of the machine's floating-point peak
-//! (the network's FLOPs per image against a large matrix product on the same backend).
+//! The CPU training and inference figures: images/s against PyTorch running the same network on
+//! the same machine in the same run (`benchmarks/pytorch_train.py`, when `python3` can import
+//! `torch`), CPU use (user + sys ÷ wall), and the share of the machine's floating-point peak (the
+//! network's FLOPs per image against a large matrix product on the same backend). Two networks:
+//! the seed (`full.toml`) on the sample's real crops, and `best.toml`'s on random crops of its
+//! size (throughput does not depend on the pixels); inference is 8-fold TTA prediction.
 
 use std::path::Path;
 use std::time::Instant;
 
 use super::{BenchOptions, Figure, train_subset};
+use crate::artifacts::{Crops, Split};
+use crate::config::params::TrainParams;
+use crate::model::Architecture;
 
-/// CPU training of the seed network on the sample's crops (`v`: the sample pipeline's run),
-/// against PyTorch and the machine's peak.
+/// One network to time: its training parameters and the crops it trains on.
+struct Network {
+    name: &'static str,
+    params: TrainParams,
+    crops: Crops,
+}
+
+impl Network {
+    fn arch(&self) -> Architecture {
+        Architecture {
+            input_size: self.crops.size,
+            conv: self.params.conv.clone(),
+            dense: self.params.dense.clone(),
+            activation: self.params.activation,
+            output: self.params.output,
+        }
+    }
+}
+
+/// The training figures of the seed and `best.toml` networks, and TTA inference of the seed
+/// network (`v`: the sample pipeline's run, whose crops the seed network trains on).
 pub(super) fn train_figures(
     work: &Path,
     sample_cache: &Path,
@@ -17,80 +41,83 @@ pub(super) fn train_figures(
     opts: &BenchOptions,
     figures: &mut Vec<Figure>,
 ) -> Result<(), String> {
-    let (report, arch, cpu_use) = train_seed_network(work, sample_cache, v, opts)?;
-    let ours = report.images_per_sec;
-    let step_flops = 3.0 * arch.forward_flops();
-    let cores = rayon::current_num_threads();
-    if let Some(torch) = pytorch_images_per_sec(cores, opts.train_batches) {
-        figures.push(Figure {
-            what: "CPU training, seed network, 64×64, batch 64: Burn flex vs PyTorch",
-            value: ours,
-            unit: "images/s",
-            baseline: torch,
-            baseline_what: "PyTorch, same network and batch, all cores",
-            target: "≥ 1.0×",
-        });
-        let what = "PyTorch training: achieved GFLOP/s (3× forward FLOPs per image)";
-        figures.push(gflops_figure(what, torch * step_flops / 1e9, cores)?);
+    let mut seed: TrainParams = toml::from_str("epochs = 1").map_err(|e| e.to_string())?;
+    seed.device = crate::config::params::Device::Cpu;
+    let n = opts.train_batches * seed.batch_size as usize;
+    let seed = Network {
+        name: "seed network (full.toml)",
+        crops: train_subset(sample_cache, v, n)?,
+        params: seed,
+    };
+    let best = best_network(n)?;
+    for network in [&seed, &best] {
+        training_figures(work, network, opts, figures)?;
     }
-    figures.push(Figure {
-        what: "CPU use of the training (user + sys ÷ wall)",
-        value: cpu_use,
-        unit: "cores",
-        baseline: cores as f64,
-        baseline_what: "cores",
-        target: "≥ 0.85× (1.7 of 2)",
-    });
-    let what = "Burn flex training: achieved GFLOP/s (3× forward FLOPs per image)";
-    figures.push(gflops_figure(what, ours * step_flops / 1e9, cores)?);
-    figures.push(Figure {
-        what: "CPU training, seed network: share of step time waiting for data",
-        value: 100.0 * report.data_share,
-        unit: "%",
-        baseline: 100.0,
-        baseline_what: "the whole step",
-        target: "< 10%",
-    });
-    Ok(())
+    inference_figure(&seed, figures)
 }
 
-/// `opts.train_batches` batches of the seed network on flex: the training's report, the
-/// network, and the cores it kept busy (user + sys ÷ wall).
-fn train_seed_network(
-    work: &Path,
-    sample_cache: &Path,
-    v: &serde_json::Value,
-    opts: &BenchOptions,
-) -> Result<
-    (
-        crate::model::training::TrainReport,
-        crate::model::Architecture,
-        f64,
-    ),
-    String,
-> {
-    eprintln!(
-        "bench: training {} batches of the seed network on the CPU …",
-        opts.train_batches
-    );
-    let mut params: crate::config::params::TrainParams =
-        toml::from_str("epochs = 1").map_err(|e| e.to_string())?;
+/// `best.toml`'s training parameters (one epoch, on the CPU) and random crops of its crop size.
+fn best_network(n: usize) -> Result<Network, String> {
+    let registry = crate::stages::Registry::standard();
+    let path = Path::new("pipelines/best.toml");
+    let pipeline = crate::config::load(path, &[], &registry).map_err(|e| e.to_string())?;
+    let params_of = |id: &str| pipeline.stage(id).map(|s| s.params.clone());
+    let mut params = params_of("train")
+        .and_then(|p| p.get::<TrainParams>().cloned())
+        .ok_or("best.toml has no train stage")?;
+    let size = params_of("crop")
+        .and_then(|p| {
+            p.get::<crate::config::params::CropParams>()
+                .map(|c| c.size as usize)
+        })
+        .ok_or("best.toml has no crop stage")?;
+    params.epochs = 1;
     params.device = crate::config::params::Device::Cpu;
-    let n = opts.train_batches * params.batch_size as usize;
-    let subset = train_subset(sample_cache, v, n)?;
-    let arch = crate::model::Architecture {
-        input_size: subset.size,
-        conv: params.conv.clone(),
-        dense: params.dense.clone(),
-        activation: params.activation,
-        output: params.output,
-    };
+    Ok(Network {
+        name: "best.toml network",
+        params,
+        crops: random_crops(n, size),
+    })
+}
+
+/// `n` labelled training crops of side `size` with pseudo-random pixels (fixed seed).
+fn random_crops(n: usize, size: usize) -> Crops {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let pixels = (0..n * size * size * 3)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 56) as u8
+        })
+        .collect();
+    Crops {
+        size,
+        ids: (0..n as u64).collect(),
+        splits: vec![Split::Train; n],
+        pixels,
+        labels: vec![Some([0.0; crate::labels::N_CLASSES]); n],
+    }
+}
+
+/// Trains `network` for the bench's batches: images/s against PyTorch, CPU use, peak share.
+fn training_figures(
+    work: &Path,
+    network: &Network,
+    opts: &BenchOptions,
+    figures: &mut Vec<Figure>,
+) -> Result<(), String> {
+    eprintln!(
+        "bench: training {} batches of the {} …",
+        opts.train_batches, network.name
+    );
+    let arch = network.arch();
     let tmp = tempfile::tempdir_in(work).map_err(|e| e.to_string())?;
     let progress = crate::progress::Progress::hidden();
     let inputs = crate::model::training::TrainInputs {
-        params: &params,
+        params: &network.params,
         arch: &arch,
-        crops: &subset,
+        crops: &network.crops,
         seed: 1,
         work_dir: tmp.path(),
         out_dir: tmp.path(),
@@ -103,23 +130,109 @@ fn train_seed_network(
     )
     .map_err(|e| e.to_string())?;
     let cpu_use = (cpu_seconds() - cpu) / wall.elapsed().as_secs_f64();
-    Ok((report, arch, cpu_use))
+    let step_gflops = 3.0 * arch.forward_flops() / 1e9;
+    let torch = pytorch_images_per_sec(&arch, opts.train_batches, &[]);
+    let ours = report.images_per_sec;
+    compared(
+        figures,
+        network.name,
+        "training",
+        ours,
+        torch,
+        step_gflops,
+        cpu_use,
+    );
+    figures.push(Figure {
+        what: format!(
+            "training, {}: share of step time waiting for data",
+            network.name
+        ),
+        value: 100.0 * report.data_share,
+        unit: "%",
+        baseline: 100.0,
+        baseline_what: "the whole step",
+        target: "< 10%",
+    });
+    Ok(())
 }
 
-/// Achieved GFLOP/s (`what`) against the machine's measured matrix-product peak.
-fn gflops_figure(what: &'static str, gflops: f64, cores: usize) -> Result<Figure, String> {
-    Ok(Figure {
-        what,
-        value: gflops,
+/// 8-fold TTA prediction of 512 crops with the (untrained) network: what `evaluate` and `submit`
+/// do with `tta = true`.
+fn inference_figure(network: &Network, figures: &mut Vec<Figure>) -> Result<(), String> {
+    eprintln!("bench: TTA inference with the {} …", network.name);
+    let arch = network.arch();
+    let device = burn::backend::flex::FlexDevice;
+    let net = arch
+        .init::<burn::backend::Flex>(&device)
+        .map_err(|e| e.to_string())?;
+    let indices: Vec<usize> = (0..network.crops.ids.len().min(512)).collect();
+    let (wall, cpu) = (Instant::now(), cpu_seconds());
+    let _ = crate::model::inference::predict_crops(&net, &device, &network.crops, &indices, true);
+    let seconds = wall.elapsed().as_secs_f64();
+    let cpu_use = (cpu_seconds() - cpu) / seconds;
+    let ours = indices.len() as f64 / seconds;
+    let batches = indices.len().div_ceil(256).to_string();
+    let torch = pytorch_images_per_sec(&arch, 0, &["--inference", "--tta", "--batches", &batches]);
+    let image_gflops = 8.0 * arch.forward_flops() / 1e9;
+    compared(
+        figures,
+        network.name,
+        "8-fold TTA inference",
+        ours,
+        torch,
+        image_gflops,
+        cpu_use,
+    );
+    Ok(())
+}
+
+/// The figures of one measured rate: against PyTorch (when it ran), CPU use, and both rates'
+/// share of the machine's peak (`gflops` per image).
+fn compared(
+    figures: &mut Vec<Figure>,
+    network: &str,
+    what: &str,
+    ours: f64,
+    torch: Option<f64>,
+    gflops: f64,
+    cpu_use: f64,
+) {
+    let peak = matmul_peak_gflops();
+    let cores = rayon::current_num_threads() as f64;
+    if let Some(torch) = torch {
+        figures.push(Figure {
+            what: format!("{what}, {network}: Burn flex vs PyTorch"),
+            value: ours,
+            unit: "images/s",
+            baseline: torch,
+            baseline_what: "PyTorch, same network and batches, all cores",
+            target: "≥ 1.0×",
+        });
+        figures.push(Figure {
+            what: format!("{what}, {network}: PyTorch GFLOP/s"),
+            value: torch * gflops,
+            unit: "GFLOP/s",
+            baseline: peak,
+            baseline_what: "f32 1024² matrix product, all cores (flex's gemm)",
+            target: "report",
+        });
+    }
+    figures.push(Figure {
+        what: format!("{what}, {network}: Burn flex GFLOP/s"),
+        value: ours * gflops,
         unit: "GFLOP/s",
-        baseline: matmul_peak_gflops(),
-        baseline_what: if cores > 1 {
-            "f32 1024² matrix product, all cores (Burn flex / gemm)"
-        } else {
-            "f32 1024² matrix product (Burn flex / gemm)"
-        },
+        baseline: peak,
+        baseline_what: "f32 1024² matrix product, all cores (flex's gemm)",
         target: "report",
-    })
+    });
+    figures.push(Figure {
+        what: format!("{what}, {network}: CPU use (user + sys ÷ wall)"),
+        value: cpu_use,
+        unit: "cores",
+        baseline: cores,
+        baseline_what: "cores",
+        target: "≥ 0.85×",
+    });
 }
 
 /// This process's user + system CPU seconds.
@@ -153,30 +266,30 @@ fn matmul_peak_gflops() -> f64 {
     })
 }
 
-/// Images/s of `benchmarks/pytorch_train.py` with `threads` threads, or None (said on stderr)
-/// when PyTorch cannot run here.
-fn pytorch_images_per_sec(threads: usize, batches: usize) -> Option<f64> {
+/// Images/s of `benchmarks/pytorch_train.py` for `arch` (training `batches` batches, or with
+/// `extra` arguments), on every core; None (said on stderr) when PyTorch cannot run here.
+fn pytorch_images_per_sec(arch: &Architecture, batches: usize, extra: &[&str]) -> Option<f64> {
     // Relative to the repository root, where `bench` runs (like its `--sample` default).
     let script = Path::new("benchmarks/pytorch_train.py");
+    let threads = rayon::current_num_threads().to_string();
+    let mut args = vec!["--threads".to_string(), threads, "--arch".into()];
+    args.push(serde_json::to_string(arch).expect("serialise"));
+    if batches > 0 {
+        args.extend(["--batches".to_string(), batches.to_string()]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
     let out = std::process::Command::new("python3")
         .arg(script)
-        .args([
-            "--threads",
-            &threads.to_string(),
-            "--batches",
-            &batches.to_string(),
-        ])
+        .args(&args)
         .output();
     let parsed = out.ok().filter(|o| o.status.success()).and_then(|o| {
         let text = String::from_utf8_lossy(&o.stdout).into_owned();
         let line = text.lines().find(|l| l.starts_with('{'))?.to_string();
         serde_json::from_str::<serde_json::Value>(&line).ok()
     });
-    match parsed.and_then(|v| v["images_per_sec"].as_f64()) {
-        Some(rate) => Some(rate),
-        None => {
-            eprintln!("bench: PyTorch does not run here (`pip install torch`); no PyTorch ratio");
-            None
-        }
+    let rate = parsed.and_then(|v| v["images_per_sec"].as_f64());
+    if rate.is_none() {
+        eprintln!("bench: PyTorch does not run here (`pip install torch`); no PyTorch ratio");
     }
+    rate
 }
