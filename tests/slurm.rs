@@ -355,6 +355,13 @@ fn interrupting_the_runner_cancels_its_jobs_and_a_killed_runners_job_is_reused()
     let id = wait_running("gp-train", &before);
     child.kill().unwrap();
     child.wait().unwrap();
+    // `status` says the training is out there as a job.
+    let status = p.command(&["status", "p.toml"]).output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains(&format!("Slurm job {id} was submitted")),
+        "{text}"
+    );
     let out = slurm_command(&p, &["run", "p.toml", "--executor", "slurm", "--json"], 0)
         .output()
         .unwrap();

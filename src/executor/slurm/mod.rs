@@ -127,10 +127,7 @@ impl Executor for Slurm {
         };
         // A job for this key submitted before (by this run, a parallel one, or one that was
         // killed) and not over yet: wait for it instead of computing twice.
-        if let Some(old) = std::fs::read_to_string(dir.join("job-id"))
-            .ok()
-            .map(|s| s.trim().to_string())
-        {
+        if let Some(old) = submitted_job(at.store, &key) {
             drop(lock);
             progress.println(&format!(
                 "slurm: `{}` is already job {old}; waiting for it",
@@ -161,6 +158,12 @@ impl Executor for Slurm {
             }),
         }
     }
+}
+
+/// The Slurm job submitted for `key` that has not been seen to end (its `job-id` file), if any.
+pub fn submitted_job(store: &crate::cache::Store, key: &str) -> Option<String> {
+    let id = std::fs::read_to_string(store.log_dir(key).join("job-id")).ok()?;
+    Some(id.trim().to_string()).filter(|id| !id.is_empty())
 }
 
 /// The kind's default resources (a GPU only for a build that can use one).
