@@ -1322,6 +1322,41 @@ fn history_losses(dir: &std::path::Path) -> Vec<(u32, Option<u32>, f64)> {
 }
 
 #[test]
+fn training_gives_the_same_bytes_on_one_thread_as_on_every_core() {
+    // flex runs its kernels on rayon's threads: the model must not depend on how many there are.
+    let dir = tempfile::tempdir().unwrap();
+    synth(dir.path(), 120, 4, 5);
+    std::fs::write(dir.path().join("p.toml"), NN_PIPELINE).unwrap();
+    let mut trained = Vec::new();
+    for threads in ["1", "2"] {
+        let cache = format!("cache-{threads}");
+        let mut args = vec!["run", "p.toml", "--until", "train", "--cache-dir", &cache];
+        args.extend(SMALL_NET);
+        let out = bin()
+            .current_dir(dir.path())
+            .env("RAYON_NUM_THREADS", threads)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        trained.push(artifact_bytes(&dir.path().join(&cache)));
+    }
+    assert!(
+        trained[0]
+            .iter()
+            .any(|(name, _)| name.ends_with("model.bin"))
+    );
+    assert!(
+        trained[0] == trained[1],
+        "the same artifacts, model.bin included"
+    );
+}
+
+#[test]
 fn training_killed_mid_run_resumes_to_the_same_result_as_an_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     synth(dir.path(), 400, 20, 4);
