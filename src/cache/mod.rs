@@ -26,6 +26,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 pub use atomic::write_atomic;
+
+/// In `logs/<key>/`: the id of the cluster job computing the key, while it is not seen to end.
+const SUBMITTED_JOB: &str = "job-id";
 pub use files::Manifest;
 use files::mtime_ns;
 pub use fingerprint::{CACHE_FORMAT, Change, Fingerprint};
@@ -449,9 +452,8 @@ impl Store {
         std::fs::rename(&dir, &aside).map_err(|e| CacheError::io("removing", &dir, e))?;
         std::fs::remove_dir_all(&aside).map_err(|e| CacheError::io("removing", &aside, e))?;
         // Its cluster jobs' logs go with it, unless a job for it is still out there.
-        let logs = self.log_dir(key);
-        if !logs.join("job-id").exists() {
-            let _ = std::fs::remove_dir_all(&logs);
+        if self.submitted_job(key).is_none() {
+            let _ = std::fs::remove_dir_all(self.log_dir(key));
         }
         Ok(true)
     }
@@ -459,6 +461,23 @@ impl Store {
     /// Where the cluster jobs computing `key` keep their description, script and logs.
     pub fn log_dir(&self, key: &str) -> PathBuf {
         self.root.join("logs").join(key)
+    }
+
+    /// The cluster job submitted to compute `key` and not yet seen to end, if any.
+    pub fn submitted_job(&self, key: &str) -> Option<String> {
+        let id = std::fs::read_to_string(self.log_dir(key).join(SUBMITTED_JOB)).ok()?;
+        Some(id.trim().to_string()).filter(|id| !id.is_empty())
+    }
+
+    /// Record that job `id` was submitted to compute `key` (its log folder exists).
+    pub fn mark_submitted(&self, key: &str, id: &str) -> Result<(), CacheError> {
+        let path = self.log_dir(key).join(SUBMITTED_JOB);
+        write_atomic(&path, id.as_bytes()).map_err(|e| CacheError::io("writing", &path, e))
+    }
+
+    /// Forget the submitted job of `key` (it ended, published or not).
+    pub fn clear_submitted(&self, key: &str) {
+        let _ = std::fs::remove_file(self.log_dir(key).join(SUBMITTED_JOB));
     }
 
     /// Bytes used by an object.

@@ -329,24 +329,11 @@ impl Remote {
         Ok(Some(Fetched { artifact, bytes }))
     }
 
+    /// The entry of `key`, checked (`check_entry`, and the MAC when this machine has a key).
     fn read_entry(&self, key: &str) -> Result<Option<Entry>, RemoteError> {
-        let path = self.entry_path(key);
-        let store = self.store()?;
-        let bytes = match self.block_on(async {
-            let got = store.get(&path).await?;
-            if got.meta.size as usize > MAX_ENTRY_BYTES {
-                return Ok(None);
-            }
-            got.bytes().await.map(Some)
-        }) {
-            Ok(Some(b)) => b,
-            Ok(None) => return Err(invalid(key, "the entry is larger than any artifact's")),
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.unreachable(e)),
+        let Some(entry) = self.block_on(self.read_entry_async(key))? else {
+            return Ok(None);
         };
-        let entry: Entry = serde_json::from_slice(&bytes)
-            .map_err(|e| invalid(key, &format!("garbled entry: {e}")))?;
-        check_entry(key, &entry)?;
         self.check_mac(key, &entry)?;
         Ok(Some(entry))
     }
@@ -627,15 +614,21 @@ impl Remote {
         }
     }
 
+    /// The entry of `key` as the remote holds it: size-capped, parsed and checked against the
+    /// key (`check_entry`); its MAC is the caller's to check.
     async fn read_entry_async(&self, key: &str) -> Result<Option<Entry>, RemoteError> {
         let got = match self.store()?.get(&self.entry_path(key)).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.unreachable(e)),
         };
+        if got.meta.size as usize > MAX_ENTRY_BYTES {
+            return Err(invalid(key, "the entry is larger than any artifact's"));
+        }
         let bytes = got.bytes().await.map_err(|e| self.unreachable(e))?;
         let entry: Entry = serde_json::from_slice(&bytes)
             .map_err(|e| invalid(key, &format!("garbled entry: {e}")))?;
+        check_entry(key, &entry)?;
         Ok(Some(entry))
     }
 }

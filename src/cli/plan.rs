@@ -7,7 +7,6 @@ use serde_json::json;
 use super::output::emit;
 use super::pipeline::{load, open_remote, open_store, planner};
 use super::{CliError, Context, PipelineArgs, exit};
-use crate::executor::slurm::submitted_job;
 use crate::runner::{PlanState, RunOptions};
 
 /// A plan state as (word, key, reasons).
@@ -51,7 +50,7 @@ pub fn status(ctx: &Context, args: &PipelineArgs) -> Result<i32, CliError> {
     for entry in runner.plan(&all, &RunOptions::default()) {
         let id = &pipeline.stages[entry.index].id;
         let (state, key, mut reasons) = describe(&entry.state);
-        let job = key.as_deref().and_then(|k| submitted_job(&store, k));
+        let job = key.as_deref().and_then(|k| store.submitted_job(k));
         if let (PlanState::Stale { .. }, Some(job)) = (&entry.state, job) {
             reasons.push(format!(
                 "Slurm job {job} was submitted for it (`run --executor slurm` waits for it)"

@@ -6,7 +6,8 @@
 //! waits for it or reuses its artifact.
 //!
 //! Per key, the cache's `logs/<key>/` folder holds `job.json` (the job description), `job.sh`
-//! (the script), `slurm-<id>.out` (its stdout and stderr) and, while it runs, `job-id`.
+//! (the script), `slurm-<id>.out` (its stdout and stderr) and, while it runs, the job's id
+//! (`Store::mark_submitted`).
 
 pub mod monitor;
 
@@ -88,7 +89,6 @@ impl Slurm {
             let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
             return Err(failed(format!("sbatch refused the job: {why}")));
         }
-        write("job-id", id.as_bytes())?;
         Ok(id)
     }
 
@@ -127,7 +127,8 @@ impl Executor for Slurm {
         };
         // A job for this key submitted before (by this run, a parallel one, or one that was
         // killed) and not over yet: wait for it instead of computing twice.
-        if let Some(old) = submitted_job(at.store, &key) {
+        let mut lock = lock;
+        while let Some(old) = at.store.submitted_job(&key) {
             drop(lock);
             progress.println(&format!(
                 "slurm: `{}` is already job {old}; waiting for it",
@@ -137,11 +138,11 @@ impl Executor for Slurm {
             if let Lookup::Valid(a) = at.store.lookup(&key, false) {
                 return Ok(produced(*a, record(&old)));
             }
-            let _ = std::fs::remove_file(dir.join("job-id"));
-            let relock = at.store.lock(&key, || {})?.into_lock();
-            return self.produce(at, job, relock, progress);
+            at.store.clear_submitted(&key);
+            lock = at.store.lock(&key, || {})?.into_lock();
         }
         let id = self.submit(job, &cache_dir, &dir, &resources)?;
+        at.store.mark_submitted(&key, &id)?;
         let asked = resources.sbatch_args().join(" ");
         progress.println(&format!(
             "slurm: `{}` submitted as job {id} ({asked})",
@@ -149,7 +150,7 @@ impl Executor for Slurm {
         ));
         drop(lock);
         let state = self.follow(&job.spec.id, &id, progress, true);
-        let _ = std::fs::remove_file(dir.join("job-id"));
+        at.store.clear_submitted(&key);
         match at.store.lookup(&key, false) {
             Lookup::Valid(a) => Ok(produced(*a, record(&id))),
             _ => Err(ExecError::Job {
@@ -158,12 +159,6 @@ impl Executor for Slurm {
             }),
         }
     }
-}
-
-/// The Slurm job submitted for `key` that has not been seen to end (its `job-id` file), if any.
-pub fn submitted_job(store: &crate::cache::Store, key: &str) -> Option<String> {
-    let id = std::fs::read_to_string(store.log_dir(key).join("job-id")).ok()?;
-    Some(id.trim().to_string()).filter(|id| !id.is_empty())
 }
 
 /// The kind's default resources (a GPU only for a build that can use one).

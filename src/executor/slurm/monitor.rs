@@ -119,7 +119,7 @@ impl Monitor {
         let mut interval = FIRST_POLL;
         loop {
             std::thread::sleep(interval);
-            if self.active().is_empty() {
+            {
                 let mut t = self.tracked.lock().expect("not poisoned");
                 if t.jobs.values().all(|(s, _)| s.is_final()) {
                     t.polling = false;
