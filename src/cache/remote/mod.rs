@@ -17,7 +17,7 @@
 //! it or fail it are ignored: a bucket others can write cannot hand this machine an artifact.
 //! Blobs need no MAC of their own: the signed entry names their digests.
 
-use std::path::{Component, Path as FsPath};
+use std::path::Path as FsPath;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -26,6 +26,9 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use super::{Artifact, CacheError, Fingerprint, OutputManifest, StageReport, Store};
+use verify::{VerifiedFile, check_entry, invalid};
+
+mod verify;
 
 /// Entry layout version.
 const ENTRY_FORMAT: u32 = 1;
@@ -633,63 +636,6 @@ impl Remote {
     }
 }
 
-/// A downloaded file being written: every byte counted and hashed before it lands on disk.
-struct VerifiedFile<'a> {
-    key: &'a str,
-    expected: &'a EntryFile,
-    dest: std::path::PathBuf,
-    file: std::fs::File,
-    hasher: blake3::Hasher,
-    received: u64,
-}
-
-impl<'a> VerifiedFile<'a> {
-    fn create(
-        key: &'a str,
-        expected: &'a EntryFile,
-        out_dir: &FsPath,
-    ) -> Result<Self, RemoteError> {
-        let dest = out_dir.join(&expected.path);
-        let local = |e: std::io::Error| RemoteError::from(CacheError::io("writing", &dest, e));
-        if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(local)?;
-        }
-        let file = std::fs::File::create(&dest).map_err(local)?;
-        Ok(VerifiedFile {
-            key,
-            expected,
-            dest,
-            file,
-            hasher: blake3::Hasher::new(),
-            received: 0,
-        })
-    }
-
-    fn write(&mut self, chunk: &[u8]) -> Result<(), RemoteError> {
-        self.received += chunk.len() as u64;
-        if self.received > self.expected.size {
-            let why = format!(
-                "blob of `{}` is larger than its entry says",
-                self.expected.path
-            );
-            return Err(invalid(self.key, &why));
-        }
-        self.hasher.update(chunk);
-        std::io::Write::write_all(&mut self.file, chunk)
-            .map_err(|e| CacheError::io("writing", &self.dest, e).into())
-    }
-
-    /// The file's size once it is complete and matches its digest.
-    fn finish(self) -> Result<u64, RemoteError> {
-        let digest = self.hasher.finalize();
-        if self.received != self.expected.size || digest.to_hex().as_str() != self.expected.digest {
-            let why = format!("blob of `{}` does not match its digest", self.expected.path);
-            return Err(invalid(self.key, &why));
-        }
-        Ok(self.received)
-    }
-}
-
 fn retry() -> object_store::RetryConfig {
     object_store::RetryConfig {
         max_retries: 2,
@@ -706,65 +652,6 @@ fn client_options() -> object_store::ClientOptions {
         .with_allow_http(allow_http)
         .with_connect_timeout(std::time::Duration::from_secs(5))
         .with_timeout(std::time::Duration::from_secs(300))
-}
-
-fn invalid(key: &str, why: &str) -> RemoteError {
-    RemoteError::Invalid {
-        key: key.to_string(),
-        why: why.to_string(),
-    }
-}
-
-/// An entry is used only if it is ours, for this key, and names files inside the artifact.
-fn check_entry(key: &str, entry: &Entry) -> Result<(), RemoteError> {
-    if entry.format != ENTRY_FORMAT {
-        return Err(invalid(
-            key,
-            &format!("unknown entry format {}", entry.format),
-        ));
-    }
-    if entry.key != key || entry.fingerprint.key() != key {
-        return Err(invalid(key, "the entry is for another key"));
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    for f in &entry.files {
-        if !safe_relative(&f.path) || !seen.insert(f.path.as_str()) {
-            return Err(invalid(
-                key,
-                &format!("unsafe or repeated path `{}`", f.path),
-            ));
-        }
-        let hex = f.digest.len() == 64 && f.digest.bytes().all(|b| b.is_ascii_hexdigit());
-        if !hex {
-            return Err(invalid(key, &format!("bad digest for `{}`", f.path)));
-        }
-    }
-    let files: Vec<super::OutputFile> = entry
-        .files
-        .iter()
-        .map(|f| super::OutputFile {
-            path: f.path.clone(),
-            size: f.size,
-            digest: f.digest.clone(),
-            mtime_ns: 0,
-        })
-        .collect();
-    if super::output_digest(&files) != entry.digest {
-        return Err(invalid(
-            key,
-            "the file list does not match the entry's digest",
-        ));
-    }
-    Ok(())
-}
-
-/// A path that stays inside the artifact folder: relative, plain names only.
-fn safe_relative(path: &str) -> bool {
-    !path.is_empty()
-        && !path.contains('\\')
-        && FsPath::new(path)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
 }
 
 #[cfg(test)]
@@ -792,13 +679,19 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn push_then_fetch_through_an_in_memory_store_is_byte_identical() {
+    /// Two local caches (two machines), with the folders that hold them.
+    fn two_stores() -> (tempfile::TempDir, Store, tempfile::TempDir, Store) {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (store_a, store_b) = (
             Store::open(a.path()).unwrap(),
             Store::open(b.path()).unwrap(),
         );
+        (a, store_a, b, store_b)
+    }
+
+    #[test]
+    fn push_then_fetch_through_an_in_memory_store_is_byte_identical() {
+        let (_a, store_a, _b, store_b) = two_stores();
         let artifact = publish_one(&store_a);
         let memory = Arc::new(object_store::memory::InMemory::new());
         let remote = Remote::with_store(memory, Path::from("team"), "memory:///team", true);
@@ -849,11 +742,7 @@ mod tests {
 
     #[test]
     fn with_a_key_only_entries_signed_with_it_are_used() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (store_a, store_b) = (
-            Store::open(a.path()).unwrap(),
-            Store::open(b.path()).unwrap(),
-        );
+        let (_a, store_a, _b, store_b) = two_stores();
         let artifact = publish_one(&store_a);
         let memory: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
         let open = |secret: Option<&str>| {
@@ -899,11 +788,7 @@ mod tests {
 
     #[test]
     fn a_blob_larger_than_one_range_arrives_whole_and_verified() {
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (store_a, store_b) = (
-            Store::open(a.path()).unwrap(),
-            Store::open(b.path()).unwrap(),
-        );
+        let (_a, store_a, _b, store_b) = two_stores();
         let fp = Fingerprint {
             cache_format: crate::cache::CACHE_FORMAT,
             kind: "toy".into(),
@@ -932,15 +817,5 @@ mod tests {
         let got = std::fs::read(fetched.artifact.out_dir.join("model.bin")).unwrap();
         assert!(got == big, "the ranges are reassembled in order");
         assert!(fetched.artifact.out_dir.join("empty.txt").exists());
-    }
-
-    #[test]
-    fn only_plain_relative_paths_are_safe() {
-        for ok in ["out.bin", "a/b.png", "correlation_q01.png"] {
-            assert!(safe_relative(ok), "{ok}");
-        }
-        for bad in ["", "../outside", "/etc/passwd", "a/../../b", "./x", "a\\b"] {
-            assert!(!safe_relative(bad), "{bad}");
-        }
     }
 }
