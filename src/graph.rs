@@ -9,6 +9,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::{Dfs, Reversed};
 
 use crate::config::{ConfigError, Pipeline, StageSpec, did_you_mean};
+use crate::kind::Need;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GraphError {
@@ -203,13 +204,12 @@ pub fn index_of(pipeline: &Pipeline, name: &str) -> Result<usize, GraphError> {
         })
 }
 
-/// Every input must be of a kind the stage accepts, and required kinds must be present.
+/// Every input must be of a kind the stage accepts, and each input the kind needs must be there
+/// as many times as it allows (one model for `evaluate`, two or more trainings for `ensemble`).
 fn check_kinds(pipeline: &Pipeline) -> Result<(), ConfigError> {
     let mut errors = Vec::new();
     for (i, stage) in pipeline.stages.iter().enumerate() {
-        let decl = stage.kind.decl();
-        let (accepted, required) = (decl.accepts, decl.requires);
-        let mut seen = Vec::new();
+        let accepted = stage.kind.decl().accepts;
         for (n, input) in stage.inputs.iter().enumerate() {
             let up = pipeline.stage(input).expect("inputs were validated");
             if !stage.kind.accepts(up.kind) {
@@ -229,17 +229,57 @@ fn check_kinds(pipeline: &Pipeline) -> Result<(), ConfigError> {
                     Some(format!("`{}` accepts: {allowed}", stage.kind)),
                 ));
             }
-            seen.push(up.kind.name());
         }
-        for need in required.iter().filter(|k| !seen.contains(k)) {
-            let message = format!(
-                "stage `{}` ({}) needs an input of kind `{need}`",
-                stage.id, stage.kind
-            );
-            errors.push(pipeline.error_at_input(i, None, message, None));
+        for need in stage.kind.decl().requires {
+            if let Some(message) = unmet(pipeline, stage, need) {
+                errors.push(pipeline.error_at_input(i, None, message, None));
+            }
         }
     }
     ConfigError::many(errors).map_or(Ok(()), Err)
+}
+
+/// What is wrong with `stage`'s inputs for `need`: too few or too many of its kinds.
+fn unmet(pipeline: &Pipeline, stage: &StageSpec, need: &Need) -> Option<String> {
+    let given: Vec<&str> = stage
+        .inputs
+        .iter()
+        .filter(|id| {
+            pipeline
+                .stage(id)
+                .is_some_and(|up| need.takes(up.kind.name()))
+        })
+        .map(String::as_str)
+        .collect();
+    let head = format!("stage `{}` ({})", stage.id, stage.kind);
+    let listed = given
+        .iter()
+        .map(|id| format!("`{id}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if given.len() < need.min && need.min == 1 {
+        Some(format!("{head} needs an input of kind {}", need.describe()))
+    } else if given.len() < need.min {
+        Some(format!(
+            "{head} needs at least {} inputs of kind {}; it has {}{}",
+            need.min,
+            need.describe(),
+            given.len(),
+            if given.is_empty() {
+                String::new()
+            } else {
+                format!(": {listed}")
+            }
+        ))
+    } else if given.len() > need.max {
+        Some(format!(
+            "{head} reads one input of kind {}; it has {}: {listed}",
+            need.describe(),
+            given.len()
+        ))
+    } else {
+        None
+    }
 }
 
 /// Kahn's algorithm, always taking the ready stage declared first: the order users expect.

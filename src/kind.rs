@@ -29,10 +29,47 @@ pub struct KindDecl {
     pub path_params: &'static [&'static str],
     /// Upstream kinds (by name) this kind accepts as inputs.
     pub accepts: &'static [&'static str],
-    /// Of those, the kinds it requires.
-    pub requires: &'static [&'static str],
+    /// What it needs among those: each rule names the kinds that fill it and how many.
+    pub requires: &'static [Need],
     /// What its cluster job asks for unless the stage's `resources` say otherwise.
     pub job: JobShape,
+}
+
+/// One input a kind needs: any of `kinds`, between `min` and `max` of them (`evaluate` reads one
+/// model, from a `train` or an `ensemble` stage; `ensemble` averages two or more `train`s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    pub kinds: &'static [&'static str],
+    pub min: usize,
+    pub max: usize,
+}
+
+impl Need {
+    /// Exactly one input of one of `kinds`.
+    pub const fn one(kinds: &'static [&'static str]) -> Need {
+        Need {
+            kinds,
+            min: 1,
+            max: 1,
+        }
+    }
+    /// `min` or more inputs of `kinds`.
+    pub const fn at_least(min: usize, kinds: &'static [&'static str]) -> Need {
+        Need {
+            kinds,
+            min,
+            max: usize::MAX,
+        }
+    }
+    /// Whether an input of kind `name` fills this need.
+    pub fn takes(&self, name: &str) -> bool {
+        self.kinds.contains(&name)
+    }
+    /// `` `train` or `ensemble` `` — the kinds, as messages name them.
+    pub fn describe(&self) -> String {
+        let names: Vec<String> = self.kinds.iter().map(|k| format!("`{k}`")).collect();
+        names.join(" or ")
+    }
 }
 
 /// A kind's default cluster job: CPUs, and whether a GPU helps (asked for only by a build with

@@ -25,6 +25,10 @@ pub fn pipeline_schema(kinds: &dyn KindCatalog) -> Value {
             .expect("a $ref")
             .to_string();
         let mut stage = defs.remove(&name).expect("definition present");
+        // A kind without parameters of its own (`ensemble`) has no `properties` yet.
+        if stage.get("properties").is_none() {
+            stage["properties"] = json!({});
+        }
         let props = stage["properties"]
             .as_object_mut()
             .expect("struct schema has properties");

@@ -19,13 +19,40 @@ fn child_entry() {
 
 #[test]
 fn shipped_pipelines_validate() {
-    for name in ["full.toml", "sample.toml", "demo.toml"] {
+    for name in [
+        "full.toml",
+        "sample.toml",
+        "demo.toml",
+        "best.toml",
+        "ensemble.toml",
+    ] {
         bin()
             .current_dir(repo_root())
             .args(["validate", &format!("pipelines/{name}")])
             .assert()
             .success();
     }
+}
+
+#[test]
+fn the_shipped_ensemble_is_best_toml_trained_with_two_seeds() {
+    let registry = galaxy_pipe::stages::Registry::standard();
+    let load = |name: &str| {
+        galaxy_pipe::config::load(&repo_root().join("pipelines").join(name), &[], &registry)
+            .unwrap()
+    };
+    let (best, ensemble) = (load("best.toml"), load("ensemble.toml"));
+    let params =
+        |p: &galaxy_pipe::config::Pipeline, id: &str| p.stage(id).unwrap().params.canonical();
+    let mut second = params(&ensemble, "train_b");
+    assert_eq!(second["seed"], 7);
+    second.as_object_mut().unwrap().remove("seed");
+    assert_eq!(
+        second,
+        params(&best, "train"),
+        "train_b drifted from best.toml's train"
+    );
+    assert_eq!(params(&ensemble, "train"), params(&best, "train"));
 }
 
 #[test]
@@ -61,10 +88,27 @@ fn schema_describes_every_stage_kind() {
     assert_eq!(
         kinds,
         [
-            "ingest", "explore", "crop", "baseline", "train", "evaluate", "submit"
+            "ingest", "explore", "crop", "baseline", "train", "ensemble", "evaluate", "submit"
         ]
     );
     assert!(variants.iter().all(|v| v["additionalProperties"] == false));
+    // A training's own seed (for the members of an ensemble); `ensemble` takes no parameters.
+    let params = |kind: &str| {
+        variants
+            .iter()
+            .find(|v| v["properties"]["kind"]["const"] == kind)
+            .unwrap()["properties"]
+            .clone()
+    };
+    assert!(params("train")["seed"].is_object(), "{}", params("train"));
+    let ensemble = params("ensemble");
+    let ensemble: Vec<&String> = ensemble.as_object().unwrap().keys().collect();
+    assert!(
+        ensemble
+            .iter()
+            .all(|k| ["kind", "inputs", "resources"].contains(&k.as_str())),
+        "{ensemble:?}"
+    );
 }
 
 // ---------------------------------------------------------------- first contact: no data yet
@@ -1712,4 +1756,235 @@ fn bench_only_crop_measures_only_the_crop_figure_against_its_baseline() {
     let (code, _, stderr) = bench("gpu");
     assert_eq!(code, 2);
     assert!(stderr.contains("crop"), "{stderr}");
+}
+
+// ---------------------------------------------------------------- ensembles
+
+/// Two small trainings that differ only by their seed, averaged by an `ensemble` stage that
+/// `evaluate` and `submit` read as their model.
+const ENSEMBLE_PIPELINE: &str = r#"[pipeline]
+name = "ens"
+seed = 3
+
+[stages.ingest]
+kind = "ingest"
+data_dir = "data"
+
+[stages.crop]
+kind = "crop"
+inputs = ["ingest"]
+size = 32
+
+[stages.train_a]
+kind = "train"
+inputs = ["crop"]
+seed = 1
+epochs = 2
+batch_size = 16
+conv = [{ filters = 16, kernel = 5, pool = 2 }, { filters = 32, kernel = 3, pool = 2 }]
+dense = [{ units = 32 }]
+
+[stages.train_b]
+kind = "train"
+inputs = ["crop"]
+seed = 2
+epochs = 2
+batch_size = 16
+conv = [{ filters = 16, kernel = 5, pool = 2 }, { filters = 32, kernel = 3, pool = 2 }]
+dense = [{ units = 32 }]
+
+[stages.models]
+kind = "ensemble"
+inputs = ["train_b", "train_a"]
+
+[stages.evaluate]
+kind = "evaluate"
+inputs = ["models", "crop"]
+
+[stages.submit]
+kind = "submit"
+inputs = ["models", "crop"]
+output = "out/submission.csv"
+"#;
+
+fn ensemble_project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    synth(dir.path(), 160, 12, 7);
+    std::fs::write(dir.path().join("p.toml"), ENSEMBLE_PIPELINE).unwrap();
+    dir
+}
+
+#[test]
+fn an_ensemble_averages_its_members_scores_each_and_gives_the_same_bytes_twice() {
+    let dir = ensemble_project();
+    let (code, first, err) = run_real(dir.path(), &["run", "p.toml", "--cache-dir", "c1"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        ids_with(&first, "ran"),
+        [
+            "ingest", "crop", "train_a", "train_b", "models", "evaluate", "submit"
+        ]
+    );
+    let c1 = dir.path().join("c1");
+    // The seeds make two different networks.
+    let weights = |id: &str| std::fs::read(object_of(&first, &c1, id).join("model.bin")).unwrap();
+    assert_ne!(weights("train_a"), weights("train_b"));
+
+    // `evaluate` scores the mean and each member, and the mean is exactly what it predicts.
+    let evaluate = first["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "evaluate")
+        .unwrap();
+    let metrics = &evaluate["metrics"];
+    for key in ["rmse", "rmse_member_train_a", "rmse_member_train_b"] {
+        assert!(metrics[key].as_f64().is_some(), "{key}: {metrics}");
+    }
+    let preds = galaxy_pipe::artifacts::read_predictions(
+        &object_of(&first, &c1, "evaluate").join("predictions.parquet"),
+    )
+    .unwrap();
+    let (mean, a, b) = (
+        &preds["model"],
+        &preds["member:train_a"],
+        &preds["member:train_b"],
+    );
+    assert_eq!(mean.len(), a.len());
+    for ((m, pa), pb) in mean.iter().zip(a).zip(b) {
+        assert_eq!((m.0, pa.0), (pb.0, pb.0), "rows in the same galaxy order");
+        for c in 0..37 {
+            assert!(
+                (m.1[c] - (pa.1[c] + pb.1[c]) / 2.0).abs() < 1e-6,
+                "galaxy {}",
+                m.0
+            );
+        }
+    }
+    let csv = std::fs::read_to_string(dir.path().join("out/submission.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 13);
+
+    // A second run computes nothing; a run in a fresh cache gives the same bytes.
+    let (code, again, err) = run_real(dir.path(), &["run", "p.toml", "--cache-dir", "c1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(ids_with(&again, "ran").is_empty(), "{again}");
+    let (code, _, err) = run_real(dir.path(), &["run", "p.toml", "--cache-dir", "c2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(artifact_bytes(&c1) == artifact_bytes(&dir.path().join("c2")));
+}
+
+#[test]
+fn an_ensemble_run_killed_during_training_resumes_to_the_same_bytes() {
+    let dir = ensemble_project();
+    let (code, _, err) = run_real(dir.path(), &["run", "p.toml", "--cache-dir", "clean"]);
+    assert_eq!(code, 0, "{err}");
+
+    // Killed once a training has checkpointed its first epoch, then run again.
+    let cache = dir.path().join("cache");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("galaxy-pipe"))
+        .current_dir(dir.path())
+        .args(["run", "p.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let checkpoint = || {
+        std::fs::read_dir(cache.join("work"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join("checkpoint/state.json").exists())
+    };
+    while !checkpoint() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended before a checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (code, resumed, err) = run_real(dir.path(), &["run", "p.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        resumed
+            .to_string()
+            .contains("resumed from the checkpoint after epoch 1"),
+        "{resumed}"
+    );
+    assert!(
+        artifact_bytes(&cache) == artifact_bytes(&dir.path().join("clean")),
+        "the resumed ensemble, its members and its scores are byte-identical"
+    );
+}
+
+#[test]
+fn ensemble_inputs_and_parameters_are_checked_before_anything_runs() {
+    let edit = |from: &str, to: &str| {
+        assert!(ENSEMBLE_PIPELINE.contains(from), "{from}");
+        ENSEMBLE_PIPELINE.replacen(from, to, 1)
+    };
+    let err = config_error(
+        &[(
+            "p.toml",
+            &edit(
+                r#"inputs = ["train_b", "train_a"]"#,
+                r#"inputs = ["train_a"]"#,
+            ),
+        )],
+        &[],
+    );
+    assert!(
+        err.contains("stage `models` (ensemble) needs at least 2 inputs of kind `train`; it has 1"),
+        "{err}"
+    );
+    assert!(err.contains("p.toml:"), "{err}");
+    let err = config_error(
+        &[(
+            "p.toml",
+            &edit(
+                r#"inputs = ["models", "crop"]"#,
+                r#"inputs = ["models", "train_a", "crop"]"#,
+            ),
+        )],
+        &[],
+    );
+    assert!(
+        err.contains(
+            "stage `evaluate` (evaluate) reads one input of kind `train` or `ensemble`; it has 2"
+        ),
+        "{err}"
+    );
+    let err = config_error(
+        &[(
+            "p.toml",
+            &edit(
+                r#"inputs = ["train_b", "train_a"]"#,
+                r#"inputs = ["train_b", "train_a", "crop"]"#,
+            ),
+        )],
+        &[],
+    );
+    assert!(
+        err.contains("a `ensemble` stage cannot read `crop`"),
+        "{err}"
+    );
+    let err = config_error(
+        &[(
+            "p.toml",
+            &edit(
+                "kind = \"ensemble\"\n",
+                "kind = \"ensemble\"\nweights = [1, 2]\n",
+            ),
+        )],
+        &[],
+    );
+    assert!(err.contains("weights"), "{err}");
+    let err = config_error(&[("p.toml", &edit("seed = 1\n", "seed = -1\n"))], &[]);
+    assert!(err.contains("seed"), "{err}");
 }

@@ -272,6 +272,15 @@ pub struct TrainParams {
     pub output: OutputHead,
     #[serde(default)]
     pub augment: Augment,
+    /// Keep an exponential moving average of the weights with this decay per step (e.g. 0.999)
+    /// and use it for validation and the saved model; 0 = off.
+    #[serde(default, skip_serializing_if = "d::is_zero")]
+    #[schemars(range(min = 0.0), extend("exclusiveMaximum" = 1.0))]
+    pub ema: f64,
+    /// This training's own seed instead of the pipeline's (two trainings of one `ensemble`
+    /// differ by it). Unset: the pipeline seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 impl TrainParams {
@@ -293,6 +302,12 @@ pub struct EvaluateParams {
     pub device: Device,
 }
 
+/// `ensemble`: the networks of two or more `train` stages as one model; `evaluate` and `submit`
+/// average their predictions. It has no parameters of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleParams {}
+
 /// `submit`: the Kaggle submission CSV.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -312,6 +327,9 @@ pub struct SubmitParams {
 /// Defaults, one function each (serde needs functions).
 mod d {
     use super::*;
+    pub fn is_zero(v: &f64) -> bool {
+        *v == 0.0
+    }
     pub fn images() -> String {
         "images_training_rev1".into()
     }
@@ -440,3 +458,4 @@ impl Params for BaselineParams {}
 impl Params for TrainParams {}
 impl Params for EvaluateParams {}
 impl Params for SubmitParams {}
+impl Params for EnsembleParams {}

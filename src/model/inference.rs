@@ -21,14 +21,7 @@ pub fn load_model<B: Backend>(
     dir: &Path,
     device: &B::Device,
 ) -> Result<(Net<B>, Architecture), ModelError> {
-    let json = dir.join("model.json");
-    let bytes = std::fs::read(&json).map_err(|source| ModelError::Io {
-        what: "reading",
-        path: json.clone(),
-        source,
-    })?;
-    let arch: Architecture =
-        serde_json::from_slice(&bytes).map_err(ModelError::record("model.json"))?;
+    let arch = super::ensemble::architecture(dir)?;
     // Parameters are initialised lazily (possibly while loading), drawing from the RNG.
     let _rng = super::rng::rng_guard();
     let net = arch.init::<B>(device)?;
@@ -95,7 +88,8 @@ pub fn predict_crops<B: Backend>(
         .collect()
 }
 
-/// Predict `indices` with the model stored in `model_dir`, on the device `requested` resolves to.
+/// Predict `indices` with the model stored in `model_dir` (one network, or the mean of an
+/// ensemble's), on the device `requested` resolves to.
 pub fn predict_on_device(
     model_dir: &Path,
     requested: crate::config::params::Device,
@@ -103,18 +97,61 @@ pub fn predict_on_device(
     indices: &[usize],
     tta: bool,
 ) -> Result<Vec<crate::labels::Labels>, ModelError> {
+    let members = predict_members_on_device(model_dir, requested, crops, indices, tta)?;
+    let predictions: Vec<_> = members.into_iter().map(|(_, p)| p).collect();
+    Ok(super::ensemble::mean(&predictions))
+}
+
+/// Each network's predictions of `indices`, by name (one `model`, or an ensemble's members).
+pub fn predict_members_on_device(
+    model_dir: &Path,
+    requested: crate::config::params::Device,
+    crops: &Crops,
+    indices: &[usize],
+    tta: bool,
+) -> Result<Vec<(String, Vec<crate::labels::Labels>)>, ModelError> {
     let (resolved, _) = super::device::resolve(requested)?;
-    match resolved {
-        super::Resolved::Cpu => {
-            let dev = burn::backend::flex::FlexDevice;
-            let (net, _) = load_model::<burn::backend::Flex>(model_dir, &dev)?;
-            Ok(predict_crops(&net, &dev, crops, indices, tta))
-        }
-        #[cfg(feature = "cuda")]
-        super::Resolved::Cuda => {
-            let dev = Default::default();
-            let (net, _) = load_model::<burn::backend::Cuda>(model_dir, &dev)?;
-            Ok(predict_crops(&net, &dev, crops, indices, tta))
-        }
+    let mut out = Vec::new();
+    for network in super::ensemble::members(model_dir)? {
+        let predictions = match resolved {
+            super::Resolved::Cpu => predict_with::<burn::backend::Flex>(
+                &network.dir,
+                &burn::backend::flex::FlexDevice,
+                crops,
+                indices,
+                tta,
+            )?,
+            #[cfg(feature = "cuda")]
+            super::Resolved::Cuda => predict_with::<burn::backend::Cuda>(
+                &network.dir,
+                &Default::default(),
+                crops,
+                indices,
+                tta,
+            )?,
+        };
+        out.push((network.name, predictions));
     }
+    Ok(out)
+}
+
+/// Load the network in `dir` on `device` and predict `indices` with it.
+fn predict_with<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+    crops: &Crops,
+    indices: &[usize],
+    tta: bool,
+) -> Result<Vec<crate::labels::Labels>, ModelError> {
+    let (net, arch) = load_model::<B>(dir, device)?;
+    if arch.input_size != crops.size {
+        return Err(ModelError::Record {
+            what: format!("applying {}", dir.join("model.json").display()),
+            message: format!(
+                "the network reads {}-pixel crops but these crops are {} pixels; train it on the same `crop` stage",
+                arch.input_size, crops.size
+            ),
+        });
+    }
+    Ok(predict_crops(&net, device, crops, indices, tta))
 }

@@ -3,6 +3,8 @@
 
 pub mod data;
 pub mod device;
+pub mod ema;
+pub mod ensemble;
 pub mod error;
 pub mod inference;
 pub mod net;

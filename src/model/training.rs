@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelError;
 use super::data::{self, Transform};
+use super::ema::Ema;
 use super::inference;
 use super::net::{Architecture, Net};
 use crate::artifacts::{Crops, Split};
@@ -155,37 +156,22 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
     if train_idx.is_empty() {
         return Err(ModelError::NoTrainingData);
     }
-    let train_labels: Vec<crate::labels::Labels> = train_idx
-        .iter()
-        .map(|&i| crops.labels[i].expect("filtered"))
-        .collect();
-    let weights = match p.loss {
-        Loss::Mse => [1f32; N_CLASSES],
-        Loss::WeightedMse => class_weights(&train_labels),
-    };
-    let weights_t =
-        Tensor::<B, 1>::from_data(TensorData::new(weights.to_vec(), [N_CLASSES]), &device)
-            .reshape([1, N_CLASSES]);
+    let weights_t = loss_weights::<B>(p.loss, crops, &train_idx, &device);
 
     B::seed(&device, inp.seed);
     let mut model: Net<B> = inp.arch.init::<B>(&device)?;
     // Resume from the last finished epoch, if a killed run left a checkpoint.
     let ckpt = inp.work_dir.join("checkpoint");
     let (start_epoch, mut history) = resume(&ckpt, &device, &mut model, &mut optim)?;
+    let steps_done = history.iter().filter(|h| h.batch.is_some()).count() as u64;
+    let mut ema = resume_average(p.ema, &ckpt, &device, &model, steps_done)?;
 
     let mut speed = Throughput::default();
     let mut last_rmse = f64::NAN;
     for epoch in start_epoch..p.epochs {
         // Seed per epoch, so a resumed run draws exactly what an uninterrupted one would.
         B::seed(&device, inp.seed.wrapping_add(1 + epoch as u64));
-        let mut order = train_idx.clone();
-        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
-            inp.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)),
-        ));
-        let batches: Vec<Vec<usize>> = order
-            .chunks(p.batch_size as usize)
-            .map(<[usize]>::to_vec)
-            .collect();
+        let batches = epoch_batches(&train_idx, inp.seed, epoch, p.batch_size as usize);
         inp.progress.start(
             batches.len() as u64,
             "batches",
@@ -201,13 +187,13 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
         let epoch_loss = step.epoch(
             inp,
             &batches,
-            &mut model,
-            &mut optim,
+            (&mut model, &mut optim, &mut ema),
             &mut speed,
             &mut history,
         )?;
         let seconds = epoch_start.elapsed().as_secs_f64();
-        last_rmse = validation_rmse(&model.valid(), &device, crops, &valid_idx);
+        let trained = trained_weights(&model, &ema);
+        last_rmse = validation_rmse(&trained, &device, crops, &valid_idx);
         history.push(HistoryRow {
             epoch: epoch + 1,
             batch: None,
@@ -215,18 +201,17 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
             valid_rmse: (!valid_idx.is_empty()).then_some(last_rmse),
             images_per_sec: Some(train_idx.len() as f64 / seconds),
         });
-        save_checkpoint(&ckpt, &model, &optim, epoch + 1, &history)?;
+        save_checkpoint(&ckpt, (&model, &optim, &ema), epoch + 1, &history)?;
     }
     if last_rmse.is_nan()
         && let Some(row) = history.iter().rev().find(|r| r.batch.is_none())
     {
         last_rmse = row.valid_rmse.unwrap_or(f64::NAN);
     }
-    model
-        .clone()
-        .with_sequential_ids()
-        .save_file(inp.out_dir.join("model"), &recorder())
-        .map_err(ModelError::record("saving the model"))?;
+    match &ema {
+        Some(average) => save_model(average.average().clone(), inp.out_dir)?,
+        None => save_model(model, inp.out_dir)?,
+    }
     Ok(TrainReport {
         history,
         resumed_from_epoch: start_epoch,
@@ -234,6 +219,37 @@ fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
         data_share: speed.wait.as_secs_f64() / speed.time.as_secs_f64().max(1e-9),
         final_valid_rmse: last_rmse,
     })
+}
+
+/// The per-class weights of the loss, as a `[1, 37]` row.
+fn loss_weights<B: Backend>(
+    loss: Loss,
+    crops: &Crops,
+    train_idx: &[usize],
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let weights = match loss {
+        Loss::Mse => [1f32; N_CLASSES],
+        Loss::WeightedMse => {
+            let labels: Vec<crate::labels::Labels> = train_idx
+                .iter()
+                .map(|&i| crops.labels[i].expect("labelled"))
+                .collect();
+            class_weights(&labels)
+        }
+    };
+    Tensor::<B, 1>::from_data(TensorData::new(weights.to_vec(), [N_CLASSES]), device)
+        .reshape([1, N_CLASSES])
+}
+
+/// The training crops of `epoch` in their shuffled order (a function of seed and epoch, so a
+/// resumed run draws what an uninterrupted one would), cut into batches.
+fn epoch_batches(train_idx: &[usize], seed: u64, epoch: u32, batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order = train_idx.to_vec();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+        seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)),
+    ));
+    order.chunks(batch_size).map(<[usize]>::to_vec).collect()
 }
 
 /// Load the checkpoint a killed run left in `ckpt` into `model` and `optim`: the epochs it had
@@ -262,6 +278,52 @@ fn resume<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
     Ok((state.epochs_done, state.history))
 }
 
+/// The weight average `train.ema` asks for (none at 0): the checkpoint's when a killed run left
+/// one, else started at the current weights.
+fn resume_average<B: AutodiffBackend>(
+    decay: f64,
+    ckpt: &Path,
+    device: &B::Device,
+    model: &Net<B>,
+    steps_done: u64,
+) -> Result<Option<Ema<B::InnerBackend>>, ModelError> {
+    if decay <= 0.0 {
+        return Ok(None);
+    }
+    let current = model.valid();
+    if !ckpt.join("ema.bin").exists() {
+        return Ok(Some(Ema::new(decay, current, 0)));
+    }
+    let record = recorder()
+        .load(ckpt.join("ema"), device)
+        .map_err(ModelError::record(
+            "loading the weight average's checkpoint",
+        ))?;
+    Ok(Some(Ema::new(
+        decay,
+        current.load_record(record),
+        steps_done,
+    )))
+}
+
+/// Save `net` as the stage's `model.bin`.
+fn save_model<Bk: Backend>(net: Net<Bk>, out_dir: &Path) -> Result<(), ModelError> {
+    net.with_sequential_ids()
+        .save_file(out_dir.join("model"), &recorder())
+        .map_err(ModelError::record("saving the model"))
+}
+
+/// The weights training produced: the average when `train.ema` is set, else the current ones.
+fn trained_weights<B: AutodiffBackend>(
+    model: &Net<B>,
+    ema: &Option<Ema<B::InnerBackend>>,
+) -> Net<B::InnerBackend> {
+    match ema {
+        Some(e) => e.average().clone(),
+        None => model.valid(),
+    }
+}
+
 /// RMSE of `model` on the validation crops (NaN when there are none).
 fn validation_rmse<B: Backend>(
     model: &Net<B>,
@@ -280,6 +342,13 @@ fn validation_rmse<B: Backend>(
     crate::metrics::rmse(&preds, &truth)
 }
 
+/// What an optimisation step changes: the network, the optimiser's state, the weight average.
+type Trainee<'a, B, O> = (
+    &'a mut Net<B>,
+    &'a mut O,
+    &'a mut Option<Ema<<B as AutodiffBackend>::InnerBackend>>,
+);
+
 /// What every optimisation step of one epoch shares.
 struct Step<'a, B: AutodiffBackend> {
     device: &'a B::Device,
@@ -295,8 +364,7 @@ impl<B: AutodiffBackend> Step<'_, B> {
         &self,
         inp: &TrainInputs,
         batches: &[Vec<usize>],
-        model: &mut Net<B>,
-        optim: &mut O,
+        (model, optim, ema): Trainee<'_, B, O>,
         speed: &mut Throughput,
         history: &mut Vec<HistoryRow>,
     ) -> Result<f64, ModelError> {
@@ -308,7 +376,14 @@ impl<B: AutodiffBackend> Step<'_, B> {
                 let step_start = Instant::now();
                 let batch = rx.recv().map_err(|_| ModelError::ProducerStopped)?;
                 let n = batch.n;
-                let loss = self.one(inp, batch, b, model, optim, step_start, speed)?;
+                let loss = self.one(
+                    inp,
+                    batch,
+                    b,
+                    (&mut *model, &mut *optim, &mut *ema),
+                    step_start,
+                    speed,
+                )?;
                 epoch_loss += loss * n as f64;
                 history.push(HistoryRow {
                     epoch: self.epoch + 1,
@@ -328,14 +403,12 @@ impl<B: AutodiffBackend> Step<'_, B> {
     }
 
     /// One optimisation step on `batch` (number `b` of the epoch); its loss.
-    #[allow(clippy::too_many_arguments)]
     fn one<O: Optimizer<Net<B>, B>>(
         &self,
         inp: &TrainInputs,
         batch: data::Batch,
         b: usize,
-        model: &mut Net<B>,
-        optim: &mut O,
+        (model, optim, ema): Trainee<'_, B, O>,
         step_start: Instant,
         speed: &mut Throughput,
     ) -> Result<f64, ModelError> {
@@ -362,6 +435,9 @@ impl<B: AutodiffBackend> Step<'_, B> {
         }
         let grads = GradientsParams::from_grads(loss.backward(), model);
         *model = optim.step(self.lr, model.clone(), grads);
+        if let Some(average) = ema {
+            average.update(&model.valid());
+        }
         speed.time += step_start.elapsed();
         speed.images += batch.n;
         Ok(loss_value)
@@ -400,8 +476,7 @@ fn produce(
 
 fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
     dir: &Path,
-    model: &Net<B>,
-    optim: &O,
+    (model, optim, ema): (&Net<B>, &O, &Option<Ema<B::InnerBackend>>),
     epochs_done: u32,
     history: &[HistoryRow],
 ) -> Result<(), ModelError> {
@@ -418,6 +493,10 @@ fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
         .map_err(ModelError::record("checkpoint"))?;
     rec.record(optim.to_record(), tmp.join("optim"))
         .map_err(ModelError::record("checkpoint"))?;
+    if let Some(average) = ema {
+        rec.record(average.average().clone().into_record(), tmp.join("ema"))
+            .map_err(ModelError::record("checkpoint"))?;
+    }
     let state = CheckpointState {
         epochs_done,
         history: history.to_vec(),
@@ -601,5 +680,42 @@ mod tests {
             super::super::inference::predict_crops(&net, &FlexDevice, &crops, &[0, 5, 10], false)
         };
         assert_eq!(predict(o3.path()), predict(o1.path()));
+    }
+
+    #[test]
+    fn weight_averaging_is_deterministic_resumes_exactly_and_changes_the_model() {
+        let crops = tiny_crops(16, 16);
+        let mut p = params(4);
+        p.ema = 0.9;
+        let predict = |dir: &Path| {
+            std::fs::write(dir.join("model.json"), serde_json::to_vec(&arch()).unwrap()).unwrap();
+            let (net, _) = super::super::inference::load_model::<Flex>(dir, &FlexDevice).unwrap();
+            super::super::inference::predict_crops(&net, &FlexDevice, &crops, &[0, 5, 10], false)
+        };
+        let (w1, o1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        run_training(&p, &crops, w1.path(), o1.path());
+        let (w2, o2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        run_training(&p, &crops, w2.path(), o2.path());
+        let bytes = |dir: &Path| std::fs::read(dir.join("model.bin")).unwrap();
+        assert!(
+            bytes(o1.path()) == bytes(o2.path()),
+            "same config, same bytes"
+        );
+
+        // Killed after 2 epochs (the checkpoint holds the average too), then resumed.
+        let (w3, o3) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut two = p.clone();
+        two.epochs = 2;
+        run_training(&two, &crops, w3.path(), o3.path());
+        assert!(w3.path().join("checkpoint/ema.bin").exists());
+        let resumed = run_training(&p, &crops, w3.path(), o3.path());
+        assert_eq!(resumed.resumed_from_epoch, 2);
+        assert_eq!(predict(o3.path()), predict(o1.path()));
+
+        // The saved model is the average, not the last weights.
+        let (w4, o4) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        p.ema = 0.0;
+        run_training(&p, &crops, w4.path(), o4.path());
+        assert_ne!(predict(o4.path()), predict(o1.path()));
     }
 }

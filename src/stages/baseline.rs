@@ -12,7 +12,7 @@ use crate::config::params::BaselineMethod;
 use crate::config::params::BaselineParams;
 use crate::labels::N_CLASSES;
 
-use crate::kind::{JobShape, KindDecl, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, Need, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -79,7 +79,7 @@ impl StageKindDef for Baseline {
         seed: SeedUse::Unused,
         path_params: &[],
         accepts: &["ingest", "crop"],
-        requires: &["ingest"],
+        requires: &[Need::one(&["ingest"])],
         job: JobShape::LIGHT,
     });
     type Params = BaselineParams;

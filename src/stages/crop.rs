@@ -11,7 +11,7 @@ use crate::artifacts::{self, CatalogRow, CropRow, ParquetStream};
 use crate::config::params::{CropFallback, CropMethod, CropParams, OnProblem};
 use crate::vision::{self, Placement};
 
-use crate::kind::{JobShape, KindDecl, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, Need, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -81,7 +81,7 @@ impl StageKindDef for Crop {
         seed: SeedUse::Unused,
         path_params: &[],
         accepts: &["ingest"],
-        requires: &["ingest"],
+        requires: &[Need::one(&["ingest"])],
         job: JobShape::PARALLEL,
     });
     type Params = CropParams;

@@ -1,6 +1,6 @@
 //! `evaluate`: the trained network on the validation split — RMSE overall, per question and per
-//! class, side by side with every baseline given as input, and the share of predictions that are
-//! a consistent answer set of the decision tree.
+//! class, side by side with every baseline given as input (and each member of an ensemble), and
+//! the share of predictions that are a consistent answer set of the decision tree.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -11,11 +11,11 @@ use plotters::prelude::*;
 
 use crate::artifacts::{self, Split};
 use crate::config::params::EvaluateParams;
-use crate::labels::{CLASS_NAMES, QUESTIONS, tree_deviation};
+use crate::labels::{CLASS_NAMES, Labels, QUESTIONS, tree_deviation};
 use crate::metrics::{Scores, score};
-use crate::model::inference;
+use crate::model::{ensemble, inference};
 
-use crate::kind::{JobShape, KindDecl, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, Need, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -27,14 +27,17 @@ impl StageKindDef for Evaluate {
         code_version: 2,
         seed: SeedUse::Unused,
         path_params: &[],
-        accepts: &["train", "crop", "baseline"],
-        requires: &["train", "crop"],
+        accepts: &["train", "ensemble", "crop", "baseline"],
+        requires: &[
+            Need::one(super::ensemble::MODEL_KINDS),
+            Need::one(&["crop"]),
+        ],
         job: JobShape::MODEL,
     });
     type Params = EvaluateParams;
 
     fn run(&self, p: &EvaluateParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let model_dir = &ctx.input_of::<super::train::Train>()?.dir;
+        let model_dir = &super::ensemble::model_input(ctx)?.dir;
         let crops = super::crop::input_crops(ctx)?;
         let valid: Vec<usize> = (0..crops.ids.len())
             .filter(|&i| crops.splits[i] == Split::Valid && crops.labels[i].is_some())
@@ -50,10 +53,26 @@ impl StageKindDef for Evaluate {
             .collect();
         ctx.progress
             .start(valid.len() as u64, "images", "predicting");
-        let preds = inference::predict_on_device(model_dir, p.device, &crops, &valid, p.tta)?;
+        let members =
+            inference::predict_members_on_device(model_dir, p.device, &crops, &valid, p.tta)?;
         ctx.progress.set_position(valid.len() as u64);
+        let preds = ensemble::mean(&members.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>());
+        // An ensemble's members are scored beside their mean.
+        let members: Vec<(String, Vec<Labels>)> = if members.len() > 1 {
+            members
+                .into_iter()
+                .map(|(name, m)| (format!("member:{name}"), m))
+                .collect()
+        } else {
+            Vec::new()
+        };
 
         let mut table: Vec<(String, Scores)> = vec![("model".into(), score(&preds, &truth))];
+        table.extend(
+            members
+                .iter()
+                .map(|(name, m)| (name.clone(), score(m, &truth))),
+        );
         let consistent = preds
             .iter()
             .filter(|p| tree_deviation(&p[..]) < 1e-3)
@@ -67,11 +86,14 @@ impl StageKindDef for Evaluate {
         table.extend(baseline_scores(ctx, &truth_by_id)?);
 
         let ids: Vec<u64> = valid.iter().map(|&i| crops.ids[i]).collect();
-        let pred_rows: Vec<(u64, &str, crate::labels::Labels)> = ids
+        let mut pred_rows: Vec<(u64, &str, Labels)> = ids
             .iter()
             .zip(&preds)
             .map(|(g, p)| (*g, "model", *p))
             .collect();
+        for (name, m) in &members {
+            pred_rows.extend(ids.iter().zip(m).map(|(g, p)| (*g, name.as_str(), *p)));
+        }
         artifacts::write_predictions(&ctx.out_dir.join(crate::artifacts::PREDICTIONS), &pred_rows)?;
         write_metrics(&ctx.out_dir.join(crate::artifacts::METRICS), &table)?;
         per_class_chart(&ctx.out_dir.join("per_class_rmse.png"), &table)?;

@@ -22,7 +22,7 @@ use crate::config::params::ExploreParams;
 use crate::labels::{CLASS_NAMES, N_CLASSES, QUESTIONS};
 use crate::vision;
 
-use crate::kind::{JobShape, KindDecl, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, Need, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -59,7 +59,7 @@ impl StageKindDef for Explore {
         seed: SeedUse::Unused,
         path_params: &[],
         accepts: &["ingest", "crop"],
-        requires: &["ingest"],
+        requires: &[Need::one(&["ingest"])],
         job: JobShape::LIGHT,
     });
     type Params = ExploreParams;

@@ -3,6 +3,7 @@
 
 pub mod baseline;
 pub mod crop;
+pub mod ensemble;
 pub mod evaluate;
 pub mod explore;
 pub mod ingest;
@@ -218,7 +219,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The seven kinds of the Galaxy Zoo workflow: one line per kind.
+    /// The kinds of the Galaxy Zoo workflow: one line per kind.
     pub fn standard() -> Self {
         Registry::default()
             .with(ingest::Ingest)
@@ -226,6 +227,7 @@ impl Registry {
             .with(crop::Crop)
             .with(baseline::Baseline)
             .with(train::Train)
+            .with(ensemble::Ensemble)
             .with(evaluate::Evaluate)
             .with(submit::Submit)
     }

@@ -10,7 +10,7 @@ use crate::config::StageSpec;
 use crate::config::params::SubmitParams;
 use crate::labels::CLASS_NAMES;
 
-use crate::kind::{JobShape, KindDecl, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, Need, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -24,8 +24,11 @@ impl StageKindDef for Submit {
         code_version: 2,
         seed: SeedUse::Unused,
         path_params: &["output"],
-        accepts: &["train", "crop"],
-        requires: &["train", "crop"],
+        accepts: &["train", "ensemble", "crop"],
+        requires: &[
+            Need::one(super::ensemble::MODEL_KINDS),
+            Need::one(&["crop"]),
+        ],
         job: JobShape::MODEL,
     });
     type Params = SubmitParams;
@@ -35,7 +38,7 @@ impl StageKindDef for Submit {
     }
 
     fn run(&self, p: &SubmitParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let model_dir = &ctx.input_of::<super::train::Train>()?.dir;
+        let model_dir = &super::ensemble::model_input(ctx)?.dir;
         let crops = super::crop::input_crops(ctx)?;
         let mut test: Vec<usize> = (0..crops.ids.len())
             .filter(|&i| crops.splits[i] == Split::Test)

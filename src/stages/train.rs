@@ -12,7 +12,7 @@ use crate::config::params::TrainParams;
 use crate::model::training::{self, HistoryRow, TrainInputs};
 use crate::model::{Architecture, Resolved, device};
 
-use crate::kind::{JobShape, KindDecl, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, Need, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -25,7 +25,7 @@ impl StageKindDef for Train {
         seed: SeedUse::InKey,
         path_params: &[],
         accepts: &["crop"],
-        requires: &["crop"],
+        requires: &[Need::one(&["crop"])],
         job: JobShape::MODEL,
     });
     type Params = TrainParams;
@@ -53,7 +53,10 @@ impl StageKindDef for Train {
             params: p,
             arch: &arch,
             crops: &crops,
-            seed: ctx.seed()?,
+            seed: match p.seed {
+                Some(own) => own,
+                None => ctx.seed()?,
+            },
             work_dir: &ctx.work_dir,
             out_dir: &ctx.out_dir,
             progress: ctx.progress,

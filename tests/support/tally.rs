@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use galaxy_pipe::kind::{JobShape, KindDecl, Params, SeedUse, StageKind};
+use galaxy_pipe::kind::{JobShape, KindDecl, Need, Params, SeedUse, StageKind};
 use galaxy_pipe::stages::{StageContext, StageError, StageKindDef, StageOutcome, ingest};
 use rand::{SeedableRng, seq::IndexedRandom};
 use schemars::JsonSchema;
@@ -34,7 +34,7 @@ impl StageKindDef for Tally {
         seed: SeedUse::InKey,
         path_params: &[],
         accepts: &["ingest"],
-        requires: &["ingest"],
+        requires: &[Need::one(&["ingest"])],
         job: JobShape::LIGHT,
     });
     type Params = TallyParams;

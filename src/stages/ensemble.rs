@@ -1,0 +1,76 @@
+//! `ensemble`: the networks of two or more `train` stages as one model. `evaluate` and `submit`
+//! read it where they read a `train` stage and average the members' predictions (and `evaluate`
+//! scores each member beside the mean).
+
+use std::collections::BTreeMap;
+
+use crate::config::params::EnsembleParams;
+use crate::model::ensemble::{self, NetworkDir};
+
+use crate::kind::{JobShape, KindDecl, Need, SeedUse, StageKind};
+
+use super::{Input, StageContext, StageError, StageKindDef, StageOutcome};
+
+pub struct Ensemble;
+
+/// The kinds whose artifact is a model (`evaluate` and `submit` read one of them).
+pub const MODEL_KINDS: &[&str] = &["train", "ensemble"];
+
+impl StageKindDef for Ensemble {
+    const KIND: StageKind = StageKind::new(&KindDecl {
+        name: "ensemble",
+        code_version: 1,
+        seed: SeedUse::Unused,
+        path_params: &[],
+        accepts: &["train"],
+        requires: &[Need::at_least(2, &["train"])],
+        job: JobShape::LIGHT,
+    });
+    type Params = EnsembleParams;
+
+    fn run(&self, _p: &EnsembleParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
+        // Members in stage-id order: the same ensemble whatever order `inputs` lists them in.
+        let networks: Vec<NetworkDir> = ctx
+            .inputs
+            .iter()
+            .filter(|(_, i)| i.kind == super::train::Train::KIND)
+            .map(|(id, i)| NetworkDir {
+                name: id.clone(),
+                dir: i.dir.clone(),
+            })
+            .collect();
+        if networks.len() < 2 {
+            return Err(StageError::msg(format!(
+                "stage `{}` averages two or more `train` stages; it has {}",
+                ctx.spec.id,
+                networks.len()
+            )));
+        }
+        let archs = ensemble::write(&ctx.out_dir, &networks)?;
+        let names: Vec<&str> = networks.iter().map(|n| n.name.as_str()).collect();
+        let mut metrics = BTreeMap::new();
+        metrics.insert("members".into(), networks.len() as f64);
+        Ok(StageOutcome {
+            metrics,
+            notes: vec![format!(
+                "{} networks on {}-pixel crops: {}",
+                networks.len(),
+                archs[0].input_size,
+                names.join(", ")
+            )],
+        })
+    }
+}
+
+/// The model a stage reads: its one `train` or `ensemble` input (the graph checked there is one).
+pub fn model_input<'c>(ctx: &'c StageContext) -> Result<&'c Input, StageError> {
+    ctx.inputs
+        .values()
+        .find(|i| MODEL_KINDS.contains(&i.kind.name()))
+        .ok_or_else(|| {
+            StageError::msg(format!(
+                "stage `{}` has no `train` or `ensemble` input",
+                ctx.spec.id
+            ))
+        })
+}
