@@ -1400,33 +1400,12 @@ fn training_gives_the_same_bytes_on_one_thread_as_on_every_core() {
     );
 }
 
-#[test]
-fn training_killed_mid_run_resumes_to_the_same_result_as_an_uninterrupted_run() {
-    let dir = tempfile::tempdir().unwrap();
-    synth(dir.path(), 400, 20, 4);
-    std::fs::write(dir.path().join("p.toml"), NN_PIPELINE).unwrap();
-    let mut args: Vec<&str> = vec![
-        "run",
-        "p.toml",
-        "--until",
-        "evaluate",
-        "--set",
-        "train.epochs=6",
-    ];
-    args.extend(SMALL_NET);
-
-    // Uninterrupted, in its own cache.
-    let clean_cache = dir.path().join("clean-cache");
-    let mut clean_args = args.clone();
-    clean_args.extend(["--cache-dir", clean_cache.to_str().unwrap()]);
-    let (code, clean, err) = run_real(dir.path(), &clean_args);
-    assert_eq!(code, 0, "{err}");
-
-    // Killed once the first epoch's checkpoint exists, then resumed.
-    let cache = dir.path().join("cache");
+/// Run the real binary with `args` in `dir` and kill it (-9) as soon as a training in `cache` has
+/// written its first epoch's checkpoint.
+fn kill_at_the_first_checkpoint(dir: &std::path::Path, args: &[&str], cache: &std::path::Path) {
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("galaxy-pipe"))
-        .current_dir(dir.path())
-        .args(&args)
+        .current_dir(dir)
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -1452,6 +1431,33 @@ fn training_killed_mid_run_resumes_to_the_same_result_as_an_uninterrupted_run() 
     }
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn training_killed_mid_run_resumes_to_the_same_result_as_an_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    synth(dir.path(), 400, 20, 4);
+    std::fs::write(dir.path().join("p.toml"), NN_PIPELINE).unwrap();
+    let mut args: Vec<&str> = vec![
+        "run",
+        "p.toml",
+        "--until",
+        "evaluate",
+        "--set",
+        "train.epochs=6",
+    ];
+    args.extend(SMALL_NET);
+
+    // Uninterrupted, in its own cache.
+    let clean_cache = dir.path().join("clean-cache");
+    let mut clean_args = args.clone();
+    clean_args.extend(["--cache-dir", clean_cache.to_str().unwrap()]);
+    let (code, clean, err) = run_real(dir.path(), &clean_args);
+    assert_eq!(code, 0, "{err}");
+
+    // Killed once the first epoch's checkpoint exists, then resumed.
+    let cache = dir.path().join("cache");
+    kill_at_the_first_checkpoint(dir.path(), &args, &cache);
     let (code, resumed, err) = run_real(dir.path(), &args);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -1881,34 +1887,7 @@ fn an_ensemble_run_killed_during_training_resumes_to_the_same_bytes() {
 
     // Killed once a training has checkpointed its first epoch, then run again.
     let cache = dir.path().join("cache");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("galaxy-pipe"))
-        .current_dir(dir.path())
-        .args(["run", "p.toml"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let checkpoint = || {
-        std::fs::read_dir(cache.join("work"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| e.path().join("checkpoint/state.json").exists())
-    };
-    while !checkpoint() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint appeared"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "ended before a checkpoint"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_at_the_first_checkpoint(dir.path(), &["run", "p.toml"], &cache);
     let (code, resumed, err) = run_real(dir.path(), &["run", "p.toml"]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -1925,66 +1904,44 @@ fn an_ensemble_run_killed_during_training_resumes_to_the_same_bytes() {
 
 #[test]
 fn ensemble_inputs_and_parameters_are_checked_before_anything_runs() {
-    let edit = |from: &str, to: &str| {
-        assert!(ENSEMBLE_PIPELINE.contains(from), "{from}");
-        ENSEMBLE_PIPELINE.replacen(from, to, 1)
-    };
-    let err = config_error(
-        &[(
-            "p.toml",
-            &edit(
+    // (what the pipeline file says instead, what the error says)
+    let cases = [
+        (
+            (
                 r#"inputs = ["train_b", "train_a"]"#,
                 r#"inputs = ["train_a"]"#,
             ),
-        )],
-        &[],
-    );
-    assert!(
-        err.contains("stage `models` (ensemble) needs at least 2 inputs of kind `train`; it has 1"),
-        "{err}"
-    );
-    assert!(err.contains("p.toml:"), "{err}");
-    let err = config_error(
-        &[(
-            "p.toml",
-            &edit(
+            "stage `models` (ensemble) needs at least 2 inputs of kind `train`; it has 1",
+        ),
+        (
+            (
                 r#"inputs = ["models", "crop"]"#,
                 r#"inputs = ["models", "train_a", "crop"]"#,
             ),
-        )],
-        &[],
-    );
-    assert!(
-        err.contains(
-            "stage `evaluate` (evaluate) reads one input of kind `train` or `ensemble`; it has 2"
+            "stage `evaluate` (evaluate) reads one input of kind `train` or `ensemble`; it has 2",
         ),
-        "{err}"
-    );
-    let err = config_error(
-        &[(
-            "p.toml",
-            &edit(
+        (
+            (
                 r#"inputs = ["train_b", "train_a"]"#,
                 r#"inputs = ["train_b", "train_a", "crop"]"#,
             ),
-        )],
-        &[],
-    );
-    assert!(
-        err.contains("a `ensemble` stage cannot read `crop`"),
-        "{err}"
-    );
-    let err = config_error(
-        &[(
-            "p.toml",
-            &edit(
+            "a `ensemble` stage cannot read `crop`",
+        ),
+        (
+            (
                 "kind = \"ensemble\"\n",
                 "kind = \"ensemble\"\nweights = [1, 2]\n",
             ),
-        )],
-        &[],
-    );
-    assert!(err.contains("weights"), "{err}");
-    let err = config_error(&[("p.toml", &edit("seed = 1\n", "seed = -1\n"))], &[]);
-    assert!(err.contains("seed"), "{err}");
+            "weights",
+        ),
+        (("seed = 1\n", "seed = -1\n"), "seed"),
+        (("seed = 1\n", "seed = 1\nema = 1.0\n"), "must be in [0, 1)"),
+    ];
+    for ((from, to), expected) in cases {
+        assert!(ENSEMBLE_PIPELINE.contains(from), "{from}");
+        let text = ENSEMBLE_PIPELINE.replacen(from, to, 1);
+        let err = config_error(&[("p.toml", &text)], &[]);
+        assert!(err.contains(expected), "{to}: {err}");
+        assert!(err.contains("p.toml:"), "{to}: {err}");
+    }
 }
