@@ -67,9 +67,14 @@ impl Need {
     }
     /// `` `train` or `ensemble` `` — the kinds, as messages name them.
     pub fn describe(&self) -> String {
-        let names: Vec<String> = self.kinds.iter().map(|k| format!("`{k}`")).collect();
-        names.join(" or ")
+        describe_kinds(self.kinds)
     }
+}
+
+/// `` `train` or `ensemble` ``: kind names as messages give them.
+pub fn describe_kinds(kinds: &[&str]) -> String {
+    let names: Vec<String> = kinds.iter().map(|k| format!("`{k}`")).collect();
+    names.join(" or ")
 }
 
 /// A kind's default cluster job: CPUs, and whether a GPU helps (asked for only by a build with

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelError;
 use super::net::Architecture;
+use crate::labels::Labels;
 
 /// The file that marks an ensemble and lists its members.
 pub const MANIFEST: &str = "ensemble.json";
@@ -144,19 +145,19 @@ fn copy_network(from: &Path, to: &Path) -> Result<(), ModelError> {
 }
 
 /// The element-wise mean of the members' predictions (summed in member order: deterministic).
-pub fn mean(members: &[Vec<crate::labels::Labels>]) -> Vec<crate::labels::Labels> {
-    let Some(first) = members.first() else {
+pub fn mean<P: AsRef<[Labels]>>(members: &[P]) -> Vec<Labels> {
+    let Some(first) = members.first().map(AsRef::as_ref) else {
         return Vec::new();
     };
     if members.len() == 1 {
-        return first.clone(); // one network: its own predictions, bit for bit
+        return first.to_vec(); // one network: its own predictions, bit for bit
     }
     let n = members.len() as f32;
     (0..first.len())
         .map(|i| {
             let mut sum = [0f32; crate::labels::N_CLASSES];
             for m in members {
-                for (s, v) in sum.iter_mut().zip(&m[i]) {
+                for (s, v) in sum.iter_mut().zip(&m.as_ref()[i]) {
                     *s += v;
                 }
             }

@@ -9,12 +9,9 @@ use crate::model::ensemble::{self, NetworkDir};
 
 use crate::kind::{JobShape, KindDecl, Need, SeedUse, StageKind};
 
-use super::{Input, StageContext, StageError, StageKindDef, StageOutcome};
+use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
 pub struct Ensemble;
-
-/// The kinds whose artifact is a model (`evaluate` and `submit` read one of them).
-pub const MODEL_KINDS: &[&str] = &["train", "ensemble"];
 
 impl StageKindDef for Ensemble {
     const KIND: StageKind = StageKind::new(&KindDecl {
@@ -39,13 +36,6 @@ impl StageKindDef for Ensemble {
                 dir: i.dir.clone(),
             })
             .collect();
-        if networks.len() < 2 {
-            return Err(StageError::msg(format!(
-                "stage `{}` averages two or more `train` stages; it has {}",
-                ctx.spec.id,
-                networks.len()
-            )));
-        }
         let archs = ensemble::write(&ctx.out_dir, &networks)?;
         let names: Vec<&str> = networks.iter().map(|n| n.name.as_str()).collect();
         let mut metrics = BTreeMap::new();
@@ -62,15 +52,5 @@ impl StageKindDef for Ensemble {
     }
 }
 
-/// The model a stage reads: its one `train` or `ensemble` input (the graph checked there is one).
-pub fn model_input<'c>(ctx: &'c StageContext) -> Result<&'c Input, StageError> {
-    ctx.inputs
-        .values()
-        .find(|i| MODEL_KINDS.contains(&i.kind.name()))
-        .ok_or_else(|| {
-            StageError::msg(format!(
-                "stage `{}` has no `train` or `ensemble` input",
-                ctx.spec.id
-            ))
-        })
-}
+/// What `evaluate` and `submit` read their model from: one `train` or `ensemble` input.
+pub const MODEL: Need = Need::one(&["train", "ensemble"]);

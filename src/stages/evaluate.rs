@@ -28,16 +28,13 @@ impl StageKindDef for Evaluate {
         seed: SeedUse::Unused,
         path_params: &[],
         accepts: &["train", "ensemble", "crop", "baseline"],
-        requires: &[
-            Need::one(super::ensemble::MODEL_KINDS),
-            Need::one(&["crop"]),
-        ],
+        requires: &[super::ensemble::MODEL, Need::one(&["crop"])],
         job: JobShape::MODEL,
     });
     type Params = EvaluateParams;
 
     fn run(&self, p: &EvaluateParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let model_dir = &super::ensemble::model_input(ctx)?.dir;
+        let model_dir = &ctx.input_for(&super::ensemble::MODEL)?.dir;
         let crops = super::crop::input_crops(ctx)?;
         let valid: Vec<usize> = (0..crops.ids.len())
             .filter(|&i| crops.splits[i] == Split::Valid && crops.labels[i].is_some())
@@ -56,7 +53,12 @@ impl StageKindDef for Evaluate {
         let members =
             inference::predict_members_on_device(model_dir, p.device, &crops, &valid, p.tta)?;
         ctx.progress.set_position(valid.len() as u64);
-        let preds = ensemble::mean(&members.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>());
+        let preds = ensemble::mean(
+            &members
+                .iter()
+                .map(|(_, m)| m.as_slice())
+                .collect::<Vec<_>>(),
+        );
         // An ensemble's members are scored beside their mean.
         let members: Vec<(String, Vec<Labels>)> = if members.len() > 1 {
             members

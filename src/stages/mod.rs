@@ -17,7 +17,9 @@ use std::sync::Arc;
 use crate::cache::Manifest;
 
 use crate::config::StageSpec;
-use crate::kind::{Invalid, KindCatalog, KindParams, Params, ParseError, StageKind, StageParams};
+use crate::kind::{
+    Invalid, KindCatalog, KindParams, Need, Params, ParseError, StageKind, StageParams,
+};
 use crate::progress::Progress;
 
 /// An upstream artifact as a stage sees it: a read-only folder of files.
@@ -54,13 +56,25 @@ pub struct StageContext<'a> {
 impl StageContext<'_> {
     /// The single input of kind `K` (the graph validated its presence when `K` is required).
     pub fn input_of<K: StageKindDef>(&self) -> Result<&Input, StageError> {
-        self.optional_input::<K>().ok_or_else(|| {
-            StageError::msg(format!(
-                "stage `{}` has no `{}` input",
-                self.spec.id,
-                K::KIND
-            ))
-        })
+        self.input_among(&[K::KIND.name()])
+    }
+
+    /// The input that fills `need` (one of several kinds: `evaluate`'s `train` or `ensemble`).
+    pub fn input_for(&self, need: &Need) -> Result<&Input, StageError> {
+        self.input_among(need.kinds)
+    }
+
+    fn input_among(&self, kinds: &[&str]) -> Result<&Input, StageError> {
+        self.inputs
+            .values()
+            .find(|i| kinds.contains(&i.kind.name()))
+            .ok_or_else(|| {
+                StageError::msg(format!(
+                    "stage `{}` has no {} input",
+                    self.spec.id,
+                    crate::kind::describe_kinds(kinds)
+                ))
+            })
     }
 
     /// The input of kind `K`, if the pipeline gave one.

@@ -25,10 +25,7 @@ impl StageKindDef for Submit {
         seed: SeedUse::Unused,
         path_params: &["output"],
         accepts: &["train", "ensemble", "crop"],
-        requires: &[
-            Need::one(super::ensemble::MODEL_KINDS),
-            Need::one(&["crop"]),
-        ],
+        requires: &[super::ensemble::MODEL, Need::one(&["crop"])],
         job: JobShape::MODEL,
     });
     type Params = SubmitParams;
@@ -38,7 +35,7 @@ impl StageKindDef for Submit {
     }
 
     fn run(&self, p: &SubmitParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let model_dir = &super::ensemble::model_input(ctx)?.dir;
+        let model_dir = &ctx.input_for(&super::ensemble::MODEL)?.dir;
         let crops = super::crop::input_crops(ctx)?;
         let mut test: Vec<usize> = (0..crops.ids.len())
             .filter(|&i| crops.splits[i] == Split::Test)
