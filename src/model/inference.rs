@@ -10,6 +10,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::ModelError;
 use super::data::{self, Transform};
+use super::kernels::LayerKernels;
 use super::net::{Architecture, Net};
 use crate::artifacts::Crops;
 use crate::labels::N_CLASSES;
@@ -39,7 +40,7 @@ pub fn load_model<B: Backend>(
 }
 
 /// Predict the crops at `indices` (in order).
-pub fn predict_crops<B: Backend>(
+pub fn predict_crops<B: LayerKernels>(
     model: &Net<B>,
     device: &B::Device,
     crops: &Crops,
@@ -136,7 +137,7 @@ pub fn predict_members_on_device(
 }
 
 /// Load the network in `dir` on `device` and predict `indices` with it.
-fn predict_with<B: Backend>(
+fn predict_with<B: LayerKernels>(
     dir: &Path,
     device: &B::Device,
     crops: &Crops,

@@ -7,6 +7,7 @@ pub mod ema;
 pub mod ensemble;
 pub mod error;
 pub mod inference;
+pub mod kernels;
 pub mod net;
 pub mod rng;
 pub mod training;

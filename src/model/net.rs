@@ -10,8 +10,12 @@ use burn::tensor::activation;
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
+use super::kernels::{self, LayerKernels, NormActivation};
 use crate::config::params::{Activation, ConvBlock, DenseLayer, OutputHead};
 use crate::labels::{N_CLASSES, QUESTIONS};
+
+/// The negative slope of `activation = "leaky_relu"`.
+const LEAKY_SLOPE: f32 = 0.01;
 
 /// Everything needed to rebuild the network (stored beside the weights as `model.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,24 +182,36 @@ impl Architecture {
     }
 }
 
-impl<B: Backend> Net<B> {
+impl<B: LayerKernels> Net<B> {
     fn act<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         match self.activation {
             Activation::Relu => activation::relu(x),
-            Activation::LeakyRelu => activation::leaky_relu(x, 0.01),
+            Activation::LeakyRelu => activation::leaky_relu(x, LEAKY_SLOPE as f64),
             Activation::Gelu => activation::gelu(x),
         }
+    }
+
+    /// `act(norm(x))`: one fused operation while training on the CPU, Burn's modules otherwise.
+    fn norm_act(&self, norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let fused = match self.activation {
+            Activation::Relu => Some(NormActivation::Rectifier { slope: 0.0 }),
+            Activation::LeakyRelu => Some(NormActivation::Rectifier { slope: LEAKY_SLOPE }),
+            Activation::Gelu => None,
+        };
+        fused
+            .and_then(|act| kernels::batch_norm_train(norm, &x, act))
+            .unwrap_or_else(|| self.act(norm.forward(x)))
     }
 
     /// `[batch, 3, size, size]` in [0, 1] → `[batch, 37]` vote fractions.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let mut x = images;
         for layer in &self.convs {
-            x = layer.conv.forward(x);
-            if let Some(norm) = &layer.norm {
-                x = norm.forward(x);
-            }
-            x = self.act(x);
+            x = kernels::conv2d(&layer.conv, x);
+            x = match &layer.norm {
+                Some(norm) => self.norm_act(norm, x),
+                None => self.act(x),
+            };
             if let Some(pool) = &layer.pool {
                 x = pool.forward(x);
             }

@@ -18,6 +18,7 @@ use super::ModelError;
 use super::data::{self, Transform};
 use super::ema::Ema;
 use super::inference;
+use super::kernels::{LayerKernels, TrainingBackend};
 use super::net::{Architecture, Net};
 use crate::artifacts::{Crops, Split};
 use crate::config::params::{Loss, LrSchedule, Optimizer as OptimizerKind, TrainParams};
@@ -93,7 +94,7 @@ pub fn learning_rate(p: &TrainParams, epoch: u32) -> f64 {
     }
 }
 
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: TrainingBackend>(
     device: B::Device,
     inp: &TrainInputs,
 ) -> Result<TrainReport, ModelError> {
@@ -144,7 +145,7 @@ impl Throughput {
     }
 }
 
-fn run<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
+fn run<B: TrainingBackend, O: Optimizer<Net<B>, B>>(
     device: B::Device,
     inp: &TrainInputs,
     mut optim: O,
@@ -325,7 +326,7 @@ fn trained_weights<B: AutodiffBackend>(
 }
 
 /// RMSE of `model` on the validation crops (NaN when there are none).
-fn validation_rmse<B: Backend>(
+fn validation_rmse<B: LayerKernels>(
     model: &Net<B>,
     device: &B::Device,
     crops: &Crops,
@@ -350,14 +351,14 @@ type Trainee<'a, B, O> = (
 );
 
 /// What every optimisation step of one epoch shares.
-struct Step<'a, B: AutodiffBackend> {
+struct Step<'a, B: TrainingBackend> {
     device: &'a B::Device,
     weights: &'a Tensor<B, 2>,
     lr: f64,
     epoch: u32,
 }
 
-impl<B: AutodiffBackend> Step<'_, B> {
+impl<B: TrainingBackend> Step<'_, B> {
     /// Train one epoch over `batches` (assembled and augmented by a producer thread while the
     /// current batch trains); the summed loss.
     fn epoch<O: Optimizer<Net<B>, B>>(

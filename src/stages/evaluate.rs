@@ -24,7 +24,7 @@ pub struct Evaluate;
 impl StageKindDef for Evaluate {
     const KIND: StageKind = StageKind::new(&KindDecl {
         name: "evaluate",
-        code_version: 2,
+        code_version: 3,
         seed: SeedUse::Unused,
         path_params: &[],
         accepts: &["train", "ensemble", "crop", "baseline"],

@@ -21,7 +21,7 @@ pub const FILE: &str = "submission.csv";
 impl StageKindDef for Submit {
     const KIND: StageKind = StageKind::new(&KindDecl {
         name: "submit",
-        code_version: 2,
+        code_version: 3,
         seed: SeedUse::Unused,
         path_params: &["output"],
         accepts: &["train", "ensemble", "crop"],

@@ -21,7 +21,7 @@ pub struct Train;
 impl StageKindDef for Train {
     const KIND: StageKind = StageKind::new(&KindDecl {
         name: "train",
-        code_version: 3,
+        code_version: 4,
         seed: SeedUse::InKey,
         path_params: &[],
         accepts: &["crop"],

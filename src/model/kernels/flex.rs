@@ -1,0 +1,252 @@
+//! [`LayerKernels`] for Burn's CPU backend (`Flex`), and for `Autodiff<Flex>` with the backward
+//! passes registered as custom autodiff operations.
+
+use burn::backend::Autodiff;
+use burn::backend::Flex;
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{DType, Shape, TensorData, TensorMetadata};
+
+use super::conv::{self, ConvGeometry};
+use super::norm::{self, NormGeometry};
+use super::{LayerKernels, NormActivation, NormOutput};
+
+/// The tensor's values in NCHW order, when it holds `f32`.
+fn values(t: &FlexTensor) -> Option<std::borrow::Cow<'_, [f32]>> {
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    Some(match t.as_slice::<f32>() {
+        Some(s) if s.len() == t.shape().num_elements() => std::borrow::Cow::Borrowed(s),
+        _ => std::borrow::Cow::Owned(t.to_contiguous().storage::<f32>().to_vec()),
+    })
+}
+
+fn flex(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
+
+fn conv_geometry(x: &FlexTensor, weight: &FlexTensor, padding: [usize; 2]) -> Option<ConvGeometry> {
+    let (xs, ws) = (x.shape(), weight.shape());
+    if xs.num_dims() != 4 || ws.num_dims() != 4 {
+        return None;
+    }
+    let ([batch, channels, height, width], [filters, in_ch, kh, kw]) = (xs.dims(), ws.dims());
+    let fits = in_ch == channels && height + 2 * padding[0] >= kh && width + 2 * padding[1] >= kw;
+    let g = ConvGeometry {
+        batch,
+        channels,
+        height,
+        width,
+        filters,
+        kernel: [kh, kw],
+        padding,
+    };
+    fits.then_some(g)
+}
+
+fn conv_forward(
+    g: &ConvGeometry,
+    x: &FlexTensor,
+    w: &FlexTensor,
+    b: Option<&FlexTensor>,
+) -> Option<FlexTensor> {
+    let (xv, wv) = (values(x)?, values(w)?);
+    let bv = match b {
+        Some(b) => Some(values(b)?),
+        None => None,
+    };
+    let out = conv::forward(g, &xv, &wv, bv.as_deref());
+    Some(flex(
+        out,
+        [g.batch, g.filters, g.out_height(), g.out_width()],
+    ))
+}
+
+impl LayerKernels for Flex {
+    fn conv2d_kernel(
+        x: &FlexTensor,
+        w: &FlexTensor,
+        b: Option<&FlexTensor>,
+        padding: [usize; 2],
+    ) -> Option<FlexTensor> {
+        conv_forward(&conv_geometry(x, w, padding)?, x, w, b)
+    }
+}
+
+/// The convolution's backward pass: which gradients to register, from the saved input and weights.
+#[derive(Debug)]
+struct ConvBackward {
+    geometry: ConvGeometry,
+}
+
+impl ConvBackward {
+    fn run(
+        self,
+        [x_id, w_id, b_id]: [Option<NodeId>; 3],
+        (x, w): (FlexTensor, FlexTensor),
+        grad: FlexTensor,
+        grads: &mut Gradients,
+    ) {
+        let g = self.geometry;
+        let dy = values(&grad).expect("an f32 gradient for an f32 convolution");
+        if let Some(id) = x_id {
+            let wv = values(&w).expect("f32 weights");
+            let dx = conv::input_grad(&g, &wv, &dy);
+            grads.register::<Flex>(id, flex(dx, [g.batch, g.channels, g.height, g.width]));
+        }
+        if w_id.is_some() || b_id.is_some() {
+            let xv = values(&x).expect("f32 input");
+            let (dw, db) = conv::weight_and_bias_grad(&g, &xv, &dy);
+            if let Some(id) = w_id {
+                grads.register::<Flex>(id, flex(dw, w.shape()));
+            }
+            if let Some(id) = b_id {
+                grads.register::<Flex>(id, flex(db, [g.filters]));
+            }
+        }
+    }
+}
+
+impl Backward<Flex, 3> for ConvBackward {
+    type State = (FlexTensor, FlexTensor);
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        self.run(ops.parents.map(|p| p.map(|n| n.id)), ops.state, grad, grads);
+    }
+}
+
+impl Backward<Flex, 2> for ConvBackward {
+    type State = (FlexTensor, FlexTensor);
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let [x, w] = ops.parents.map(|p| p.map(|n| n.id));
+        self.run([x, w, None], ops.state, grad, grads);
+    }
+}
+
+/// The norm's backward pass, from the saved input, output and γ.
+#[derive(Debug)]
+struct NormBackward {
+    geometry: NormGeometry,
+    epsilon: f64,
+    act: NormActivation,
+}
+
+impl Backward<Flex, 3> for NormBackward {
+    type State = (FlexTensor, FlexTensor, FlexTensor);
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let [x_id, gamma_id, beta_id] = ops.parents.map(|p| p.map(|n| n.id));
+        let (x, output, gamma) = ops.state;
+        let [xv, yv, dy, gv] =
+            [&x, &output, &grad, &gamma].map(|t| values(t).expect("f32 batch norm"));
+        let (dx, dgamma, dbeta) =
+            norm::backward(&self.geometry, (&xv, &yv, &dy), &gv, self.epsilon, self.act);
+        let channels = self.geometry.channels;
+        for (id, values, shape) in [
+            (x_id, dx, x.shape()),
+            (gamma_id, dgamma, [channels].into()),
+            (beta_id, dbeta, [channels].into()),
+        ] {
+            if let Some(id) = id {
+                grads.register::<Flex>(id, flex(values, shape));
+            }
+        }
+    }
+}
+
+fn norm_geometry(x: &FlexTensor) -> Option<NormGeometry> {
+    let shape = x.shape();
+    if shape.num_dims() != 4 {
+        return None;
+    }
+    let [batch, channels, h, w] = shape.dims();
+    Some(NormGeometry {
+        batch,
+        channels,
+        plane: h * w,
+    })
+}
+
+impl<C: CheckpointStrategy> LayerKernels for Autodiff<Flex, C> {
+    fn conv2d_kernel(
+        x: &FloatTensor<Self>,
+        w: &FloatTensor<Self>,
+        b: Option<&FloatTensor<Self>>,
+        padding: [usize; 2],
+    ) -> Option<FloatTensor<Self>> {
+        let geometry = conv_geometry(&x.primitive, &w.primitive, padding)?;
+        let out = conv_forward(
+            &geometry,
+            &x.primitive,
+            &w.primitive,
+            b.map(|b| &b.primitive),
+        )?;
+        let state = (x.primitive.clone(), w.primitive.clone());
+        let op = ConvBackward { geometry };
+        Some(match b {
+            Some(b) => match op
+                .prepare::<C>([x.node.clone(), w.node.clone(), b.node.clone()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(state, out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            },
+            None => match op
+                .prepare::<C>([x.node.clone(), w.node.clone()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(state, out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            },
+        })
+    }
+
+    fn batch_norm_kernel(
+        x: &FloatTensor<Self>,
+        gamma: &FloatTensor<Self>,
+        beta: &FloatTensor<Self>,
+        epsilon: f64,
+        act: NormActivation,
+    ) -> Option<NormOutput<Self>> {
+        let geometry = norm_geometry(&x.primitive)?;
+        let (xv, gv, bv) = (
+            values(&x.primitive)?,
+            values(&gamma.primitive)?,
+            values(&beta.primitive)?,
+        );
+        let fwd = norm::forward(&geometry, &xv, &gv, &bv, epsilon, act);
+        let out = flex(fwd.output, x.primitive.shape());
+        let op = NormBackward {
+            geometry,
+            epsilon,
+            act,
+        };
+        let output = match op
+            .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(
+                (x.primitive.clone(), out.clone(), gamma.primitive.clone()),
+                out,
+            ),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        let stat = |v: Vec<f32>| Self::from_inner(flex(v, [geometry.channels]));
+        Some(NormOutput {
+            output,
+            mean: stat(fwd.mean),
+            var: stat(fwd.var),
+        })
+    }
+}

@@ -1,0 +1,287 @@
+//! The network's convolutions and training-mode batch norms as whole operations.
+//!
+//! On Burn's CPU backend (flex) they run this crate's kernels ([`conv`], [`norm`]) with their own
+//! backward pass: one `gemm` per image on an im2col matrix, and one pass per channel for the
+//! norm, all in parallel. Burn's generic backward for these (a convolution with batch and
+//! channels swapped, ~10 broadcast element-wise ops for a norm) spends most of its time copying
+//! strided tensors on one core (BENCHMARKS.md has the profile). On every other backend (CUDA)
+//! the same layers are Burn's own modules.
+
+pub mod conv;
+mod flex;
+pub mod norm;
+
+use burn::nn::BatchNorm;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive};
+
+pub use norm::Activation as NormActivation;
+
+/// A training-mode batch norm's output and the batch statistics it normalised with.
+pub struct NormOutput<B: Backend> {
+    pub output: FloatTensor<B>,
+    pub mean: FloatTensor<B>,
+    pub var: FloatTensor<B>,
+}
+
+/// Backends that may run a layer on this crate's kernels; `None` means "use Burn's module".
+pub trait LayerKernels: Backend {
+    /// A convolution with stride 1, no dilation and one group, padded by `padding`.
+    fn conv2d_kernel(
+        _x: &FloatTensor<Self>,
+        _weight: &FloatTensor<Self>,
+        _bias: Option<&FloatTensor<Self>>,
+        _padding: [usize; 2],
+    ) -> Option<FloatTensor<Self>> {
+        None
+    }
+
+    /// A batch norm with the batch's own statistics, then `act`.
+    fn batch_norm_kernel(
+        _x: &FloatTensor<Self>,
+        _gamma: &FloatTensor<Self>,
+        _beta: &FloatTensor<Self>,
+        _epsilon: f64,
+        _act: NormActivation,
+    ) -> Option<NormOutput<Self>> {
+        None
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl LayerKernels for burn::backend::Cuda {}
+#[cfg(feature = "cuda")]
+impl<C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> LayerKernels
+    for burn::backend::Autodiff<burn::backend::Cuda, C>
+{
+}
+
+fn primitive<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+fn tensor<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// The symmetric padding of a stride-1, undilated, ungrouped convolution (what the kernel runs).
+fn kernel_padding<B: Backend>(conv: &Conv2d<B>) -> Option<[usize; 2]> {
+    let plain = conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1;
+    match conv.padding {
+        PaddingConfig2d::Valid if plain => Some([0, 0]),
+        PaddingConfig2d::Explicit(top, left, bottom, right)
+            if plain && top == bottom && left == right =>
+        {
+            Some([top, left])
+        }
+        _ => None,
+    }
+}
+
+/// `conv.forward(x)`, on the kernels where the backend has them.
+pub fn conv2d<B: LayerKernels>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let Some(padding) = kernel_padding(conv) else {
+        return conv.forward(x);
+    };
+    let weight = primitive(conv.weight.val());
+    let bias = conv.bias.as_ref().map(|b| primitive(b.val()));
+    match B::conv2d_kernel(&primitive(x.clone()), &weight, bias.as_ref(), padding) {
+        Some(out) => tensor(out),
+        None => conv.forward(x),
+    }
+}
+
+/// `act(norm.forward(x))` in training mode (batch statistics; the running statistics updated as
+/// Burn's `BatchNorm` updates them), or `None` where Burn's module is to run: in inference mode
+/// (running statistics) and on backends without the kernel.
+pub fn batch_norm_train<B: LayerKernels>(
+    norm: &BatchNorm<B>,
+    x: &Tensor<B, 4>,
+    act: NormActivation,
+) -> Option<Tensor<B, 4>> {
+    if !B::ad_enabled(&x.device()) {
+        return None;
+    }
+    let (gamma, beta) = (primitive(norm.gamma.val()), primitive(norm.beta.val()));
+    let out = B::batch_norm_kernel(&primitive(x.clone()), &gamma, &beta, norm.epsilon, act)?;
+    let update = |state: &burn::module::RunningState<Tensor<B, 1>>, batch: FloatTensor<B>| {
+        let old = state.value_sync().to_device(&x.device());
+        let batch = tensor::<B, 1>(batch);
+        state.update(
+            (old.mul_scalar(1.0 - norm.momentum) + batch.mul_scalar(norm.momentum)).detach(),
+        );
+    };
+    update(&norm.running_mean, out.mean);
+    update(&norm.running_var, out.var);
+    Some(tensor(out.output))
+}
+
+/// A backend to train on: autodiff with the kernels, and its inner backend (validation,
+/// averaged weights) with them too.
+pub trait TrainingBackend:
+    burn::tensor::backend::AutodiffBackend<InnerBackend: LayerKernels> + LayerKernels
+{
+}
+
+impl<B> TrainingBackend for B where
+    B: burn::tensor::backend::AutodiffBackend<InnerBackend: LayerKernels> + LayerKernels
+{
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::flex::FlexDevice;
+    use burn::backend::{Autodiff, Flex};
+    use burn::module::Param;
+    use burn::nn::BatchNormConfig;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::activation::leaky_relu;
+    use burn::tensor::{Distribution, TensorData};
+
+    type Ad = Autodiff<Flex>;
+
+    fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<Ad, D> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let n = shape.iter().product();
+        let values: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        Tensor::from_data(TensorData::new(values, shape), &FlexDevice)
+    }
+
+    fn assert_close<const D: usize>(what: &str, ours: Tensor<Flex, D>, burn: Tensor<Flex, D>) {
+        assert_eq!(ours.dims(), burn.dims(), "{what}: shape");
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            ours.into_data().to_vec().unwrap(),
+            burn.into_data().to_vec().unwrap(),
+        );
+        let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            worst <= 2e-5 * scale * 10.0,
+            "{what}: differs by {worst} (values up to {scale})"
+        );
+    }
+
+    /// The kernels' convolution and its three gradients equal Burn's `Conv2d` on the same data.
+    fn conv_matches_burn(
+        channels: usize,
+        filters: usize,
+        kernel: usize,
+        padding: usize,
+        side: usize,
+    ) {
+        let conv: Conv2d<Ad> = Conv2dConfig::new([channels, filters], [kernel, kernel])
+            .with_padding(PaddingConfig2d::Explicit(
+                padding, padding, padding, padding,
+            ))
+            .init(&FlexDevice);
+        let x = random([5, channels, side, side], 1).require_grad();
+        let target = |y: Tensor<Ad, 4>| (y.clone() * random(y.dims(), 2)).sum();
+        let ours = conv2d(&conv, x.clone());
+        let burn = conv.forward(x.clone());
+        let (g_ours, g_burn) = (
+            target(ours.clone()).backward(),
+            target(burn.clone()).backward(),
+        );
+        assert_close("output", ours.inner(), burn.inner());
+        assert_close(
+            "input grad",
+            x.grad(&g_ours).unwrap(),
+            x.grad(&g_burn).unwrap(),
+        );
+        let w = &conv.weight;
+        assert_close(
+            "weight grad",
+            w.grad(&g_ours).unwrap(),
+            w.grad(&g_burn).unwrap(),
+        );
+        let b = conv.bias.as_ref().unwrap();
+        assert_close(
+            "bias grad",
+            b.grad(&g_ours).unwrap(),
+            b.grad(&g_burn).unwrap(),
+        );
+    }
+
+    #[test]
+    fn convolution_and_its_gradients_equal_burns() {
+        conv_matches_burn(3, 8, 9, 0, 16); // the seed's first layer, smaller
+        conv_matches_burn(6, 5, 5, 2, 9); // padded, odd sizes
+        conv_matches_burn(4, 3, 3, 1, 3); // kernel as large as the image plus padding
+    }
+
+    #[test]
+    fn an_untracked_input_gets_no_gradient_and_weights_still_do() {
+        let conv: Conv2d<Ad> = Conv2dConfig::new([3, 4], [3, 3]).init(&FlexDevice);
+        let x = random([2, 3, 6, 6], 3);
+        let grads = conv2d(&conv, x.clone()).sum().backward();
+        assert!(x.grad(&grads).is_none());
+        assert!(conv.weight.grad(&grads).is_some());
+    }
+
+    fn norm_matches_burn(act: NormActivation) {
+        let mut norm: BatchNorm<Ad> = BatchNormConfig::new(6).init(&FlexDevice);
+        norm.gamma = Param::from_tensor(random([6], 4).require_grad());
+        norm.beta = Param::from_tensor(random([6], 5).require_grad());
+        let reference: BatchNorm<Ad> = norm.clone();
+        let x = random([4, 6, 5, 7], 6)
+            .mul_scalar(3.0)
+            .add_scalar(0.5)
+            .require_grad();
+        let slope = match act {
+            NormActivation::Identity => 1.0,
+            NormActivation::Rectifier { slope } => slope as f64,
+        };
+        let ours = batch_norm_train(&norm, &x, act).expect("flex has the kernel");
+        let burn = leaky_relu(reference.forward(x.clone()), slope);
+        let target = |y: Tensor<Ad, 4>| (y.clone() * random(y.dims(), 7)).sum();
+        let (g_ours, g_burn) = (
+            target(ours.clone()).backward(),
+            target(burn.clone()).backward(),
+        );
+        assert_close("output", ours.inner(), burn.inner());
+        assert_close(
+            "input grad",
+            x.grad(&g_ours).unwrap(),
+            x.grad(&g_burn).unwrap(),
+        );
+        let (ng, rg) = (&norm.gamma, &reference.gamma);
+        assert_close(
+            "gamma grad",
+            ng.grad(&g_ours).unwrap(),
+            rg.grad(&g_burn).unwrap(),
+        );
+        let (nb, rb) = (&norm.beta, &reference.beta);
+        assert_close(
+            "beta grad",
+            nb.grad(&g_ours).unwrap(),
+            rb.grad(&g_burn).unwrap(),
+        );
+        let (nm, rm) = (&norm.running_mean, &reference.running_mean);
+        assert_close("running mean", nm.value().inner(), rm.value().inner());
+        let (nv, rv) = (&norm.running_var, &reference.running_var);
+        assert_close("running var", nv.value().inner(), rv.value().inner());
+    }
+
+    #[test]
+    fn batch_norm_with_relu_and_leaky_relu_equals_burns_modules() {
+        norm_matches_burn(NormActivation::Rectifier { slope: 0.0 });
+        norm_matches_burn(NormActivation::Rectifier { slope: 0.01 });
+        norm_matches_burn(NormActivation::Identity);
+    }
+
+    #[test]
+    fn inference_mode_batch_norm_is_left_to_burn() {
+        let norm: BatchNorm<Flex> = BatchNormConfig::new(2).init(&FlexDevice);
+        let x = Tensor::<Flex, 4>::random([1, 2, 3, 3], Distribution::Default, &FlexDevice);
+        assert!(batch_norm_train(&norm, &x, NormActivation::Identity).is_none());
+    }
+}
