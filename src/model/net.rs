@@ -191,7 +191,7 @@ impl<B: LayerKernels> Net<B> {
         }
     }
 
-    /// `act(norm(x))`: one fused operation while training on the CPU, Burn's modules otherwise.
+    /// `act(norm(x))`: one fused operation on the CPU, Burn's modules otherwise.
     fn norm_act(&self, norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let fused = match self.activation {
             Activation::Relu => Some(NormActivation::Rectifier { slope: 0.0 }),
@@ -199,7 +199,7 @@ impl<B: LayerKernels> Net<B> {
             Activation::Gelu => None,
         };
         fused
-            .and_then(|act| kernels::batch_norm_train(norm, &x, act))
+            .and_then(|act| kernels::batch_norm(norm, &x, act))
             .unwrap_or_else(|| self.act(norm.forward(x)))
     }
 
@@ -213,7 +213,7 @@ impl<B: LayerKernels> Net<B> {
                 None => self.act(x),
             };
             if let Some(pool) = &layer.pool {
-                x = pool.forward(x);
+                x = kernels::max_pool2d(pool, x);
             }
         }
         let [n, c, h, w] = x.dims();

@@ -15,7 +15,8 @@ use burn::tensor::{DType, Shape, TensorData, TensorMetadata};
 
 use super::conv::{self, ConvGeometry};
 use super::norm::{self, NormGeometry};
-use super::{LayerKernels, NormActivation, NormOutput};
+use super::pool::{self, PoolGeometry};
+use super::{LayerKernels, NormActivation, NormOutput, NormParams};
 
 /// The tensor's values in NCHW order, when it holds `f32`.
 fn values(t: &FlexTensor) -> Option<std::borrow::Cow<'_, [f32]>> {
@@ -77,6 +78,67 @@ impl LayerKernels for Flex {
         padding: [usize; 2],
     ) -> Option<FlexTensor> {
         conv_forward(&conv_geometry(x, w, padding)?, x, w, b)
+    }
+
+    fn max_pool2d_kernel(x: &FlexTensor, window: usize) -> Option<FlexTensor> {
+        pool_forward(x, window).map(|(_, out, _)| out)
+    }
+
+    fn batch_norm_inference_kernel(
+        x: &FlexTensor,
+        p: NormParams<'_, Self>,
+        act: NormActivation,
+    ) -> Option<FlexTensor> {
+        let geometry = norm_geometry(x)?;
+        let [gamma, beta, mean, var] = [p.gamma, p.beta, p.running_mean, p.running_var].map(values);
+        let (scale, shift) = norm::fold(&mean?, &var?, &gamma?, &beta?, p.epsilon);
+        let out = norm::affine(&geometry, &values(x)?, &scale, &shift, act);
+        Some(flex(out, x.shape()))
+    }
+}
+
+fn pool_geometry(x: &FlexTensor, window: usize) -> Option<PoolGeometry> {
+    let shape = x.shape();
+    if shape.num_dims() != 4 || window == 0 {
+        return None;
+    }
+    let [batch, channels, height, width] = shape.dims();
+    let g = PoolGeometry {
+        planes: batch * channels,
+        height,
+        width,
+        window,
+    };
+    (g.out_height() > 0 && g.out_width() > 0).then_some(g)
+}
+
+/// The pooled tensor and where each maximum came from.
+fn pool_forward(x: &FlexTensor, window: usize) -> Option<(PoolGeometry, FlexTensor, Vec<u32>)> {
+    let g = pool_geometry(x, window)?;
+    let (out, argmax) = pool::forward(&g, &values(x)?);
+    let [batch, channels, _, _] = x.shape().dims();
+    Some((
+        g,
+        flex(out, [batch, channels, g.out_height(), g.out_width()]),
+        argmax,
+    ))
+}
+
+/// Max pooling's backward pass, from where each maximum came from.
+#[derive(Debug)]
+struct PoolBackward {
+    geometry: PoolGeometry,
+    input_shape: Shape,
+}
+
+impl Backward<Flex, 1> for PoolBackward {
+    type State = Vec<u32>;
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<Flex>(&ops.node);
+        let [Some(x)] = ops.parents else { return };
+        let dy = values(&grad).expect("an f32 gradient for an f32 pool");
+        let dx = pool::backward(&self.geometry, &ops.state, &dy);
+        grads.register::<Flex>(x.id, flex(dx, self.input_shape));
     }
 }
 
@@ -209,6 +271,20 @@ impl<C: CheckpointStrategy> LayerKernels for Autodiff<Flex, C> {
                 OpsKind::UnTracked(prep) => prep.finish(out),
             },
         })
+    }
+
+    fn max_pool2d_kernel(x: &FloatTensor<Self>, window: usize) -> Option<FloatTensor<Self>> {
+        let (geometry, out, argmax) = pool_forward(&x.primitive, window)?;
+        let op = PoolBackward {
+            geometry,
+            input_shape: x.primitive.shape(),
+        };
+        Some(
+            match op.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => prep.finish(argmax, out),
+                OpsKind::UnTracked(prep) => prep.finish(out),
+            },
+        )
     }
 
     fn batch_norm_kernel(

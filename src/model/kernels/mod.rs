@@ -10,10 +10,12 @@
 pub mod conv;
 mod flex;
 pub mod norm;
+pub mod pool;
 
 use burn::nn::BatchNorm;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
@@ -27,6 +29,15 @@ pub struct NormOutput<B: Backend> {
     pub var: FloatTensor<B>,
 }
 
+/// A batch norm's parameters and running statistics.
+pub struct NormParams<'a, B: Backend> {
+    pub gamma: &'a FloatTensor<B>,
+    pub beta: &'a FloatTensor<B>,
+    pub running_mean: &'a FloatTensor<B>,
+    pub running_var: &'a FloatTensor<B>,
+    pub epsilon: f64,
+}
+
 /// Backends that may run a layer on this crate's kernels; `None` means "use Burn's module".
 pub trait LayerKernels: Backend {
     /// A convolution with stride 1, no dilation and one group, padded by `padding`.
@@ -35,6 +46,20 @@ pub trait LayerKernels: Backend {
         _weight: &FloatTensor<Self>,
         _bias: Option<&FloatTensor<Self>>,
         _padding: [usize; 2],
+    ) -> Option<FloatTensor<Self>> {
+        None
+    }
+
+    /// Max pooling by a square `window` with the same stride, no padding, sizes rounded down.
+    fn max_pool2d_kernel(_x: &FloatTensor<Self>, _window: usize) -> Option<FloatTensor<Self>> {
+        None
+    }
+
+    /// A batch norm with its running statistics (inference), then `act`.
+    fn batch_norm_inference_kernel(
+        _x: &FloatTensor<Self>,
+        _params: NormParams<'_, Self>,
+        _act: NormActivation,
     ) -> Option<FloatTensor<Self>> {
         None
     }
@@ -94,17 +119,54 @@ pub fn conv2d<B: LayerKernels>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4
     }
 }
 
-/// `act(norm.forward(x))` in training mode (batch statistics; the running statistics updated as
-/// Burn's `BatchNorm` updates them), or `None` where Burn's module is to run: in inference mode
-/// (running statistics) and on backends without the kernel.
-pub fn batch_norm_train<B: LayerKernels>(
+/// `pool.forward(x)`, on the kernel where the backend has it and the pool is a plain one.
+pub fn max_pool2d<B: LayerKernels>(pool: &MaxPool2d, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [window, other] = pool.kernel_size;
+    let no_padding = matches!(pool.padding, PaddingConfig2d::Valid)
+        || pool.padding == PaddingConfig2d::Explicit(0, 0, 0, 0);
+    let plain = window == other
+        && pool.stride == pool.kernel_size
+        && pool.dilation == [1, 1]
+        && !pool.ceil_mode
+        && no_padding;
+    let pooled = plain
+        .then(|| B::max_pool2d_kernel(&primitive(x.clone()), window))
+        .flatten();
+    match pooled {
+        Some(out) => tensor(out),
+        None => pool.forward(x),
+    }
+}
+
+/// `act(norm.forward(x))`: with the batch's statistics while training (the running statistics
+/// updated as Burn's `BatchNorm` updates them), with the running statistics otherwise; `None`
+/// where Burn's module is to run (backends without the kernels).
+pub fn batch_norm<B: LayerKernels>(
     norm: &BatchNorm<B>,
     x: &Tensor<B, 4>,
     act: NormActivation,
 ) -> Option<Tensor<B, 4>> {
-    if !B::ad_enabled(&x.device()) {
-        return None;
+    if B::ad_enabled(&x.device()) {
+        return batch_norm_train(norm, x, act);
     }
+    let [gamma, beta] = [&norm.gamma, &norm.beta].map(|p| primitive(p.val()));
+    let [running_mean, running_var] =
+        [&norm.running_mean, &norm.running_var].map(|s| primitive(s.value()));
+    let params = NormParams {
+        gamma: &gamma,
+        beta: &beta,
+        running_mean: &running_mean,
+        running_var: &running_var,
+        epsilon: norm.epsilon,
+    };
+    B::batch_norm_inference_kernel(&primitive(x.clone()), params, act).map(tensor)
+}
+
+fn batch_norm_train<B: LayerKernels>(
+    norm: &BatchNorm<B>,
+    x: &Tensor<B, 4>,
+    act: NormActivation,
+) -> Option<Tensor<B, 4>> {
     let (gamma, beta) = (primitive(norm.gamma.val()), primitive(norm.beta.val()));
     let out = B::batch_norm_kernel(&primitive(x.clone()), &gamma, &beta, norm.epsilon, act)?;
     let update = |state: &burn::module::RunningState<Tensor<B, 1>>, batch: FloatTensor<B>| {
@@ -136,11 +198,12 @@ mod tests {
     use super::*;
     use burn::backend::flex::FlexDevice;
     use burn::backend::{Autodiff, Flex};
+    use burn::module::AutodiffModule;
     use burn::module::Param;
     use burn::nn::BatchNormConfig;
     use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::TensorData;
     use burn::tensor::activation::leaky_relu;
-    use burn::tensor::{Distribution, TensorData};
 
     type Ad = Autodiff<Flex>;
 
@@ -227,6 +290,35 @@ mod tests {
         assert!(conv.weight.grad(&grads).is_some());
     }
 
+    #[test]
+    fn max_pooling_and_its_gradient_equal_burns() {
+        for (window, [h, w]) in [(2, [8, 8]), (2, [7, 9]), (3, [10, 6])] {
+            let pool = burn::nn::pool::MaxPool2dConfig::new([window, window]).init();
+            assert!(
+                kernel_padding_free(&pool),
+                "MaxPool2dConfig's default is the plain pool"
+            );
+            let x = random([3, 4, h, w], 8).require_grad();
+            let ours = max_pool2d(&pool, x.clone());
+            let burn = pool.forward(x.clone());
+            let target = |y: Tensor<Ad, 4>| (y.clone() * random(y.dims(), 9)).sum();
+            let (g_ours, g_burn) = (
+                target(ours.clone()).backward(),
+                target(burn.clone()).backward(),
+            );
+            assert_close("output", ours.inner(), burn.inner());
+            assert_close(
+                "input grad",
+                x.grad(&g_ours).unwrap(),
+                x.grad(&g_burn).unwrap(),
+            );
+        }
+    }
+
+    fn kernel_padding_free(pool: &MaxPool2d) -> bool {
+        pool.stride == pool.kernel_size && matches!(pool.padding, PaddingConfig2d::Valid)
+    }
+
     fn norm_matches_burn(act: NormActivation) {
         let mut norm: BatchNorm<Ad> = BatchNormConfig::new(6).init(&FlexDevice);
         norm.gamma = Param::from_tensor(random([6], 4).require_grad());
@@ -240,7 +332,7 @@ mod tests {
             NormActivation::Identity => 1.0,
             NormActivation::Rectifier { slope } => slope as f64,
         };
-        let ours = batch_norm_train(&norm, &x, act).expect("flex has the kernel");
+        let ours = batch_norm(&norm, &x, act).expect("flex has the kernel");
         let burn = leaky_relu(reference.forward(x.clone()), slope);
         let target = |y: Tensor<Ad, 4>| (y.clone() * random(y.dims(), 7)).sum();
         let (g_ours, g_burn) = (
@@ -279,9 +371,27 @@ mod tests {
     }
 
     #[test]
-    fn inference_mode_batch_norm_is_left_to_burn() {
-        let norm: BatchNorm<Flex> = BatchNormConfig::new(2).init(&FlexDevice);
-        let x = Tensor::<Flex, 4>::random([1, 2, 3, 3], Distribution::Default, &FlexDevice);
-        assert!(batch_norm_train(&norm, &x, NormActivation::Identity).is_none());
+    fn inference_mode_batch_norm_uses_the_running_statistics_as_burn_does() {
+        let mut norm: BatchNorm<Ad> = BatchNormConfig::new(6).init(&FlexDevice);
+        norm.gamma = Param::from_tensor(random([6], 10));
+        norm.beta = Param::from_tensor(random([6], 11));
+        for seed in 12..15 {
+            // Training steps move the running statistics away from 0 and 1.
+            let x = random([4, 6, 3, 3], seed).mul_scalar(2.0).add_scalar(1.0);
+            batch_norm(&norm, &x, NormActivation::Identity).unwrap();
+        }
+        let norm = norm.valid();
+        let x = random::<4>([2, 6, 5, 5], 16).inner();
+        for act in [
+            NormActivation::Identity,
+            NormActivation::Rectifier { slope: 0.01 },
+        ] {
+            let slope = match act {
+                NormActivation::Identity => 1.0,
+                NormActivation::Rectifier { slope } => slope as f64,
+            };
+            let ours = batch_norm(&norm, &x, act).expect("flex has the kernel");
+            assert_close("output", ours, leaky_relu(norm.forward(x.clone()), slope));
+        }
     }
 }

@@ -105,6 +105,50 @@ fn scatter(g: &NormGeometry, per_channel: Vec<Vec<f32>>) -> Vec<f32> {
     out
 }
 
+/// `act(x · scale + shift)`, per channel: a batch norm with its statistics folded in.
+pub fn affine(
+    g: &NormGeometry,
+    x: &[f32],
+    scale: &[f32],
+    shift: &[f32],
+    act: Activation,
+) -> Vec<f32> {
+    assert_eq!(x.len(), g.len(), "batch norm input length");
+    let mut out = vec![0.0f32; g.len()];
+    out.par_chunks_mut(g.plane.max(1))
+        .zip(x.par_chunks(g.plane.max(1)))
+        .enumerate()
+        .for_each(|(i, (out, x))| {
+            let c = i % g.channels;
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = act.apply(v * scale[c] + shift[c]);
+            }
+        });
+    out
+}
+
+/// Per channel `γ / sqrt(var + ε)` and `β − mean · that`: the norm as one multiply-add.
+pub fn fold(
+    mean: &[f32],
+    var: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = gamma
+        .iter()
+        .zip(var)
+        .map(|(&g, &v)| g / (v as f64 + epsilon).sqrt() as f32)
+        .collect();
+    let shift = beta
+        .iter()
+        .zip(mean)
+        .zip(&scale)
+        .map(|((&b, &m), &s)| b - m * s)
+        .collect();
+    (scale, shift)
+}
+
 /// `act((x − mean) / sqrt(var + ε) · γ + β)` with the batch's own statistics.
 pub fn forward(
     g: &NormGeometry,
@@ -116,20 +160,19 @@ pub fn forward(
 ) -> NormForward {
     assert_eq!(x.len(), g.len(), "batch norm input length");
     let stats = channel_stats(g, x);
-    let per_channel: Vec<Vec<f32>> = (0..g.channels)
-        .into_par_iter()
-        .map(|c| {
-            let (mean, var) = stats[c];
-            let scale = gamma[c] / (var + epsilon).sqrt() as f32;
-            let shift = beta[c] - mean as f32 * scale;
-            g.planes(x, c)
-                .flatten()
-                .map(|&v| act.apply(v * scale + shift))
-                .collect()
-        })
+    let scale: Vec<f32> = gamma
+        .iter()
+        .zip(&stats)
+        .map(|(&g, s)| g / (s.1 + epsilon).sqrt() as f32)
+        .collect();
+    let shift: Vec<f32> = beta
+        .iter()
+        .zip(&stats)
+        .zip(&scale)
+        .map(|((&b, s), &k)| b - s.0 as f32 * k)
         .collect();
     NormForward {
-        output: scatter(g, per_channel),
+        output: affine(g, x, &scale, &shift, act),
         mean: stats.iter().map(|s| s.0 as f32).collect(),
         var: stats.iter().map(|s| s.1 as f32).collect(),
     }
