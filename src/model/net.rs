@@ -10,7 +10,7 @@ use burn::tensor::activation;
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
-use super::kernels::{self, LayerKernels, NormActivation};
+use super::kernels::{self, Fused, LayerKernels};
 use crate::config::params::{Activation, ConvBlock, DenseLayer, OutputHead};
 use crate::labels::{N_CLASSES, QUESTIONS};
 
@@ -191,27 +191,34 @@ impl<B: LayerKernels> Net<B> {
         }
     }
 
-    /// `act(norm(x))`: one fused operation on the CPU, Burn's modules otherwise.
-    fn norm_act(&self, norm: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let fused = match self.activation {
-            Activation::Relu => Some(NormActivation::Rectifier { slope: 0.0 }),
-            Activation::LeakyRelu => Some(NormActivation::Rectifier { slope: LEAKY_SLOPE }),
+    /// The activation as the kernels fuse it, if they can (GELU they cannot).
+    fn fused(&self) -> Option<Fused> {
+        match self.activation {
+            Activation::Relu => Some(Fused::Rectifier { slope: 0.0 }),
+            Activation::LeakyRelu => Some(Fused::Rectifier { slope: LEAKY_SLOPE }),
             Activation::Gelu => None,
-        };
-        fused
-            .and_then(|act| kernels::batch_norm(norm, &x, act))
-            .unwrap_or_else(|| self.act(norm.forward(x)))
+        }
+    }
+
+    /// `act(norm(conv(x)))` or `act(conv(x))`: fused operations on the CPU, Burn's otherwise.
+    fn conv_block(&self, layer: &ConvLayer<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        match (&layer.norm, self.fused()) {
+            (None, Some(act)) => kernels::conv2d(&layer.conv, x, act),
+            (None, None) => self.act(kernels::conv2d(&layer.conv, x, Fused::Identity)),
+            (Some(norm), fused) => {
+                let x = kernels::conv2d(&layer.conv, x, Fused::Identity);
+                fused
+                    .and_then(|act| kernels::batch_norm(norm, &x, act))
+                    .unwrap_or_else(|| self.act(norm.forward(x)))
+            }
+        }
     }
 
     /// `[batch, 3, size, size]` in [0, 1] → `[batch, 37]` vote fractions.
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let mut x = images;
         for layer in &self.convs {
-            x = kernels::conv2d(&layer.conv, x);
-            x = match &layer.norm {
-                Some(norm) => self.norm_act(norm, x),
-                None => self.act(x),
-            };
+            x = self.conv_block(layer, x);
             if let Some(pool) = &layer.pool {
                 x = kernels::max_pool2d(pool, x);
             }

@@ -8,6 +8,8 @@
 
 use rayon::prelude::*;
 
+use super::activation::Activation;
+
 /// Images per partial sum of the weight and bias gradients (fixed, so sums keep their order).
 const IMAGES_PER_PARTIAL: usize = 4;
 
@@ -75,7 +77,9 @@ fn for_each_segment(
 
 /// One image `[C, H, W]` → its im2col matrix `[taps, Ho·Wo]` (padding reads as zero).
 fn im2col(g: &ConvGeometry, image: &[f32], col: &mut [f32]) {
-    col.fill(0.0);
+    if g.padding != [0, 0] {
+        col.fill(0.0); // without padding, every element is written below
+    }
     let (wo, positions) = (g.out_width(), g.positions());
     for_each_segment(g, |tap, oy, row, cols, x0| {
         let dst = tap * positions + oy * wo;
@@ -157,8 +161,14 @@ fn check_lengths(g: &ConvGeometry, input: usize, weight: usize) {
     assert_eq!(weight, g.filters * g.taps(), "conv weight length");
 }
 
-/// `[N, C, H, W]` ⊛ `[F, C, kh, kw]` + bias `[F]` → `[N, F, Ho, Wo]`.
-pub fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+/// `act([N, C, H, W]` ⊛ `[F, C, kh, kw]` + bias `[F])` → `[N, F, Ho, Wo]`.
+pub fn forward(
+    g: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+) -> Vec<f32> {
     check_lengths(g, input.len(), weight.len());
     let (taps, positions) = (g.taps(), g.positions());
     let mut out = vec![0.0f32; g.batch * g.out_image()];
@@ -181,6 +191,9 @@ pub fn forward(g: &ConvGeometry, input: &[f32], weight: &[f32], bias: Option<&[f
                     View::rows(weight, taps),
                     View::rows(col, positions),
                 );
+                if act != Activation::Identity {
+                    out.iter_mut().for_each(|v| *v = act.apply(*v));
+                }
             },
         );
     out

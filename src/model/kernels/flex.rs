@@ -13,10 +13,11 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape, TensorData, TensorMetadata};
 
+use super::activation::pre_activation_grad;
 use super::conv::{self, ConvGeometry};
 use super::norm::{self, NormGeometry};
 use super::pool::{self, PoolGeometry};
-use super::{LayerKernels, NormActivation, NormOutput, NormParams};
+use super::{Fused, LayerKernels, NormOutput, NormParams};
 
 /// The tensor's values in NCHW order, when it holds `f32`.
 fn values(t: &FlexTensor) -> Option<std::borrow::Cow<'_, [f32]>> {
@@ -57,13 +58,14 @@ fn conv_forward(
     x: &FlexTensor,
     w: &FlexTensor,
     b: Option<&FlexTensor>,
+    act: Fused,
 ) -> Option<FlexTensor> {
     let (xv, wv) = (values(x)?, values(w)?);
     let bv = match b {
         Some(b) => Some(values(b)?),
         None => None,
     };
-    let out = conv::forward(g, &xv, &wv, bv.as_deref());
+    let out = conv::forward(g, &xv, &wv, bv.as_deref(), act);
     Some(flex(
         out,
         [g.batch, g.filters, g.out_height(), g.out_width()],
@@ -76,8 +78,9 @@ impl LayerKernels for Flex {
         w: &FlexTensor,
         b: Option<&FlexTensor>,
         padding: [usize; 2],
+        act: Fused,
     ) -> Option<FlexTensor> {
-        conv_forward(&conv_geometry(x, w, padding)?, x, w, b)
+        conv_forward(&conv_geometry(x, w, padding)?, x, w, b, act)
     }
 
     fn max_pool2d_kernel(x: &FlexTensor, window: usize) -> Option<FlexTensor> {
@@ -87,7 +90,7 @@ impl LayerKernels for Flex {
     fn batch_norm_inference_kernel(
         x: &FlexTensor,
         p: NormParams<'_, Self>,
-        act: NormActivation,
+        act: Fused,
     ) -> Option<FlexTensor> {
         let geometry = norm_geometry(x)?;
         let [gamma, beta, mean, var] = [p.gamma, p.beta, p.running_mean, p.running_var].map(values);
@@ -142,30 +145,37 @@ impl Backward<Flex, 1> for PoolBackward {
     }
 }
 
-/// The convolution's backward pass: which gradients to register, from the saved input and weights.
+/// The convolution's backward pass: which gradients to register, from the saved input, weights
+/// and output (for the fused activation's slope).
 #[derive(Debug)]
 struct ConvBackward {
     geometry: ConvGeometry,
+    act: Fused,
 }
+
+type ConvState = (FlexTensor, FlexTensor, FlexTensor);
 
 impl ConvBackward {
     fn run(
         self,
         [x_id, w_id, b_id]: [Option<NodeId>; 3],
-        (x, w): (FlexTensor, FlexTensor),
+        (x, w, out): ConvState,
         grad: FlexTensor,
         grads: &mut Gradients,
     ) {
         let g = self.geometry;
         let dy = values(&grad).expect("an f32 gradient for an f32 convolution");
+        let yv = values(&out).expect("an f32 output");
+        let dz = pre_activation_grad(self.act, &yv, &dy);
+        let dy = dz.as_deref().unwrap_or(&dy);
         if let Some(id) = x_id {
             let wv = values(&w).expect("f32 weights");
-            let dx = conv::input_grad(&g, &wv, &dy);
+            let dx = conv::input_grad(&g, &wv, dy);
             grads.register::<Flex>(id, flex(dx, [g.batch, g.channels, g.height, g.width]));
         }
         if w_id.is_some() || b_id.is_some() {
             let xv = values(&x).expect("f32 input");
-            let (dw, db) = conv::weight_and_bias_grad(&g, &xv, &dy);
+            let (dw, db) = conv::weight_and_bias_grad(&g, &xv, dy);
             if let Some(id) = w_id {
                 grads.register::<Flex>(id, flex(dw, w.shape()));
             }
@@ -177,7 +187,7 @@ impl ConvBackward {
 }
 
 impl Backward<Flex, 3> for ConvBackward {
-    type State = (FlexTensor, FlexTensor);
+    type State = ConvState;
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<Flex>(&ops.node);
         self.run(ops.parents.map(|p| p.map(|n| n.id)), ops.state, grad, grads);
@@ -185,7 +195,7 @@ impl Backward<Flex, 3> for ConvBackward {
 }
 
 impl Backward<Flex, 2> for ConvBackward {
-    type State = (FlexTensor, FlexTensor);
+    type State = ConvState;
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<Flex>(&ops.node);
         let [x, w] = ops.parents.map(|p| p.map(|n| n.id));
@@ -198,7 +208,7 @@ impl Backward<Flex, 2> for ConvBackward {
 struct NormBackward {
     geometry: NormGeometry,
     epsilon: f64,
-    act: NormActivation,
+    act: Fused,
 }
 
 impl Backward<Flex, 3> for NormBackward {
@@ -243,16 +253,13 @@ impl<C: CheckpointStrategy> LayerKernels for Autodiff<Flex, C> {
         w: &FloatTensor<Self>,
         b: Option<&FloatTensor<Self>>,
         padding: [usize; 2],
+        act: Fused,
     ) -> Option<FloatTensor<Self>> {
         let geometry = conv_geometry(&x.primitive, &w.primitive, padding)?;
-        let out = conv_forward(
-            &geometry,
-            &x.primitive,
-            &w.primitive,
-            b.map(|b| &b.primitive),
-        )?;
-        let state = (x.primitive.clone(), w.primitive.clone());
-        let op = ConvBackward { geometry };
+        let (xp, wp, bp) = (&x.primitive, &w.primitive, b.map(|b| &b.primitive));
+        let out = conv_forward(&geometry, xp, wp, bp, act)?;
+        let state = (xp.clone(), wp.clone(), out.clone());
+        let op = ConvBackward { geometry, act };
         Some(match b {
             Some(b) => match op
                 .prepare::<C>([x.node.clone(), w.node.clone(), b.node.clone()])
@@ -292,7 +299,7 @@ impl<C: CheckpointStrategy> LayerKernels for Autodiff<Flex, C> {
         gamma: &FloatTensor<Self>,
         beta: &FloatTensor<Self>,
         epsilon: f64,
-        act: NormActivation,
+        act: Fused,
     ) -> Option<NormOutput<Self>> {
         let geometry = norm_geometry(&x.primitive)?;
         let (xv, gv, bv) = (

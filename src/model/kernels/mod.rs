@@ -7,6 +7,7 @@
 //! strided tensors on one core (BENCHMARKS.md has the profile). On every other backend (CUDA)
 //! the same layers are Burn's own modules.
 
+mod activation;
 pub mod conv;
 mod flex;
 pub mod norm;
@@ -16,11 +17,12 @@ use burn::nn::BatchNorm;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
+use burn::tensor::activation::{leaky_relu, relu};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
 
-pub use norm::Activation as NormActivation;
+pub use activation::Activation as Fused;
 
 /// A training-mode batch norm's output and the batch statistics it normalised with.
 pub struct NormOutput<B: Backend> {
@@ -40,12 +42,13 @@ pub struct NormParams<'a, B: Backend> {
 
 /// Backends that may run a layer on this crate's kernels; `None` means "use Burn's module".
 pub trait LayerKernels: Backend {
-    /// A convolution with stride 1, no dilation and one group, padded by `padding`.
+    /// A convolution with stride 1, no dilation and one group, padded by `padding`, then `act`.
     fn conv2d_kernel(
         _x: &FloatTensor<Self>,
         _weight: &FloatTensor<Self>,
         _bias: Option<&FloatTensor<Self>>,
         _padding: [usize; 2],
+        _act: Fused,
     ) -> Option<FloatTensor<Self>> {
         None
     }
@@ -59,7 +62,7 @@ pub trait LayerKernels: Backend {
     fn batch_norm_inference_kernel(
         _x: &FloatTensor<Self>,
         _params: NormParams<'_, Self>,
-        _act: NormActivation,
+        _act: Fused,
     ) -> Option<FloatTensor<Self>> {
         None
     }
@@ -70,7 +73,7 @@ pub trait LayerKernels: Backend {
         _gamma: &FloatTensor<Self>,
         _beta: &FloatTensor<Self>,
         _epsilon: f64,
-        _act: NormActivation,
+        _act: Fused,
     ) -> Option<NormOutput<Self>> {
         None
     }
@@ -106,16 +109,18 @@ fn kernel_padding<B: Backend>(conv: &Conv2d<B>) -> Option<[usize; 2]> {
     }
 }
 
-/// `conv.forward(x)`, on the kernels where the backend has them.
-pub fn conv2d<B: LayerKernels>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let Some(padding) = kernel_padding(conv) else {
-        return conv.forward(x);
-    };
-    let weight = primitive(conv.weight.val());
-    let bias = conv.bias.as_ref().map(|b| primitive(b.val()));
-    match B::conv2d_kernel(&primitive(x.clone()), &weight, bias.as_ref(), padding) {
-        Some(out) => tensor(out),
-        None => conv.forward(x),
+/// `act(conv.forward(x))`, on the kernels where the backend has them.
+pub fn conv2d<B: LayerKernels>(conv: &Conv2d<B>, x: Tensor<B, 4>, act: Fused) -> Tensor<B, 4> {
+    let on_kernels = kernel_padding(conv).and_then(|padding| {
+        let weight = primitive(conv.weight.val());
+        let bias = conv.bias.as_ref().map(|b| primitive(b.val()));
+        B::conv2d_kernel(&primitive(x.clone()), &weight, bias.as_ref(), padding, act)
+    });
+    match (on_kernels, act) {
+        (Some(out), _) => tensor(out),
+        (None, Fused::Identity) => conv.forward(x),
+        (None, Fused::Rectifier { slope }) if slope == 0.0 => relu(conv.forward(x)),
+        (None, Fused::Rectifier { slope }) => leaky_relu(conv.forward(x), slope as f64),
     }
 }
 
@@ -144,7 +149,7 @@ pub fn max_pool2d<B: LayerKernels>(pool: &MaxPool2d, x: Tensor<B, 4>) -> Tensor<
 pub fn batch_norm<B: LayerKernels>(
     norm: &BatchNorm<B>,
     x: &Tensor<B, 4>,
-    act: NormActivation,
+    act: Fused,
 ) -> Option<Tensor<B, 4>> {
     if B::ad_enabled(&x.device()) {
         return batch_norm_train(norm, x, act);
@@ -165,7 +170,7 @@ pub fn batch_norm<B: LayerKernels>(
 fn batch_norm_train<B: LayerKernels>(
     norm: &BatchNorm<B>,
     x: &Tensor<B, 4>,
-    act: NormActivation,
+    act: Fused,
 ) -> Option<Tensor<B, 4>> {
     let (gamma, beta) = (primitive(norm.gamma.val()), primitive(norm.beta.val()));
     let out = B::batch_norm_kernel(&primitive(x.clone()), &gamma, &beta, norm.epsilon, act)?;
@@ -203,7 +208,6 @@ mod tests {
     use burn::nn::BatchNormConfig;
     use burn::nn::conv::Conv2dConfig;
     use burn::tensor::TensorData;
-    use burn::tensor::activation::leaky_relu;
 
     type Ad = Autodiff<Flex>;
 
@@ -235,11 +239,8 @@ mod tests {
 
     /// The kernels' convolution and its three gradients equal Burn's `Conv2d` on the same data.
     fn conv_matches_burn(
-        channels: usize,
-        filters: usize,
-        kernel: usize,
-        padding: usize,
-        side: usize,
+        (channels, filters, kernel, padding, side): (usize, usize, usize, usize, usize),
+        act: Fused,
     ) {
         let conv: Conv2d<Ad> = Conv2dConfig::new([channels, filters], [kernel, kernel])
             .with_padding(PaddingConfig2d::Explicit(
@@ -248,8 +249,11 @@ mod tests {
             .init(&FlexDevice);
         let x = random([5, channels, side, side], 1).require_grad();
         let target = |y: Tensor<Ad, 4>| (y.clone() * random(y.dims(), 2)).sum();
-        let ours = conv2d(&conv, x.clone());
-        let burn = conv.forward(x.clone());
+        let ours = conv2d(&conv, x.clone(), act);
+        let burn = match act {
+            Fused::Identity => conv.forward(x.clone()),
+            Fused::Rectifier { slope } => leaky_relu(conv.forward(x.clone()), slope as f64),
+        };
         let (g_ours, g_burn) = (
             target(ours.clone()).backward(),
             target(burn.clone()).backward(),
@@ -276,16 +280,19 @@ mod tests {
 
     #[test]
     fn convolution_and_its_gradients_equal_burns() {
-        conv_matches_burn(3, 8, 9, 0, 16); // the seed's first layer, smaller
-        conv_matches_burn(6, 5, 5, 2, 9); // padded, odd sizes
-        conv_matches_burn(4, 3, 3, 1, 3); // kernel as large as the image plus padding
+        let relu = Fused::Rectifier { slope: 0.0 };
+        conv_matches_burn((3, 8, 9, 0, 16), Fused::Identity); // the seed's first layer, smaller
+        conv_matches_burn((6, 5, 5, 2, 9), Fused::Identity); // padded, odd sizes
+        conv_matches_burn((4, 3, 3, 1, 3), Fused::Identity); // kernel = image + padding
+        conv_matches_burn((6, 5, 5, 2, 9), relu); // with the activation fused in
+        conv_matches_burn((3, 4, 3, 1, 7), Fused::Rectifier { slope: 0.01 });
     }
 
     #[test]
     fn an_untracked_input_gets_no_gradient_and_weights_still_do() {
         let conv: Conv2d<Ad> = Conv2dConfig::new([3, 4], [3, 3]).init(&FlexDevice);
         let x = random([2, 3, 6, 6], 3);
-        let grads = conv2d(&conv, x.clone()).sum().backward();
+        let grads = conv2d(&conv, x.clone(), Fused::Identity).sum().backward();
         assert!(x.grad(&grads).is_none());
         assert!(conv.weight.grad(&grads).is_some());
     }
@@ -319,7 +326,7 @@ mod tests {
         pool.stride == pool.kernel_size && matches!(pool.padding, PaddingConfig2d::Valid)
     }
 
-    fn norm_matches_burn(act: NormActivation) {
+    fn norm_matches_burn(act: Fused) {
         let mut norm: BatchNorm<Ad> = BatchNormConfig::new(6).init(&FlexDevice);
         norm.gamma = Param::from_tensor(random([6], 4).require_grad());
         norm.beta = Param::from_tensor(random([6], 5).require_grad());
@@ -329,8 +336,8 @@ mod tests {
             .add_scalar(0.5)
             .require_grad();
         let slope = match act {
-            NormActivation::Identity => 1.0,
-            NormActivation::Rectifier { slope } => slope as f64,
+            Fused::Identity => 1.0,
+            Fused::Rectifier { slope } => slope as f64,
         };
         let ours = batch_norm(&norm, &x, act).expect("flex has the kernel");
         let burn = leaky_relu(reference.forward(x.clone()), slope);
@@ -365,9 +372,9 @@ mod tests {
 
     #[test]
     fn batch_norm_with_relu_and_leaky_relu_equals_burns_modules() {
-        norm_matches_burn(NormActivation::Rectifier { slope: 0.0 });
-        norm_matches_burn(NormActivation::Rectifier { slope: 0.01 });
-        norm_matches_burn(NormActivation::Identity);
+        norm_matches_burn(Fused::Rectifier { slope: 0.0 });
+        norm_matches_burn(Fused::Rectifier { slope: 0.01 });
+        norm_matches_burn(Fused::Identity);
     }
 
     #[test]
@@ -378,17 +385,14 @@ mod tests {
         for seed in 12..15 {
             // Training steps move the running statistics away from 0 and 1.
             let x = random([4, 6, 3, 3], seed).mul_scalar(2.0).add_scalar(1.0);
-            batch_norm(&norm, &x, NormActivation::Identity).unwrap();
+            batch_norm(&norm, &x, Fused::Identity).unwrap();
         }
         let norm = norm.valid();
         let x = random::<4>([2, 6, 5, 5], 16).inner();
-        for act in [
-            NormActivation::Identity,
-            NormActivation::Rectifier { slope: 0.01 },
-        ] {
+        for act in [Fused::Identity, Fused::Rectifier { slope: 0.01 }] {
             let slope = match act {
-                NormActivation::Identity => 1.0,
-                NormActivation::Rectifier { slope } => slope as f64,
+                Fused::Identity => 1.0,
+                Fused::Rectifier { slope } => slope as f64,
             };
             let ours = batch_norm(&norm, &x, act).expect("flex has the kernel");
             assert_close("output", ours, leaky_relu(norm.forward(x.clone()), slope));

@@ -7,43 +7,7 @@
 
 use rayon::prelude::*;
 
-/// The activation applied after the normalisation. Both keep the sign of their input, so the
-/// backward pass reads the slope from the output.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Activation {
-    Identity,
-    /// `max(x, slope·x)`: slope 0 is ReLU.
-    Rectifier {
-        slope: f32,
-    },
-}
-
-impl Activation {
-    fn apply(self, z: f32) -> f32 {
-        match self {
-            Activation::Identity => z,
-            Activation::Rectifier { slope } => {
-                if z > 0.0 {
-                    z
-                } else {
-                    slope * z
-                }
-            }
-        }
-    }
-    fn slope(self, y: f32) -> f32 {
-        match self {
-            Activation::Identity => 1.0,
-            Activation::Rectifier { slope } => {
-                if y > 0.0 {
-                    1.0
-                } else {
-                    slope
-                }
-            }
-        }
-    }
-}
+pub use super::activation::Activation;
 
 /// The layout of the normalised tensor: `batch` images of `channels` planes of `plane` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

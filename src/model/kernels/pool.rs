@@ -40,13 +40,16 @@ pub fn forward(g: &PoolGeometry, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
         .zip(x.par_chunks(g.plane().max(1)))
         .for_each(|((out, argmax), plane)| {
             for oy in 0..g.out_height() {
+                let rows = oy * g.window..(oy + 1) * g.window;
                 for ox in 0..g.out_width() {
-                    let (mut best, mut at) = (f32::NEG_INFINITY, usize::MAX);
-                    for dy in 0..g.window {
-                        let row = (oy * g.window + dy) * g.width + ox * g.window;
-                        for (dx, &v) in plane[row..row + g.window].iter().enumerate() {
-                            if v > best || at == usize::MAX {
-                                (best, at) = (v, row + dx);
+                    let cols = ox * g.window..(ox + 1) * g.window;
+                    let first = rows.start * g.width + cols.start;
+                    let (mut best, mut at) = (plane[first], first);
+                    for y in rows.clone() {
+                        let row = y * g.width;
+                        for (i, &v) in plane[row + cols.start..row + cols.end].iter().enumerate() {
+                            if v > best {
+                                (best, at) = (v, row + cols.start + i);
                             }
                         }
                     }
