@@ -201,7 +201,7 @@ fn compared(
     let cores = rayon::current_num_threads() as f64;
     if let Some(torch) = torch {
         figures.push(Figure {
-            what: format!("{what}, {network}: Burn flex vs PyTorch"),
+            what: format!("{what}, {network}: galaxy-pipe vs PyTorch"),
             value: ours,
             unit: "images/s",
             baseline: torch,
@@ -218,7 +218,7 @@ fn compared(
         });
     }
     figures.push(Figure {
-        what: format!("{what}, {network}: Burn flex GFLOP/s"),
+        what: format!("{what}, {network}: galaxy-pipe GFLOP/s"),
         value: ours * gflops,
         unit: "GFLOP/s",
         baseline: peak,
