@@ -119,7 +119,7 @@ pub fn conv2d<B: LayerKernels>(conv: &Conv2d<B>, x: Tensor<B, 4>, act: Fused) ->
     match (on_kernels, act) {
         (Some(out), _) => tensor(out),
         (None, Fused::Identity) => conv.forward(x),
-        (None, Fused::Rectifier { slope }) if slope == 0.0 => relu(conv.forward(x)),
+        (None, Fused::Rectifier { slope: 0.0 }) => relu(conv.forward(x)),
         (None, Fused::Rectifier { slope }) => leaky_relu(conv.forward(x), slope as f64),
     }
 }
