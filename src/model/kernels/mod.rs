@@ -1,8 +1,9 @@
-//! The network's convolutions and training-mode batch norms as whole operations.
+//! The network's convolutions, batch norms and max pooling as whole operations.
 //!
-//! On Burn's CPU backend (flex) they run this crate's kernels ([`conv`], [`norm`]) with their own
-//! backward pass: one `gemm` per image on an im2col matrix, and one pass per channel for the
-//! norm, all in parallel. Burn's generic backward for these (a convolution with batch and
+//! On Burn's CPU backend (flex) they run this crate's kernels ([`conv`], [`norm`], [`pool`]) with
+//! their own backward passes: one `gemm` per image on an im2col matrix (ReLU fused in), one pass
+//! per channel for the norm and its activation, one scan per plane for max pooling, all in
+//! parallel. Burn's generic backward for these (a convolution with batch and
 //! channels swapped, ~10 broadcast element-wise ops for a norm) spends most of its time copying
 //! strided tensors on one core (BENCHMARKS.md has the profile). On every other backend (CUDA)
 //! the same layers are Burn's own modules.
