@@ -37,20 +37,3 @@ impl Activation {
         }
     }
 }
-
-/// `dz = dy · act'(z)`, read from the output `y = act(z)` (nothing to do for the identity).
-pub fn pre_activation_grad(act: Activation, output: &[f32], out_grad: &[f32]) -> Option<Vec<f32>> {
-    use rayon::prelude::*;
-    if act == Activation::Identity {
-        return None;
-    }
-    let mut dz = vec![0.0f32; out_grad.len()];
-    dz.par_chunks_mut(1 << 14)
-        .zip(output.par_chunks(1 << 14).zip(out_grad.par_chunks(1 << 14)))
-        .for_each(|(dz, (y, dy))| {
-            for ((d, &y), &g) in dz.iter_mut().zip(y).zip(dy) {
-                *d = g * act.slope(y);
-            }
-        });
-    Some(dz)
-}

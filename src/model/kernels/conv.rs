@@ -199,27 +199,55 @@ pub fn forward(
     out
 }
 
+/// The gradient reaching a convolution's output, taken back through its fused activation one
+/// image at a time (no tensor-sized pass of its own).
+#[derive(Clone, Copy)]
+pub struct OutGrad<'a> {
+    /// The loss's gradient with respect to the output, `[N, F, Ho, Wo]`.
+    pub grad: &'a [f32],
+    /// The forward output: the activation's slope is read from it.
+    pub output: &'a [f32],
+    pub act: Activation,
+}
+
+impl<'a> OutGrad<'a> {
+    /// Image `n`'s gradient before the activation (written into `scratch` unless the identity).
+    fn image<'s>(&self, g: &ConvGeometry, n: usize, scratch: &'s mut Vec<f32>) -> &'s [f32]
+    where
+        'a: 's,
+    {
+        let range = n * g.out_image()..(n + 1) * g.out_image();
+        let dy = &self.grad[range.clone()];
+        if self.act == Activation::Identity {
+            return dy;
+        }
+        scratch.clear();
+        let slopes = self.output[range].iter().map(|&y| self.act.slope(y));
+        scratch.extend(dy.iter().zip(slopes).map(|(&d, s)| d * s));
+        scratch
+    }
+}
+
 /// The gradient of the input: per image, `Wᵀ · dY` folded back by col2im.
-pub fn input_grad(g: &ConvGeometry, weight: &[f32], out_grad: &[f32]) -> Vec<f32> {
+pub fn input_grad(g: &ConvGeometry, weight: &[f32], out_grad: OutGrad<'_>) -> Vec<f32> {
     check_lengths(g, g.batch * g.image(), weight.len());
     let (taps, positions) = (g.taps(), g.positions());
     let mut grad = vec![0.0f32; g.batch * g.image()];
-    grad.par_chunks_mut(g.image())
-        .zip(out_grad.par_chunks(g.out_image()))
-        .for_each_init(
-            || vec![0.0f32; taps * positions],
-            |col, (grad, dy)| {
-                let dims = [taps, positions, g.filters];
-                matmul(
-                    col,
-                    dims,
-                    false,
-                    View::transposed(weight, taps),
-                    View::rows(dy, positions),
-                );
-                col2im(g, col, grad);
-            },
-        );
+    grad.par_chunks_mut(g.image()).enumerate().for_each_init(
+        || (vec![0.0f32; taps * positions], Vec::new()),
+        |(col, scratch), (n, grad)| {
+            let dy = out_grad.image(g, n, scratch);
+            let dims = [taps, positions, g.filters];
+            matmul(
+                col,
+                dims,
+                false,
+                View::transposed(weight, taps),
+                View::rows(dy, positions),
+            );
+            col2im(g, col, grad);
+        },
+    );
     grad
 }
 
@@ -227,22 +255,20 @@ pub fn input_grad(g: &ConvGeometry, weight: &[f32], out_grad: &[f32]) -> Vec<f32
 pub fn weight_and_bias_grad(
     g: &ConvGeometry,
     input: &[f32],
-    out_grad: &[f32],
+    out_grad: OutGrad<'_>,
 ) -> (Vec<f32>, Vec<f32>) {
     check_lengths(g, input.len(), g.filters * g.taps());
     let (taps, positions) = (g.taps(), g.positions());
     let partials: Vec<(Vec<f32>, Vec<f64>)> = input
         .par_chunks(g.image() * IMAGES_PER_PARTIAL)
-        .zip(out_grad.par_chunks(g.out_image() * IMAGES_PER_PARTIAL))
-        .map(|(images, dys)| {
+        .enumerate()
+        .map(|(group, images)| {
             let mut col = vec![0.0f32; taps * positions];
             let mut dw = vec![0.0f32; g.filters * taps];
             let mut db = vec![0.0f64; g.filters];
-            for (i, (image, dy)) in images
-                .chunks(g.image())
-                .zip(dys.chunks(g.out_image()))
-                .enumerate()
-            {
+            let mut scratch = Vec::new();
+            for (i, image) in images.chunks(g.image()).enumerate() {
+                let dy = out_grad.image(g, group * IMAGES_PER_PARTIAL + i, &mut scratch);
                 im2col(g, image, &mut col);
                 let dims = [g.filters, taps, positions];
                 matmul(

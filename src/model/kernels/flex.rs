@@ -13,9 +13,8 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Shape, TensorData, TensorMetadata};
 
-use super::activation::pre_activation_grad;
-use super::conv::{self, ConvGeometry};
-use super::norm::{self, NormGeometry};
+use super::conv::{self, ConvGeometry, OutGrad};
+use super::norm::{self, ChannelStats, NormGeometry};
 use super::pool::{self, PoolGeometry};
 use super::{Fused, LayerKernels, NormOutput, NormParams};
 
@@ -166,8 +165,11 @@ impl ConvBackward {
         let g = self.geometry;
         let dy = values(&grad).expect("an f32 gradient for an f32 convolution");
         let yv = values(&out).expect("an f32 output");
-        let dz = pre_activation_grad(self.act, &yv, &dy);
-        let dy = dz.as_deref().unwrap_or(&dy);
+        let dy = OutGrad {
+            grad: &dy,
+            output: &yv,
+            act: self.act,
+        };
         if let Some(id) = x_id {
             let wv = values(&w).expect("f32 weights");
             let dx = conv::input_grad(&g, &wv, dy);
@@ -212,15 +214,21 @@ struct NormBackward {
 }
 
 impl Backward<Flex, 3> for NormBackward {
-    type State = (FlexTensor, FlexTensor, FlexTensor);
+    type State = (FlexTensor, FlexTensor, FlexTensor, ChannelStats);
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<Flex>(&ops.node);
         let [x_id, gamma_id, beta_id] = ops.parents.map(|p| p.map(|n| n.id));
-        let (x, output, gamma) = ops.state;
+        let (x, output, gamma, stats) = ops.state;
         let [xv, yv, dy, gv] =
             [&x, &output, &grad, &gamma].map(|t| values(t).expect("f32 batch norm"));
-        let (dx, dgamma, dbeta) =
-            norm::backward(&self.geometry, (&xv, &yv, &dy), &gv, self.epsilon, self.act);
+        let (dx, dgamma, dbeta) = norm::backward(
+            &self.geometry,
+            (&xv, &yv, &dy),
+            &stats,
+            &gv,
+            self.epsilon,
+            self.act,
+        );
         let channels = self.geometry.channels;
         for (id, values, shape) in [
             (x_id, dx, x.shape()),
@@ -320,7 +328,12 @@ impl<C: CheckpointStrategy> LayerKernels for Autodiff<Flex, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish(
-                (x.primitive.clone(), out.clone(), gamma.primitive.clone()),
+                (
+                    x.primitive.clone(),
+                    out.clone(),
+                    gamma.primitive.clone(),
+                    fwd.stats,
+                ),
                 out,
             ),
             OpsKind::UnTracked(prep) => prep.finish(out),

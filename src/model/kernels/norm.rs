@@ -35,24 +35,32 @@ pub struct NormForward {
     pub mean: Vec<f32>,
     /// Biased (divided by the count), as the running variance and the normalisation use it.
     pub var: Vec<f32>,
+    /// The same, unrounded, for [`backward`].
+    pub stats: ChannelStats,
 }
 
+/// Each channel's mean and biased variance, in `f64`: the forward pass keeps them for the backward.
+#[derive(Debug, Clone)]
+pub struct ChannelStats(Vec<(f64, f64)>);
+
 /// Mean and biased variance of each channel (two passes, `f64` sums).
-fn channel_stats(g: &NormGeometry, x: &[f32]) -> Vec<(f64, f64)> {
+fn channel_stats(g: &NormGeometry, x: &[f32]) -> ChannelStats {
     let count = (g.batch * g.plane) as f64;
-    (0..g.channels)
-        .into_par_iter()
-        .map(|c| {
-            let sum: f64 = g.planes(x, c).flatten().map(|&v| v as f64).sum();
-            let mean = sum / count;
-            let sq: f64 = g
-                .planes(x, c)
-                .flatten()
-                .map(|&v| (v as f64 - mean).powi(2))
-                .sum();
-            (mean, sq / count)
-        })
-        .collect()
+    ChannelStats(
+        (0..g.channels)
+            .into_par_iter()
+            .map(|c| {
+                let sum: f64 = g.planes(x, c).flatten().map(|&v| v as f64).sum();
+                let mean = sum / count;
+                let sq: f64 = g
+                    .planes(x, c)
+                    .flatten()
+                    .map(|&v| (v as f64 - mean).powi(2))
+                    .sum();
+                (mean, sq / count)
+            })
+            .collect(),
+    )
 }
 
 /// Scatters per-channel results (one `Vec` per channel, images in order) into NCHW.
@@ -126,19 +134,20 @@ pub fn forward(
     let stats = channel_stats(g, x);
     let scale: Vec<f32> = gamma
         .iter()
-        .zip(&stats)
+        .zip(&stats.0)
         .map(|(&g, s)| g / (s.1 + epsilon).sqrt() as f32)
         .collect();
     let shift: Vec<f32> = beta
         .iter()
-        .zip(&stats)
+        .zip(&stats.0)
         .zip(&scale)
         .map(|((&b, s), &k)| b - s.0 as f32 * k)
         .collect();
     NormForward {
         output: affine(g, x, &scale, &shift, act),
-        mean: stats.iter().map(|s| s.0 as f32).collect(),
-        var: stats.iter().map(|s| s.1 as f32).collect(),
+        mean: stats.0.iter().map(|s| s.0 as f32).collect(),
+        var: stats.0.iter().map(|s| s.1 as f32).collect(),
+        stats,
     }
 }
 
@@ -146,16 +155,16 @@ pub fn forward(
 pub fn backward(
     g: &NormGeometry,
     (x, output, out_grad): (&[f32], &[f32], &[f32]),
+    stats: &ChannelStats,
     gamma: &[f32],
     epsilon: f64,
     act: Activation,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let stats = channel_stats(g, x);
     let count = (g.batch * g.plane) as f64;
     let per_channel: Vec<(Vec<f32>, f32, f32)> = (0..g.channels)
         .into_par_iter()
         .map(|c| {
-            let (mean, var) = stats[c];
+            let (mean, var) = stats.0[c];
             let inv_std = 1.0 / (var + epsilon).sqrt();
             // dz: the gradient before the activation; x̂: the normalised input.
             let dz = || {
