@@ -47,13 +47,7 @@ pub fn members(dir: &Path) -> Result<Vec<NetworkDir>, ModelError> {
             dir: dir.to_path_buf(),
         }]);
     }
-    let bytes = std::fs::read(&path).map_err(|source| ModelError::Io {
-        what: "reading",
-        path: path.clone(),
-        source,
-    })?;
-    let manifest: Manifest =
-        serde_json::from_slice(&bytes).map_err(ModelError::record(path.display().to_string()))?;
+    let manifest: Manifest = read_json(&path)?;
     manifest
         .members
         .into_iter()
@@ -77,13 +71,12 @@ pub fn members(dir: &Path) -> Result<Vec<NetworkDir>, ModelError> {
 
 /// The architecture stored in a network's folder.
 pub fn architecture(dir: &Path) -> Result<Architecture, ModelError> {
-    let json = dir.join("model.json");
-    let bytes = std::fs::read(&json).map_err(|source| ModelError::Io {
-        what: "reading",
-        path: json.clone(),
-        source,
-    })?;
-    serde_json::from_slice(&bytes).map_err(ModelError::record(json.display().to_string()))
+    read_json(&dir.join("model.json"))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
+    let bytes = std::fs::read(path).map_err(ModelError::io("reading", path))?;
+    serde_json::from_slice(&bytes).map_err(ModelError::record(path.display().to_string()))
 }
 
 /// Write an ensemble of the trained networks `networks` (stage id, folder) into `out`: each
@@ -120,26 +113,15 @@ pub fn write(out: &Path, networks: &[NetworkDir]) -> Result<Vec<Architecture>, M
     }
     let path = out.join(MANIFEST);
     let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
-    std::fs::write(&path, json).map_err(|source| ModelError::Io {
-        what: "writing",
-        path,
-        source,
-    })?;
+    std::fs::write(&path, json).map_err(ModelError::io("writing", &path))?;
     Ok(archs)
 }
 
 fn copy_network(from: &Path, to: &Path) -> Result<(), ModelError> {
-    std::fs::create_dir_all(to).map_err(|source| ModelError::Io {
-        what: "creating",
-        path: to.to_path_buf(),
-        source,
-    })?;
+    std::fs::create_dir_all(to).map_err(ModelError::io("creating", to))?;
     for file in NETWORK_FILES {
-        std::fs::copy(from.join(file), to.join(file)).map_err(|source| ModelError::Io {
-            what: "copying",
-            path: from.join(file),
-            source,
-        })?;
+        std::fs::copy(from.join(file), to.join(file))
+            .map_err(ModelError::io("copying", from.join(file)))?;
     }
     Ok(())
 }

@@ -36,6 +36,12 @@ pub enum ModelError {
 }
 
 impl ModelError {
+    /// For `map_err`: an I/O error while `what`-ing `path`.
+    pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| ModelError::Io { what, path, source }
+    }
+
     /// For `map_err`: a recorder (or JSON) error while doing `what`.
     pub fn record<E: std::fmt::Display>(what: impl Into<String>) -> impl FnOnce(E) -> Self {
         let what = what.into();

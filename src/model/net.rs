@@ -184,10 +184,9 @@ impl Architecture {
 
 impl<B: LayerKernels> Net<B> {
     fn act<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        match self.activation {
-            Activation::Relu => activation::relu(x),
-            Activation::LeakyRelu => activation::leaky_relu(x, LEAKY_SLOPE as f64),
-            Activation::Gelu => activation::gelu(x),
+        match self.fused() {
+            Some(act) => act.on_burn(x),
+            None => activation::gelu(x),
         }
     }
 
@@ -200,17 +199,21 @@ impl<B: LayerKernels> Net<B> {
         }
     }
 
-    /// `act(norm(conv(x)))` or `act(conv(x))`: fused operations on the CPU, Burn's otherwise.
+    /// `act(norm(conv(x)))` or `act(conv(x))`, the activation fused into the last of them
+    /// where the kernels can (on the CPU; Burn's modules otherwise). GELU, which they cannot
+    /// fuse, follows Burn's norm.
     fn conv_block(&self, layer: &ConvLayer<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        match (&layer.norm, self.fused()) {
-            (None, Some(act)) => kernels::conv2d(&layer.conv, x, act),
-            (None, None) => self.act(kernels::conv2d(&layer.conv, x, Fused::Identity)),
-            (Some(norm), fused) => {
-                let x = kernels::conv2d(&layer.conv, x, Fused::Identity);
-                fused
-                    .and_then(|act| kernels::batch_norm(norm, &x, act))
-                    .unwrap_or_else(|| self.act(norm.forward(x)))
-            }
+        let (norm, fused) = (&layer.norm, self.fused());
+        let conv_act = match norm {
+            None => fused.unwrap_or(Fused::Identity),
+            Some(_) => Fused::Identity,
+        };
+        let x = kernels::conv2d(&layer.conv, x, conv_act);
+        match (norm, fused) {
+            (None, Some(_)) => x,
+            (Some(norm), Some(act)) => kernels::batch_norm(norm, x, act),
+            (Some(norm), None) => self.act(norm.forward(x)),
+            (None, None) => self.act(x),
         }
     }
 

@@ -484,11 +484,7 @@ fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
     // Write a complete checkpoint beside the old one, then swap it in.
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|source| ModelError::Io {
-        what: "checkpoint",
-        path: tmp.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&tmp).map_err(ModelError::io("checkpoint", &tmp))?;
     let rec = recorder();
     rec.record(model.clone().into_record(), tmp.join("model"))
         .map_err(ModelError::record("checkpoint"))?;

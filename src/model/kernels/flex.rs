@@ -25,7 +25,8 @@ fn values(t: &FlexTensor) -> Option<std::borrow::Cow<'_, [f32]>> {
     }
     Some(match t.as_slice::<f32>() {
         Some(s) if s.len() == t.shape().num_elements() => std::borrow::Cow::Borrowed(s),
-        _ => std::borrow::Cow::Owned(t.to_contiguous().storage::<f32>().to_vec()),
+        // One copy: `to_contiguous` makes a tensor of its own, whose buffer becomes the `Vec`.
+        _ => std::borrow::Cow::Owned(t.to_contiguous().into_data().into_vec::<f32>().ok()?),
     })
 }
 
@@ -93,7 +94,12 @@ impl LayerKernels for Flex {
     ) -> Option<FlexTensor> {
         let geometry = norm_geometry(x)?;
         let [gamma, beta, mean, var] = [p.gamma, p.beta, p.running_mean, p.running_var].map(values);
-        let (scale, shift) = norm::fold(&mean?, &var?, &gamma?, &beta?, p.epsilon);
+        let stats: Vec<(f64, f64)> = mean?
+            .iter()
+            .zip(var?.iter())
+            .map(|(&m, &v)| (m as f64, v as f64))
+            .collect();
+        let (scale, shift) = norm::fold(&stats, &gamma?, &beta?, p.epsilon);
         let out = norm::affine(&geometry, &values(x)?, &scale, &shift, act);
         Some(flex(out, x.shape()))
     }

@@ -63,20 +63,6 @@ fn channel_stats(g: &NormGeometry, x: &[f32]) -> ChannelStats {
     )
 }
 
-/// Scatters per-channel results (one `Vec` per channel, images in order) into NCHW.
-fn scatter(g: &NormGeometry, per_channel: Vec<Vec<f32>>) -> Vec<f32> {
-    let mut out = vec![0.0f32; g.len()];
-    out.par_chunks_mut(g.channels * g.plane)
-        .enumerate()
-        .for_each(|(n, image)| {
-            for (c, values) in per_channel.iter().enumerate() {
-                image[c * g.plane..(c + 1) * g.plane]
-                    .copy_from_slice(&values[n * g.plane..(n + 1) * g.plane]);
-            }
-        });
-    out
-}
-
 /// `act(x · scale + shift)`, per channel: a batch norm with its statistics folded in.
 pub fn affine(
     g: &NormGeometry,
@@ -99,24 +85,24 @@ pub fn affine(
     out
 }
 
-/// Per channel `γ / sqrt(var + ε)` and `β − mean · that`: the norm as one multiply-add.
+/// Per channel `γ / sqrt(var + ε)` and `β − mean · that`: the norm as one multiply-add, from
+/// each channel's `(mean, variance)`.
 pub fn fold(
-    mean: &[f32],
-    var: &[f32],
+    stats: &[(f64, f64)],
     gamma: &[f32],
     beta: &[f32],
     epsilon: f64,
 ) -> (Vec<f32>, Vec<f32>) {
     let scale: Vec<f32> = gamma
         .iter()
-        .zip(var)
-        .map(|(&g, &v)| g / (v as f64 + epsilon).sqrt() as f32)
+        .zip(stats)
+        .map(|(&g, &(_, var))| g / (var + epsilon).sqrt() as f32)
         .collect();
     let shift = beta
         .iter()
-        .zip(mean)
+        .zip(stats)
         .zip(&scale)
-        .map(|((&b, &m), &s)| b - m * s)
+        .map(|((&b, &(mean, _)), &k)| b - mean as f32 * k)
         .collect();
     (scale, shift)
 }
@@ -132,17 +118,7 @@ pub fn forward(
 ) -> NormForward {
     assert_eq!(x.len(), g.len(), "batch norm input length");
     let stats = channel_stats(g, x);
-    let scale: Vec<f32> = gamma
-        .iter()
-        .zip(&stats.0)
-        .map(|(&g, s)| g / (s.1 + epsilon).sqrt() as f32)
-        .collect();
-    let shift: Vec<f32> = beta
-        .iter()
-        .zip(&stats.0)
-        .zip(&scale)
-        .map(|((&b, s), &k)| b - s.0 as f32 * k)
-        .collect();
+    let (scale, shift) = fold(&stats.0, gamma, beta, epsilon);
     NormForward {
         output: affine(g, x, &scale, &shift, act),
         mean: stats.0.iter().map(|s| s.0 as f32).collect(),
@@ -161,35 +137,48 @@ pub fn backward(
     act: Activation,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let count = (g.batch * g.plane) as f64;
-    let per_channel: Vec<(Vec<f32>, f32, f32)> = (0..g.channels)
+    // dz: the gradient before the activation; x̂: the normalised input.
+    let dz = |y: &f32, dy: &f32| (dy * act.slope(*y)) as f64;
+    let inv_std: Vec<f64> = stats
+        .0
+        .iter()
+        .map(|&(_, var)| 1.0 / (var + epsilon).sqrt())
+        .collect();
+    let x_hat = |c: usize, v: f32| (v as f64 - stats.0[c].0) * inv_std[c];
+    // Per channel: the sums of dz and dz·x̂ (β's and γ's gradients).
+    let sums: Vec<(f64, f64)> = (0..g.channels)
         .into_par_iter()
         .map(|c| {
-            let (mean, var) = stats.0[c];
-            let inv_std = 1.0 / (var + epsilon).sqrt();
-            // dz: the gradient before the activation; x̂: the normalised input.
-            let dz = || {
+            let dzs = || {
                 g.planes(output, c)
                     .flatten()
                     .zip(g.planes(out_grad, c).flatten())
-                    .map(|(&y, &dy)| (dy * act.slope(y)) as f64)
             };
-            let x_hat = || {
-                g.planes(x, c)
-                    .flatten()
-                    .map(|&v| (v as f64 - mean) * inv_std)
-            };
-            let d_beta: f64 = dz().sum();
-            let d_gamma: f64 = dz().zip(x_hat()).map(|(d, xh)| d * xh).sum();
-            let k = gamma[c] as f64 * inv_std / count;
-            let dx = dz()
-                .zip(x_hat())
-                .map(|(d, xh)| (k * (count * d - d_beta - xh * d_gamma)) as f32)
-                .collect();
-            (dx, d_gamma as f32, d_beta as f32)
+            let d_beta: f64 = dzs().map(|(y, dy)| dz(y, dy)).sum();
+            let d_gamma: f64 = dzs()
+                .zip(g.planes(x, c).flatten())
+                .map(|((y, dy), &v)| dz(y, dy) * x_hat(c, v))
+                .sum();
+            (d_beta, d_gamma)
         })
         .collect();
-    let d_gamma = per_channel.iter().map(|p| p.1).collect();
-    let d_beta = per_channel.iter().map(|p| p.2).collect();
-    let dx = scatter(g, per_channel.into_iter().map(|p| p.0).collect());
+    let mut dx = vec![0.0f32; g.len()];
+    let plane = g.plane.max(1);
+    dx.par_chunks_mut(plane)
+        .zip(
+            x.par_chunks(plane)
+                .zip(output.par_chunks(plane).zip(out_grad.par_chunks(plane))),
+        )
+        .enumerate()
+        .for_each(|(i, (dx, (x, (y, dy))))| {
+            let c = i % g.channels;
+            let (d_beta, d_gamma) = sums[c];
+            let k = gamma[c] as f64 * inv_std[c] / count;
+            for (((d, &v), y), dy) in dx.iter_mut().zip(x).zip(y).zip(dy) {
+                *d = (k * (count * dz(y, dy) - d_beta - x_hat(c, v) * d_gamma)) as f32;
+            }
+        });
+    let d_gamma = sums.iter().map(|s| s.1 as f32).collect();
+    let d_beta = sums.iter().map(|s| s.0 as f32).collect();
     (dx, d_gamma, d_beta)
 }
