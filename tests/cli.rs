@@ -1766,9 +1766,25 @@ fn bench_only_crop_measures_only_the_crop_figure_against_its_baseline() {
 
 // ---------------------------------------------------------------- ensembles
 
-/// Two small trainings that differ only by their seed, averaged by an `ensemble` stage that
-/// `evaluate` and `submit` read as their model.
-const ENSEMBLE_PIPELINE: &str = r#"[pipeline]
+/// Two small trainings that differ only by their seed (one template), averaged by an
+/// `ensemble` stage that `evaluate` and `submit` read as their model.
+fn ensemble_pipeline() -> String {
+    let member = |id: &str, seed: u64| {
+        format!(
+            r#"[stages.{id}]
+kind = "train"
+inputs = ["crop"]
+seed = {seed}
+epochs = 2
+batch_size = 16
+conv = [{{ filters = 16, kernel = 5, pool = 2 }}, {{ filters = 32, kernel = 3, pool = 2 }}]
+dense = [{{ units = 32 }}]
+
+"#
+        )
+    };
+    format!(
+        r#"[pipeline]
 name = "ens"
 seed = 3
 
@@ -1781,25 +1797,7 @@ kind = "crop"
 inputs = ["ingest"]
 size = 32
 
-[stages.train_a]
-kind = "train"
-inputs = ["crop"]
-seed = 1
-epochs = 2
-batch_size = 16
-conv = [{ filters = 16, kernel = 5, pool = 2 }, { filters = 32, kernel = 3, pool = 2 }]
-dense = [{ units = 32 }]
-
-[stages.train_b]
-kind = "train"
-inputs = ["crop"]
-seed = 2
-epochs = 2
-batch_size = 16
-conv = [{ filters = 16, kernel = 5, pool = 2 }, { filters = 32, kernel = 3, pool = 2 }]
-dense = [{ units = 32 }]
-
-[stages.models]
+{}{}[stages.models]
 kind = "ensemble"
 inputs = ["train_b", "train_a"]
 
@@ -1811,12 +1809,16 @@ inputs = ["models", "crop"]
 kind = "submit"
 inputs = ["models", "crop"]
 output = "out/submission.csv"
-"#;
+"#,
+        member("train_a", 1),
+        member("train_b", 2)
+    )
+}
 
 fn ensemble_project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     synth(dir.path(), 160, 12, 7);
-    std::fs::write(dir.path().join("p.toml"), ENSEMBLE_PIPELINE).unwrap();
+    std::fs::write(dir.path().join("p.toml"), ensemble_pipeline()).unwrap();
     dir
 }
 
@@ -1937,9 +1939,10 @@ fn ensemble_inputs_and_parameters_are_checked_before_anything_runs() {
         (("seed = 1\n", "seed = -1\n"), "seed"),
         (("seed = 1\n", "seed = 1\nema = 1.0\n"), "must be in [0, 1)"),
     ];
+    let pipeline = ensemble_pipeline();
     for ((from, to), expected) in cases {
-        assert!(ENSEMBLE_PIPELINE.contains(from), "{from}");
-        let text = ENSEMBLE_PIPELINE.replacen(from, to, 1);
+        assert!(pipeline.contains(from), "{from}");
+        let text = pipeline.replacen(from, to, 1);
         let err = config_error(&[("p.toml", &text)], &[]);
         assert!(err.contains(expected), "{to}: {err}");
         assert!(err.contains("p.toml:"), "{to}: {err}");
