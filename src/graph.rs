@@ -272,8 +272,12 @@ fn unmet(pipeline: &Pipeline, stage: &StageSpec, need: &Need) -> Option<String> 
             }
         ))
     } else if given.len() > need.max {
+        let most = match need.max {
+            1 => "one input".to_string(),
+            n => format!("at most {n} inputs"),
+        };
         Some(format!(
-            "{head} reads one input of kind {}; it has {}: {listed}",
+            "{head} reads {most} of kind {}; it has {}: {listed}",
             need.describe(),
             given.len()
         ))
