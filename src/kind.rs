@@ -77,11 +77,15 @@ pub fn describe_kinds(kinds: &[&str]) -> String {
     names.join(" or ")
 }
 
-/// A kind's default cluster job: CPUs, and whether a GPU helps (asked for only by a build with
-/// the `cuda` feature: a CPU-only build has nothing to use it with).
+/// A kind's default cluster job: CPUs, memory, and whether a GPU helps (asked for only by a build
+/// with the `cuda` feature: a CPU-only build has nothing to use it with). Sized so the demo runs
+/// on a one-node cluster of 2 CPUs; a stage's `resources` ask for more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobShape {
     pub cpus: u32,
+    /// Memory in MiB (`--mem`): where memory is a consumable resource (most sites), a job that
+    /// asks for none is given the whole node's, and jobs then run one at a time.
+    pub mem_mb: u32,
     pub gpu: bool,
 }
 
@@ -89,15 +93,21 @@ impl JobShape {
     /// Light, single-threaded work.
     pub const LIGHT: JobShape = JobShape {
         cpus: 1,
+        mem_mb: 1024,
         gpu: false,
     };
     /// Data-parallel work over many files (decoding, hashing).
     pub const PARALLEL: JobShape = JobShape {
-        cpus: 4,
+        cpus: 2,
+        mem_mb: 2048,
         gpu: false,
     };
     /// A network trained or applied: a GPU where there is one.
-    pub const MODEL: JobShape = JobShape { cpus: 4, gpu: true };
+    pub const MODEL: JobShape = JobShape {
+        cpus: 2,
+        mem_mb: 4096,
+        gpu: true,
+    };
 }
 
 /// Whether a kind's outputs depend on the pipeline seed.

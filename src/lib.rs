@@ -25,4 +25,5 @@ pub mod runner;
 pub mod schema;
 pub mod stages;
 pub mod synth;
+pub mod untrusted;
 pub mod vision;

@@ -30,7 +30,7 @@ impl Bars {
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
-        Progress { bar }
+        Progress { bar, log: None }
     }
 
     /// Print a line above the bars (or to stderr when there are none).
@@ -87,15 +87,33 @@ pub fn human_bytes(bytes: u64) -> String {
 /// One stage's progress handle; a no-op when bars are off.
 pub struct Progress {
     bar: Option<ProgressBar>,
+    /// Without bars, each phase as a timestamped line on stderr under this label (a cluster
+    /// job's log, so a killed job's tail says where it died).
+    log: Option<String>,
 }
 
 impl Progress {
     pub fn hidden() -> Self {
-        Progress { bar: None }
+        Progress {
+            bar: None,
+            log: None,
+        }
+    }
+
+    /// No bars; each phase a line `<time> <label>: <phase>` on stderr.
+    pub fn log_lines(label: &str) -> Self {
+        Progress {
+            bar: None,
+            log: Some(label.to_string()),
+        }
     }
 
     /// Start a phase of `total` `unit`s (resets the position).
     pub fn start(&self, total: u64, unit: &'static str, message: &str) {
+        if let Some(label) = &self.log {
+            let now = chrono::Local::now().format("%H:%M:%S");
+            eprintln!("{now} {label}: {message} ({total} {unit})");
+        }
         if let Some(b) = &self.bar {
             b.set_style(style(unit));
             b.set_length(total);

@@ -60,6 +60,10 @@ pub struct StageRecord {
     /// Bytes downloaded from (`remote`) or uploaded to (`--push`) the remote cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_bytes: Option<u64>,
+    /// With `--push`, whether what this stage computed reached the remote (the reason is in
+    /// `notes` when it did not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<bool>,
     /// The cluster job that computed it (`--executor slurm`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobRecord>,

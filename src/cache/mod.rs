@@ -143,6 +143,12 @@ impl Store {
         self.root.join("locks").join(format!("{key}.lock"))
     }
 
+    /// The identity (inode) of the published object of `key`: a new publish of the key, here
+    /// or by a cluster job, changes it.
+    pub fn object_stamp(&self, key: &str) -> Option<u64> {
+        std::fs::metadata(self.object_dir(key)).ok().map(|m| m.ino())
+    }
+
     fn object_dir(&self, key: &str) -> PathBuf {
         self.root.join("objects").join(key)
     }
@@ -268,16 +274,33 @@ impl Store {
     /// folder into `objects/<key>` (replacing a previous object of the same key).
     pub fn publish(
         &self,
-        mut staging: Staging,
+        staging: Staging,
         fp: &Fingerprint,
         report: &StageReport,
     ) -> Result<Artifact, CacheError> {
-        let key = fp.key();
+        let manifest = self.seal(&staging)?;
+        self.commit(staging, fp, report, manifest)
+    }
+
+    /// The manifest of a staging folder's outputs, hashed as [`Store::publish`] would (for a
+    /// caller that must compare it with what it expected before committing).
+    pub fn seal(&self, staging: &Staging) -> Result<OutputManifest, CacheError> {
         let files = hash_outputs(&staging.out_dir)?;
-        let manifest = OutputManifest {
+        Ok(OutputManifest {
             digest: output_digest(&files),
             files,
-        };
+        })
+    }
+
+    /// Publish `staging` with the `manifest` [`Store::seal`] made of it.
+    pub fn commit(
+        &self,
+        mut staging: Staging,
+        fp: &Fingerprint,
+        report: &StageReport,
+        manifest: OutputManifest,
+    ) -> Result<Artifact, CacheError> {
+        let key = fp.key();
         let write = |name: &str, bytes: Vec<u8>| -> Result<(), CacheError> {
             let path = staging.dir.join(name);
             write_atomic(&path, &bytes).map_err(|e| CacheError::io("writing", &path, e))

@@ -11,6 +11,9 @@ pub mod exit {
     pub const STAGE_FAILED: i32 = 1;
     /// The pipeline or the command line is invalid; nothing ran.
     pub const USAGE: i32 = 2;
+    /// Every stage succeeded, but with `--push` some computed artifact did not reach the remote
+    /// (it refused the write, does not exist, or could not be reached): the team does not have it.
+    pub const NOT_PUSHED: i32 = 3;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -103,3 +103,11 @@ pub fn open_remote(
         .map(Some)
         .map_err(|e| CliError::Usage(e.to_string()))
 }
+
+/// For commands that plan without running (`status`, `why`): the remote's failure, said once
+/// on stderr (a missing bucket or a frozen server must not pass for an empty cache).
+pub fn warn_if_remote_down(remote: Option<&Remote>) {
+    if let Some(why) = remote.and_then(Remote::take_warning) {
+        eprintln!("warning: the remote cache cannot be used ({why})");
+    }
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use serde_json::json;
 
 use super::output::emit;
-use super::pipeline::{load, open_remote, open_store, planner};
+use super::pipeline::{load, open_remote, open_store, planner, warn_if_remote_down};
 use super::{CliError, Context, PipelineArgs, exit};
 use crate::runner::{PlanState, RunOptions};
 
@@ -63,6 +63,7 @@ pub fn status(ctx: &Context, args: &PipelineArgs) -> Result<i32, CliError> {
         }
         rows.push(json!({ "id": id, "state": state, "key": key, "reasons": reasons }));
     }
+    warn_if_remote_down(remote.as_ref());
     let value = json!({ "pipeline": pipeline.name, "stages": rows });
     emit(ctx.json, &value, &text)?;
     Ok(exit::OK)
@@ -79,6 +80,7 @@ pub fn why(ctx: &Context, args: &PipelineArgs, stage: &str) -> Result<i32, CliEr
         .into_iter()
         .find(|e| e.index == index)
         .expect("selected stage is planned");
+    warn_if_remote_down(remote.as_ref());
     let (state, key, reasons) = describe(&entry.state);
     let value = json!({ "stage": stage, "state": state, "key": key, "reasons": reasons });
     let mut text = headline(stage, &entry.state) + "\n";

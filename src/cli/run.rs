@@ -115,7 +115,12 @@ pub fn run_once(
     } else {
         eprintln!("{}", verdict(&stages, failed, opts.dry_run, seconds));
     }
-    let code = if failed { exit::STAGE_FAILED } else { exit::OK };
+    let unpushed = stages.iter().any(|s| s.pushed == Some(false));
+    let code = match (failed, unpushed) {
+        (true, _) => exit::STAGE_FAILED,
+        (false, true) => exit::NOT_PUSHED,
+        (false, false) => exit::OK,
+    };
     Ok((code, run_id))
 }
 
@@ -137,9 +142,20 @@ fn verdict(stages: &[StageRecord], failed: bool, dry_run: bool, seconds: f64) ->
         0 => String::new(),
         n => format!(", {n} from the remote"),
     };
+    let push: Vec<bool> = stages.iter().filter_map(|s| s.pushed).collect();
+    let pushed_count = push.iter().filter(|&&p| p).count();
+    let pushed = match push.len() {
+        0 => String::new(),
+        n => format!(", pushed {pushed_count} of {n}"),
+    };
+    let word = match (failed, pushed_count < push.len()) {
+        (true, _) => "FAILED",
+        (false, true) => "NOT PUSHED",
+        (false, false) => "ok",
+    };
     format!(
-        "{}: {} ran, {} cached{remote}, {} failed, {} skipped in {seconds:.2}s",
-        if failed { "FAILED" } else { "ok" },
+        "{}: {} ran, {} cached{remote}, {} failed, {} skipped{pushed} in {seconds:.2}s",
+        word,
         count(Outcome::Ran),
         count(Outcome::Cached),
         count(Outcome::Failed),

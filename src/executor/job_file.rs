@@ -32,6 +32,9 @@ pub struct JobFile {
     pub fingerprint: Fingerprint,
     /// Upstream stage id → (its kind, its artifact folder).
     pub inputs: BTreeMap<String, (String, PathBuf)>,
+    /// `--force`: recompute and replace the key even if it is published.
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// `path` made absolute against this process's folder: the job starts in another.
@@ -59,6 +62,7 @@ impl JobFile {
                     )
                 })
                 .collect(),
+            replace: job.replace,
         }
     }
 
@@ -129,6 +133,7 @@ impl JobFile {
             seed: self.fingerprint.seed,
             inputs,
             files,
+            replace: self.replace,
         })
     }
 }

@@ -29,6 +29,8 @@ pub struct Job<'a> {
     pub inputs: BTreeMap<String, Input>,
     /// Manifests of the stage's input files, by group.
     pub files: BTreeMap<String, Arc<crate::cache::Manifest>>,
+    /// `--force`: compute and publish even if the key is published (replacing it).
+    pub replace: bool,
 }
 
 /// Why an executor produced no artifact. Each variant's text is what the user reads.

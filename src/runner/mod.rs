@@ -243,6 +243,7 @@ impl<'a> Runner<'a> {
             metrics: BTreeMap::new(),
             notes: Vec::new(),
             remote_bytes: None,
+            pushed: None,
             job: None,
         }
     }

@@ -172,6 +172,7 @@ impl Runner<'_> {
             fingerprint,
             inputs,
             files,
+            replace: false,
         })
     }
 
@@ -203,6 +204,10 @@ impl Runner<'_> {
             return Ok(self.reused(i, &job.fingerprint, a, start, false));
         }
         let forced = opts.force_all || opts.force.iter().any(|f| f == &spec.id);
+        let job = Job {
+            replace: forced,
+            ..job
+        };
         if !forced && let Some(done) = self.fetch_remote(i, &job, start) {
             return Ok(done);
         }
@@ -283,14 +288,24 @@ impl Runner<'_> {
         match remote.push_artifact(artifact) {
             Ok(bytes) => {
                 rec.remote_bytes = Some(bytes);
+                rec.pushed = Some(true);
                 rec.notes.push(format!(
                     "pushed {} to {}",
                     crate::progress::human_bytes(bytes),
                     remote.url()
                 ));
             }
-            Err(RemoteError::Unreachable(_)) => {}
-            Err(e) => self.bars.println(&format!("warning: not pushed: {e}")),
+            Err(e) => {
+                // Every stage left unpushed is said, with the server's reason: a user who
+                // believes the team has their results must not be wrong in silence.
+                let text = e.to_string();
+                let prefix = format!("remote {}: ", remote.url());
+                let why = text.strip_prefix(&prefix).unwrap_or(&text);
+                let line = format!("stage `{}` not pushed to {}: {why}", rec.id, remote.url());
+                self.bars.println(&format!("warning: {line}"));
+                rec.notes.push(line);
+                rec.pushed = Some(false);
+            }
         }
         self.warn_if_remote_down();
     }

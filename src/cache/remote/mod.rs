@@ -9,13 +9,18 @@
 //! An entry names the fingerprint, the stage report and every output file (relative path, size,
 //! blake3). It is written with `PutMode::Create` after every blob it names: its existence is the
 //! commit point, and two machines pushing one key leave one entry. Everything read back is
-//! untrusted: paths are checked, sizes capped, every byte hashed before the local atomic publish.
-//! A remote that cannot be reached is reported once and the run goes on locally.
+//! untrusted ([`verify`]): an entry is shape-checked before it is parsed and must list its files
+//! canonically; the files are downloaded into a staging folder, every byte hashed, and the whole
+//! artifact compared with the entry before the local atomic publish — a rejected download leaves
+//! nothing in `objects/` or `tmp/`. A remote that cannot be reached (or a bucket that does not
+//! exist) is reported once and the run goes on locally; a write the remote refuses is reported
+//! for each stage it leaves unpushed.
 //!
-//! With `GALAXY_PIPE_REMOTE_KEY` set, every pushed entry carries a MAC (BLAKE3 in its keyed
-//! mode, with a key derived from the secret) over the rest of the entry, and entries that lack
-//! it or fail it are ignored: a bucket others can write cannot hand this machine an artifact.
-//! Blobs need no MAC of their own: the signed entry names their digests.
+//! With `GALAXY_PIPE_REMOTE_KEY` set, every pushed entry starts with a MAC line (BLAKE3 in its
+//! keyed mode, with a key derived from the secret) over the raw bytes of the JSON after it, and
+//! entries that lack it or fail it are ignored before they are parsed: a bucket others can write
+//! cannot hand this machine an artifact. Blobs need no MAC of their own: the signed entry names
+//! their digests.
 
 use std::path::Path as FsPath;
 use std::sync::{Arc, Mutex};
@@ -26,14 +31,13 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use super::{Artifact, CacheError, Fingerprint, OutputManifest, StageReport, Store};
-use verify::{VerifiedFile, check_entry, invalid};
+use crate::untrusted::escape;
+use verify::{MAC_HEADER, MAX_ENTRY_BYTES, VerifiedFile, check_download, decode_entry, invalid};
 
 mod verify;
 
 /// Entry layout version.
 const ENTRY_FORMAT: u32 = 1;
-/// An entry larger than this is not one of ours.
-const MAX_ENTRY_BYTES: usize = 16 << 20;
 /// Requests in flight at once for the files of one artifact.
 const PARALLEL: usize = 8;
 /// A blob larger than this is downloaded in ranges of this size, several at once (unless
@@ -45,6 +49,11 @@ pub const RANGE_VAR: &str = "GALAXY_PIPE_REMOTE_RANGE_MB";
 const RANGES_IN_FLIGHT: usize = 4;
 /// The environment variable holding the shared secret that signs entries.
 pub const KEY_VAR: &str = "GALAXY_PIPE_REMOTE_KEY";
+/// The environment variable setting how long a request may go without a byte from the server
+/// (seconds, or a duration such as `45s`) before the remote counts as unreachable.
+pub const IDLE_VAR: &str = "GALAXY_PIPE_REMOTE_IDLE_TIMEOUT";
+/// Its default: a frozen server costs a run about this long, then the run computes locally.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// BLAKE3 `derive_key` context: the MAC key is derived from the secret, never the secret itself.
 const MAC_CONTEXT: &str = "galaxy-pipe 2026-11 remote entry MAC";
 
@@ -58,32 +67,19 @@ struct Entry {
     fingerprint: Fingerprint,
     report: StageReport,
     files: Vec<EntryFile>,
-    /// Hex keyed-BLAKE3 MAC of this entry serialised without it (only when pushed with a key).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    mac: Option<String>,
 }
 
 impl Entry {
-    /// The MAC of everything but the `mac` field, under `key`.
-    fn mac_under(&self, key: &[u8; 32]) -> blake3::Hash {
-        let unsigned = Entry {
-            mac: None,
-            files: self.files.clone(),
-            fingerprint: self.fingerprint.clone(),
-            report: self.report.clone(),
-            key: self.key.clone(),
-            digest: self.digest.clone(),
-            format: self.format,
+    /// The bytes stored for this entry: its JSON, after a MAC line over that JSON when signing.
+    fn to_bytes(&self, mac_key: Option<&[u8; 32]>) -> Vec<u8> {
+        let body = serde_json::to_vec_pretty(self).expect("serialise");
+        let Some(mac_key) = mac_key else {
+            return body;
         };
-        blake3::keyed_hash(key, &serde_json::to_vec(&unsigned).expect("serialise"))
-    }
-
-    /// Whether the entry carries a valid MAC under `key` (compared in constant time).
-    fn signed_by(&self, key: &[u8; 32]) -> bool {
-        let Some(Ok(mac)) = self.mac.as_deref().map(blake3::Hash::from_hex) else {
-            return false;
-        };
-        mac == self.mac_under(key)
+        let mac = blake3::keyed_hash(mac_key, &body);
+        let mut signed = format!("{MAC_HEADER}{}\n", mac.to_hex()).into_bytes();
+        signed.extend_from_slice(&body);
+        signed
     }
 }
 
@@ -101,6 +97,9 @@ pub enum RemoteError {
     /// The remote could not be reached or answered with an error.
     #[error("remote {0}")]
     Unreachable(String),
+    /// The remote refused to store what was pushed (no permission, no such bucket, ...).
+    #[error("remote {0}")]
+    Refused(String),
     /// What the remote holds for this key is not a valid artifact (and is not used).
     #[error("remote entry {key}: {why}")]
     Invalid { key: String, why: String },
@@ -129,6 +128,10 @@ pub struct Remote {
     runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
     /// Set at the first failure to reach the remote: the rest of the run stays local.
     down: Mutex<Option<String>>,
+    /// The server's reason for the first write it refused: nothing more is pushed this run.
+    refused: Mutex<Option<String>>,
+    /// Whether the bucket has been looked for (once, before the first request that needs it).
+    bucket_checked: std::sync::atomic::AtomicBool,
     warned: std::sync::atomic::AtomicBool,
     /// Entries are signed on push and checked on fetch when set (`GALAXY_PIPE_REMOTE_KEY`).
     mac_key: Option<[u8; 32]>,
@@ -152,11 +155,12 @@ impl Remote {
                 }
                 let prefix = Path::parse(parsed.path()).map_err(|e| config(e.to_string()))?;
                 let url = url.to_string();
+                let idle = idle_timeout().map_err(config)?;
                 let connect: Connect = Box::new(move || {
                     let s3 = object_store::aws::AmazonS3Builder::from_env()
                         .with_url(&url)
                         .with_retry(retry())
-                        .with_client_options(client_options())
+                        .with_client_options(client_options(idle))
                         .build()
                         .map_err(|e| e.to_string())?;
                     Ok(Arc::new(s3) as Arc<dyn ObjectStore>)
@@ -220,6 +224,8 @@ impl Remote {
             push,
             runtime: std::sync::OnceLock::new(),
             down: Mutex::new(None),
+            refused: Mutex::new(None),
+            bucket_checked: std::sync::atomic::AtomicBool::new(false),
             warned: std::sync::atomic::AtomicBool::new(false),
             mac_key: None,
             range_bytes: RANGE_BYTES,
@@ -292,9 +298,32 @@ impl Remote {
 
     /// A failure to talk to the remote: the remote is marked down (the run goes on locally).
     fn unreachable(&self, e: object_store::Error) -> RemoteError {
-        let message = format!("{}: {}", self.url, super::error_chain(&e));
+        let message = format!("{}: {}", self.url, server_reason(&e));
         self.mark_down(&message);
         RemoteError::Unreachable(message)
+    }
+
+    /// A write the remote refused: nothing more is pushed this run (reads go on).
+    fn refusal(&self, what: &str, reason: String) -> RemoteError {
+        let reason = escape(&reason).into_owned();
+        let message = format!("{}: {what}: {reason}", self.url);
+        let mut refused = self.refused.lock().expect("not poisoned");
+        refused.get_or_insert(reason);
+        RemoteError::Refused(message)
+    }
+
+    /// The store, after checking once that its bucket exists: S3 answers a missing bucket's
+    /// keys with 404 like missing entries, so a typo would otherwise look like an empty cache.
+    fn ready(&self) -> Result<&Arc<dyn ObjectStore>, RemoteError> {
+        if let Some(why) = self.is_down() {
+            return Err(RemoteError::Unreachable(why));
+        }
+        let store = self.store()?;
+        let first = !self.bucket_checked.swap(true, std::sync::atomic::Ordering::SeqCst);
+        if first && let Err(e) = self.block_on(store.list_with_delimiter(Some(&self.prefix))) {
+            return Err(self.unreachable(e));
+        }
+        Ok(store)
     }
 
     /// Whether the remote has an entry for `key` (false when it cannot be reached).
@@ -303,7 +332,7 @@ impl Remote {
             return Ok(false);
         }
         let path = self.entry_path(key);
-        let store = self.store()?;
+        let store = self.ready()?;
         match self.block_on(store.head(&path)) {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
@@ -317,39 +346,19 @@ impl Remote {
         if self.is_down().is_some() {
             return Ok(None);
         }
-        let Some(entry) = self.read_entry(key)? else {
+        self.ready()?;
+        let mac_key = self.mac_key.as_ref();
+        let Some(entry) = self.block_on(self.read_entry_async(key, mac_key))? else {
             return Ok(None);
         };
+        // Downloaded, hashed and compared with the entry in staging; published only then (a
+        // rejected download is removed with its staging folder).
         let staging = store.staging(key)?;
         let bytes = self.block_on(self.download_all(&entry, &staging.out_dir))?;
-        let artifact = store.publish(staging, &entry.fingerprint, &entry.report)?;
-        if artifact.digest != entry.digest {
-            return Err(invalid(
-                key,
-                "published files do not match the entry's digest",
-            ));
-        }
+        let sealed = store.seal(&staging)?;
+        check_download(key, &entry, &sealed)?;
+        let artifact = store.commit(staging, &entry.fingerprint, &entry.report, sealed)?;
         Ok(Some(Fetched { artifact, bytes }))
-    }
-
-    /// The entry of `key`, checked (`check_entry`, and the MAC when this machine has a key).
-    fn read_entry(&self, key: &str) -> Result<Option<Entry>, RemoteError> {
-        let Some(entry) = self.block_on(self.read_entry_async(key))? else {
-            return Ok(None);
-        };
-        self.check_mac(key, &entry)?;
-        Ok(Some(entry))
-    }
-
-    /// With a key, only an entry signed with it is used.
-    fn check_mac(&self, key: &str, entry: &Entry) -> Result<(), RemoteError> {
-        match &self.mac_key {
-            Some(mac_key) if !entry.signed_by(mac_key) => Err(invalid(
-                key,
-                &format!("the entry is not signed with this machine's {KEY_VAR}; ignored"),
-            )),
-            _ => Ok(()),
-        }
     }
 
     async fn download_all(&self, entry: &Entry, out_dir: &FsPath) -> Result<u64, RemoteError> {
@@ -410,15 +419,17 @@ impl Remote {
     /// Upload `artifact` (from `store`): the blobs the remote lacks, then the entry, create-only.
     /// Returns the bytes uploaded (0 when the remote had it all).
     pub fn push_artifact(&self, artifact: &Artifact) -> Result<u64, RemoteError> {
-        if let Some(why) = self.is_down() {
-            return Err(RemoteError::Unreachable(why));
+        if let Some(reason) = self.refused.lock().expect("not poisoned").clone() {
+            let message = format!("{}: it refused an earlier write this run ({reason})", self.url);
+            return Err(RemoteError::Refused(message));
         }
+        self.ready()?;
         let dir = artifact.out_dir.parent().expect("out/ has a parent");
         let manifest: OutputManifest = std::fs::read(dir.join("manifest.json"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| invalid(&artifact.key, "local manifest.json is unreadable"))?;
-        let mut entry = Entry {
+        let entry = Entry {
             format: ENTRY_FORMAT,
             key: artifact.key.clone(),
             digest: manifest.digest.clone(),
@@ -433,11 +444,7 @@ impl Remote {
                     digest: f.digest.clone(),
                 })
                 .collect(),
-            mac: None,
         };
-        if let Some(mac_key) = &self.mac_key {
-            entry.mac = Some(entry.mac_under(mac_key).to_hex().to_string());
-        }
         self.block_on(self.push_entry(&entry, &artifact.out_dir))
     }
 
@@ -455,7 +462,7 @@ impl Remote {
             .collect()
             .await;
         let bytes = results.into_iter().sum::<Result<u64, RemoteError>>()?;
-        let body = serde_json::to_vec_pretty(entry).expect("serialise");
+        let body = entry.to_bytes(self.mac_key.as_ref());
         // Create-only: the first complete push wins. Only an entry this machine's key rejects
         // is overwritten, so an unsigned or forged entry cannot block the key for good.
         let mode = match replace_unsigned {
@@ -467,8 +474,10 @@ impl Remote {
             .put_opts(&path, PutPayload::from(body), mode.into())
             .await
         {
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(bytes),
-            Err(e) => Err(self.unreachable(e)),
+            Ok(_)
+            | Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(bytes),
+            Err(e) => Err(self.refusal("writing the entry", server_reason(&e))),
         }
     }
 
@@ -478,8 +487,8 @@ impl Remote {
         let Some(mac_key) = &self.mac_key else {
             return Ok(false);
         };
-        match self.read_entry_async(key).await {
-            Ok(Some(entry)) => Ok(!entry.signed_by(mac_key)),
+        match self.read_entry_async(key, Some(mac_key)).await {
+            Ok(Some(_)) => Ok(false),
             Ok(None) | Err(RemoteError::Invalid { .. }) => Ok(true),
             Err(e) => Err(e),
         }
@@ -502,7 +511,11 @@ impl Remote {
         let mut file = std::fs::File::open(&source).map_err(local)?;
         let mut upload = object_store::buffered::BufWriter::new(self.store()?.clone(), blob);
         let failed = |e: std::io::Error| {
-            RemoteError::Unreachable(format!("{}: uploading {}: {e}", self.url, f.path))
+            let reason = e
+                .get_ref()
+                .map(|inner| reason_of(&super::error_chain(inner)))
+                .unwrap_or_else(|| e.to_string());
+            self.refusal(&format!("uploading `{}`", f.path), reason)
         };
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 8 << 20];
@@ -575,7 +588,7 @@ impl Remote {
                 .to_string();
             if keep.contains(&key) {
                 report.kept_entries += 1;
-                if let Ok(Some(entry)) = self.read_entry_async(&key).await {
+                if let Ok(Some(entry)) = self.read_entry_async(&key, None).await {
                     referenced.extend(entry.files.into_iter().map(|f| f.digest));
                 }
                 continue;
@@ -617,22 +630,31 @@ impl Remote {
         }
     }
 
-    /// The entry of `key` as the remote holds it: size-capped, parsed and checked against the
-    /// key (`check_entry`); its MAC is the caller's to check.
-    async fn read_entry_async(&self, key: &str) -> Result<Option<Entry>, RemoteError> {
+    /// The entry of `key` as the remote holds it, read with a size cap and decoded by
+    /// [`decode_entry`] (with `mac_key`, only a signed one).
+    async fn read_entry_async(
+        &self,
+        key: &str,
+        mac_key: Option<&[u8; 32]>,
+    ) -> Result<Option<Entry>, RemoteError> {
         let got = match self.store()?.get(&self.entry_path(key)).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(self.unreachable(e)),
         };
-        if got.meta.size as usize > MAX_ENTRY_BYTES {
-            return Err(invalid(key, "the entry is larger than any artifact's"));
+        let too_large = || invalid(key, "the entry is larger than any artifact's");
+        if got.meta.size > MAX_ENTRY_BYTES as u64 {
+            return Err(too_large());
         }
-        let bytes = got.bytes().await.map_err(|e| self.unreachable(e))?;
-        let entry: Entry = serde_json::from_slice(&bytes)
-            .map_err(|e| invalid(key, &format!("garbled entry: {e}")))?;
-        check_entry(key, &entry)?;
-        Ok(Some(entry))
+        let mut raw = Vec::with_capacity(got.meta.size as usize);
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.next().await {
+            raw.extend_from_slice(&chunk.map_err(|e| self.unreachable(e))?);
+            if raw.len() > MAX_ENTRY_BYTES {
+                return Err(too_large());
+            }
+        }
+        decode_entry(key, &raw, mac_key).map(Some)
     }
 }
 
@@ -644,14 +666,54 @@ fn retry() -> object_store::RetryConfig {
     }
 }
 
-/// Short connect timeout (an unreachable remote must not stall a run); `AWS_ALLOW_HTTP=true`
-/// allows a plain-HTTP endpoint (a local test server).
-fn client_options() -> object_store::ClientOptions {
+/// Short connect timeout (an unreachable remote must not stall a run), an idle timeout (a
+/// server that accepts and then sends nothing must not either), a long total for large files;
+/// `AWS_ALLOW_HTTP=true` allows a plain-HTTP endpoint (a local test server).
+fn client_options(idle: std::time::Duration) -> object_store::ClientOptions {
     let allow_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
     object_store::ClientOptions::new()
         .with_allow_http(allow_http)
         .with_connect_timeout(std::time::Duration::from_secs(5))
+        .with_read_timeout(idle)
         .with_timeout(std::time::Duration::from_secs(300))
+}
+
+/// The idle timeout: `GALAXY_PIPE_REMOTE_IDLE_TIMEOUT` (seconds, or `45s`, `2m`), else 30 s.
+fn idle_timeout() -> Result<std::time::Duration, String> {
+    let Ok(text) = std::env::var(IDLE_VAR) else {
+        return Ok(IDLE_TIMEOUT);
+    };
+    let text = text.trim();
+    let parsed = match text.parse::<u64>() {
+        Ok(secs) => Ok(std::time::Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(text).map_err(|e| e.to_string()),
+    };
+    match parsed {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("{IDLE_VAR}=`{text}` must be more than zero")),
+        Err(e) => Err(format!("{IDLE_VAR}=`{}`: {e}", escape(text))),
+    }
+}
+
+/// What the server said, short and escaped: an S3 error body's `Code: Message` when there is
+/// one (`AccessDenied: Access Denied`, `NoSuchBucket: ...`), else the error chain.
+fn server_reason(e: &object_store::Error) -> String {
+    reason_of(&super::error_chain(e))
+}
+
+fn reason_of(chain: &str) -> String {
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = chain.find(&open)? + open.len();
+        let len = chain[start..].find(&format!("</{name}>"))?;
+        Some(chain[start..start + len].to_string())
+    };
+    let reason = match (tag("Code"), tag("Message")) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code,
+        _ => chain.to_string(),
+    };
+    escape(&reason).into_owned()
 }
 
 #[cfg(test)]
@@ -817,5 +879,245 @@ mod tests {
         let got = std::fs::read(fetched.artifact.out_dir.join("model.bin")).unwrap();
         assert!(got == big, "the ranges are reassembled in order");
         assert!(fetched.artifact.out_dir.join("empty.txt").exists());
+    }
+
+    /// An in-memory remote holding `publish_one`'s artifact, and that artifact's entry as JSON.
+    fn pushed_entry(store: &Store) -> (Arc<object_store::memory::InMemory>, Artifact, serde_json::Value) {
+        let artifact = publish_one(store);
+        let memory = Arc::new(object_store::memory::InMemory::new());
+        let remote = Remote::with_store(memory.clone(), Path::default(), "memory:///", true);
+        remote.push_artifact(&artifact).unwrap();
+        let path = Path::from(format!("entries/{}.json", artifact.key));
+        let body = remote.block_on(async { memory.get(&path).await.unwrap().bytes().await });
+        let entry = serde_json::from_slice(&body.unwrap()).unwrap();
+        (memory, artifact, entry)
+    }
+
+    /// Replace the entry of `key` on `memory` with `entry` and fetch it into a fresh cache under
+    /// a folder of its own: the fetch's result and that folder.
+    fn fetch_rewritten(
+        memory: &Arc<object_store::memory::InMemory>,
+        key: &str,
+        entry: &serde_json::Value,
+    ) -> (Result<Option<Fetched>, RemoteError>, tempfile::TempDir) {
+        let remote = Remote::with_store(memory.clone(), Path::default(), "memory:///", false);
+        let path = Path::from(format!("entries/{key}.json"));
+        let body = serde_json::to_vec(entry).unwrap();
+        remote
+            .block_on(memory.put(&path, PutPayload::from(body)))
+            .unwrap();
+        let parent = tempfile::tempdir().unwrap();
+        let store = Store::open(&parent.path().join("cache")).unwrap();
+        (remote.fetch(key, &store), parent)
+    }
+
+    /// The files of `parent` (relative paths), recursively.
+    fn files_under(parent: &FsPath) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![parent.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap().flatten() {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    let rel = e.path().strip_prefix(parent).unwrap().to_path_buf();
+                    out.push(rel.display().to_string());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The entry's artifact digest recomputed for its (mutated) file list, as an attacker would.
+    fn redigest(entry: &mut serde_json::Value) {
+        let files: Vec<crate::cache::OutputFile> = entry["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| crate::cache::OutputFile {
+                path: f["path"].as_str().unwrap_or("").to_string(),
+                size: f["size"].as_u64().unwrap_or(0),
+                digest: f["digest"].as_str().unwrap_or("").to_string(),
+                mtime_ns: 0,
+            })
+            .collect();
+        entry["digest"] = crate::cache::output_digest(&files).into();
+    }
+
+    /// A rejected fetch leaves no object for the key and nothing in `tmp/`; a fetch never
+    /// writes outside the cache.
+    fn assert_clean_rejection(parent: &FsPath, key: &str) {
+        let cache = parent.join("cache");
+        assert!(!cache.join("objects").join(key).exists(), "nothing published");
+        assert!(files_under(&cache.join("tmp")).is_empty(), "tmp/ is clean");
+        assert!(files_under(&cache.join("objects")).is_empty(), "objects/ is clean");
+    }
+
+    #[test]
+    fn a_file_listed_under_two_spellings_or_out_of_order_is_rejected_before_publishing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (memory, artifact, entry) = pushed_entry(&store);
+        // One blob under two spellings (`sub/b.txt` and `sub//b.txt`), the digest recomputed.
+        let mut twice = entry.clone();
+        let mut copy = twice["files"][1].clone();
+        copy["path"] = "sub//b.txt".into();
+        twice["files"].as_array_mut().unwrap().push(copy);
+        redigest(&mut twice);
+        // The two files listed in the other order, the digest recomputed.
+        let mut swapped = entry.clone();
+        swapped["files"].as_array_mut().unwrap().reverse();
+        redigest(&mut swapped);
+        for (what, hostile) in [("two spellings", twice), ("out of order", swapped)] {
+            let (got, parent) = fetch_rewritten(&memory, &artifact.key, &hostile);
+            let Err(RemoteError::Invalid { why, .. }) = &got else {
+                panic!("{what}: rejected, got {:?}", got.map(|f| f.map(|f| f.bytes)));
+            };
+            assert!(why.contains("unnormalised") || why.contains("unsorted"), "{what}: {why}");
+            assert_clean_rejection(parent.path(), &artifact.key);
+        }
+        // The untouched entry still arrives whole.
+        let (got, _parent) = fetch_rewritten(&memory, &artifact.key, &entry);
+        assert_eq!(got.unwrap().unwrap().artifact.digest, artifact.digest);
+    }
+
+    #[test]
+    fn a_download_that_differs_from_its_entry_is_never_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (memory, artifact, entry) = pushed_entry(&store);
+        // The entry's artifact digest does not match its (valid) file list.
+        let mut lying = entry.clone();
+        lying["digest"] = "0".repeat(64).into();
+        let (got, parent) = fetch_rewritten(&memory, &artifact.key, &lying);
+        assert!(matches!(got, Err(RemoteError::Invalid { .. })));
+        assert_clean_rejection(parent.path(), &artifact.key);
+        // A blob replaced on the server: its bytes fail the digest while downloading.
+        let digest = entry["files"][0]["digest"].as_str().unwrap();
+        let blob = Path::from(format!("blobs/{}/{digest}", &digest[..2]));
+        let remote = Remote::with_store(memory.clone(), Path::default(), "memory:///", false);
+        remote
+            .block_on(memory.put(&blob, PutPayload::from(vec![8u8; 100_000])))
+            .unwrap();
+        let (got, parent) = fetch_rewritten(&memory, &artifact.key, &entry);
+        let Err(RemoteError::Invalid { why, .. }) = got else {
+            panic!("a replaced blob is rejected");
+        };
+        assert!(why.contains("does not match its digest"), "{why}");
+        assert_clean_rejection(parent.path(), &artifact.key);
+    }
+
+    /// One change an attacker can make to an entry's file list.
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Path(usize, String),
+        Size(usize, u64),
+        Digest(usize, String),
+        Swap,
+        Duplicate(usize),
+        Drop(usize),
+        Extra(String, usize),
+    }
+
+    fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
+        use proptest::prelude::*;
+        let path = prop_oneof![
+            Just("../escape".to_string()),
+            Just("/abs/path".to_string()),
+            Just("sub//b.txt".to_string()),
+            Just("./a.bin".to_string()),
+            Just("sub".to_string()),
+            Just("a.bin/x".to_string()),
+            Just("nul\0byte".to_string()),
+            Just("esc\u{1b}[2J".to_string()),
+            Just("sub/./b.txt".to_string()),
+            Just("é/ü".to_string()),
+            "[a-z/.]{1,8}",
+            "\\PC{1,6}",
+        ];
+        let hex = prop_oneof![
+            Just("0".repeat(64)),
+            Just("A".repeat(64)),
+            "[0-9a-f]{64}",
+            "[0-9a-fA-F]{0,70}",
+        ];
+        prop_oneof![
+            (0..2usize, path.clone()).prop_map(|(i, p)| Mutation::Path(i, p)),
+            (0..2usize, prop_oneof![Just(0u64), Just(5), Just(99_999), Just(100_001), any::<u64>()])
+                .prop_map(|(i, n)| Mutation::Size(i, n)),
+            (0..2usize, hex).prop_map(|(i, d)| Mutation::Digest(i, d)),
+            Just(Mutation::Swap),
+            (0..2usize).prop_map(Mutation::Duplicate),
+            (0..2usize).prop_map(Mutation::Drop),
+            (path, 0..2usize).prop_map(|(p, i)| Mutation::Extra(p, i)),
+        ]
+    }
+
+    fn apply(entry: &mut serde_json::Value, m: &Mutation) {
+        let files = entry["files"].as_array_mut().unwrap();
+        let n = files.len();
+        if n == 0 {
+            return;
+        }
+        match m {
+            Mutation::Path(i, p) => files[i % n]["path"] = p.clone().into(),
+            Mutation::Size(i, size) => files[i % n]["size"] = (*size).into(),
+            Mutation::Digest(i, d) => files[i % n]["digest"] = d.clone().into(),
+            Mutation::Swap => files.swap(0, n - 1),
+            Mutation::Duplicate(i) => {
+                let copy = files[i % n].clone();
+                files.push(copy);
+            }
+            Mutation::Drop(i) => {
+                files.remove(i % n);
+            }
+            Mutation::Extra(p, i) => {
+                let mut extra = files[i % n].clone();
+                extra["path"] = p.clone().into();
+                files.push(extra);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Random mutations of a valid entry (with its digest recomputed or not) never publish
+        /// an artifact that differs from what the entry says, never leave a rejected download in
+        /// the cache, and never write outside it.
+        #[test]
+        fn a_mutated_entry_never_publishes_a_wrong_artifact(
+            mutations in proptest::collection::vec(mutation(), 1..4),
+            recompute in proptest::bool::ANY,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path()).unwrap();
+            let (memory, artifact, mut entry) = pushed_entry(&store);
+            for m in &mutations {
+                apply(&mut entry, m);
+            }
+            if recompute {
+                redigest(&mut entry);
+            }
+            let (got, parent) = fetch_rewritten(&memory, &artifact.key, &entry);
+            let outside: Vec<String> = files_under(parent.path())
+                .into_iter()
+                .filter(|f| !f.starts_with("cache/"))
+                .collect();
+            proptest::prop_assert!(outside.is_empty(), "written outside the cache: {:?}", outside);
+            match got {
+                Ok(Some(fetched)) => {
+                    // Accepted: what is published is exactly what the entry lists, verified.
+                    let cache = Store::open(&parent.path().join("cache")).unwrap();
+                    let Lookup::Valid(local) = cache.lookup(&artifact.key, true) else {
+                        panic!("a published artifact verifies");
+                    };
+                    proptest::prop_assert_eq!(&local.digest, &fetched.artifact.digest);
+                    proptest::prop_assert_eq!(local.digest.as_str(), entry["digest"].as_str().unwrap());
+                }
+                Ok(None) => panic!("the entry exists"),
+                Err(_) => assert_clean_rejection(parent.path(), &artifact.key),
+            }
+        }
     }
 }

@@ -39,9 +39,13 @@ impl Slurm {
     /// A Slurm executor, once `sbatch` is found; its jobs are cancelled if this process is
     /// interrupted (SIGINT, SIGTERM).
     pub fn new() -> Result<Slurm, String> {
-        let found = Command::new("sbatch").arg("--version").output();
-        if !found.is_ok_and(|o| o.status.success()) {
-            return Err("--executor slurm: `sbatch` was not found on PATH (run on a Slurm login node, or use --executor local)".into());
+        // All three, before anything is submitted: a job that cannot be followed or cancelled
+        // must not be started.
+        for tool in ["sbatch", "squeue", "scancel"] {
+            let found = Command::new(tool).arg("--version").output();
+            if !found.is_ok_and(|o| o.status.success()) {
+                return Err(format!("--executor slurm: `{tool}` was not found on PATH (run on a Slurm login node, or use --executor local)"));
+            }
         }
         let launcher = launcher()?;
         let monitor = Arc::new(Monitor::default());
@@ -95,7 +99,7 @@ impl Slurm {
     /// Wait for job `id` of stage `stage`, showing its state (each change on its own line when
     /// `announce`: only the run that submitted it says it); its final state.
     fn follow(&self, stage: &str, id: &str, progress: &Progress, announce: bool) -> JobState {
-        self.monitor.track(id);
+        self.monitor.track(id, announce);
         self.monitor.wait(id, |state| {
             progress.message(&format!("Slurm job {id} {}", state.word()));
             if announce {
@@ -141,6 +145,7 @@ impl Executor for Slurm {
             at.store.clear_submitted(&key);
             lock = at.store.lock(&key, || {})?.into_lock();
         }
+        let before = at.store.object_stamp(&key);
         let id = self.submit(job, &cache_dir, &dir, &resources)?;
         at.store.mark_submitted(&key, &id)?;
         let asked = resources.sbatch_args().join(" ");
@@ -150,14 +155,62 @@ impl Executor for Slurm {
         ));
         drop(lock);
         let state = self.follow(&job.spec.id, &id, progress, true);
-        at.store.clear_submitted(&key);
-        match at.store.lookup(&key, false) {
-            Lookup::Valid(a) => Ok(produced(*a, record(&id))),
-            _ => Err(ExecError::Job {
-                id: job.spec.id.clone(),
-                message: ended_without_artifact(&id, &state, &dir.join(format!("slurm-{id}.out"))),
-            }),
+        let failed = |message: String| ExecError::Job {
+            id: job.spec.id.clone(),
+            message,
+        };
+        if let JobState::NeverStarts(reason) = &state {
+            // Cancelled before the marker is cleared: a job that cannot be cancelled stays known.
+            let cancel = cancel_jobs(std::slice::from_ref(&id));
+            at.store.clear_submitted(&key);
+            return Err(failed(never_starts(&id, reason, &resources, &job.spec.id, cancel)));
         }
+        at.store.clear_submitted(&key);
+        // With --force the job must have published anew: the old artifact does not count.
+        let replaced = !job.replace || at.store.object_stamp(&key) != before;
+        match at.store.lookup(&key, false) {
+            Lookup::Valid(a) if replaced => Ok(produced(*a, record(&id))),
+            _ => {
+                let log = dir.join(format!("slurm-{id}.out"));
+                Err(failed(ended_without_artifact(&id, &state, &log)))
+            }
+        }
+    }
+}
+
+/// The error of a job that can never start: why, what it asked for, where to change that.
+fn never_starts(
+    id: &str,
+    reason: &str,
+    resources: &Resources,
+    stage: &str,
+    cancelled: Result<(), String>,
+) -> String {
+    let asked = resources.sbatch_args().join(" ");
+    let cancel = match cancelled {
+        Ok(()) => format!("job {id} was cancelled"),
+        Err(why) => format!("cancelling it failed ({why}): cancel it with `scancel {id}`"),
+    };
+    format!(
+        "Slurm job {id} can never start: PENDING ({reason}) — the cluster cannot give what it asks \
+         for ({asked}); lower it under [stages.{stage}.resources] in the pipeline file, or pick \
+         another partition; {cancel}"
+    )
+}
+
+/// `scancel` the jobs; its complaint when it did not succeed.
+fn cancel_jobs(ids: &[String]) -> Result<(), String> {
+    match Command::new("scancel").args(ids).output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => {
+            let said = String::from_utf8_lossy(&out.stderr);
+            let said = crate::untrusted::escape(said.trim()).into_owned();
+            Err(match said.is_empty() {
+                true => format!("scancel exited with {}", out.status),
+                false => said,
+            })
+        }
+        Err(e) => Err(format!("running scancel: {e}")),
     }
 }
 
@@ -166,6 +219,7 @@ fn kind_defaults(kind: crate::config::StageKind) -> Resources {
     let shape = kind.decl().job;
     Resources {
         cpus: Some(shape.cpus),
+        mem: Some(format!("{}M", shape.mem_mb)),
         gpus: Some(u32::from(shape.gpu && cfg!(feature = "cuda"))),
         ..Resources::default()
     }
@@ -255,8 +309,14 @@ fn cancel_on_interrupt(monitor: Arc<Monitor>) -> Result<(), String> {
         if let Some(signal) = signals.forever().next() {
             let jobs = monitor.active();
             if !jobs.is_empty() {
-                let _ = Command::new("scancel").args(&jobs).status();
-                eprintln!("interrupted: cancelled Slurm job(s) {}", jobs.join(", "));
+                let list = jobs.join(", ");
+                match cancel_jobs(&jobs) {
+                    Ok(()) => eprintln!("interrupted: cancelled Slurm job(s) {list}"),
+                    Err(why) => eprintln!(
+                        "interrupted: could NOT cancel Slurm job(s) {list} ({why}); they may still be queued or running: cancel them with `scancel {}`",
+                        jobs.join(" ")
+                    ),
+                }
             }
             std::process::exit(128 + signal);
         }
