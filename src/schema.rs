@@ -1,4 +1,7 @@
-//! The JSON Schema of pipeline files, generated from the parameter types.
+//! The JSON Schema of pipeline files, generated from the parameter types. It accepts what
+//! galaxy-pipe accepts: a stage table names its `kind` (its keys checked against that kind), or
+//! — in a file that `extends` another, or with `like` — overrides a stage declared elsewhere (its
+//! kind unknown here: keys checked against those of every kind).
 
 use serde_json::{Map, Value, json};
 
@@ -45,6 +48,7 @@ pub fn pipeline_schema(kinds: &dyn KindCatalog) -> Value {
             "What the stage's job asks of a cluster scheduler (`executor = \"slurm\"`); not part of the cache key."
         );
         props.insert("resources".into(), resources);
+        props.insert("like".into(), like_schema());
         let required = stage
             .as_object_mut()
             .expect("object")
@@ -56,6 +60,7 @@ pub fn pipeline_schema(kinds: &dyn KindCatalog) -> Value {
             .insert(0, json!("kind"));
         variants.push(stage);
     }
+    variants.push(override_table(&variants));
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "galaxy-pipe pipeline",
@@ -81,7 +86,59 @@ pub fn pipeline_schema(kinds: &dyn KindCatalog) -> Value {
                 "additionalProperties": { "oneOf": variants }
             }
         },
+        // Without `extends`, every stage is declared here: by its kind, or like another stage.
+        "if": { "not": { "required": ["extends"] } },
+        "then": {
+            "properties": {
+                "stages": {
+                    "additionalProperties": {
+                        "anyOf": [{ "required": ["kind"] }, { "required": ["like"] }]
+                    }
+                }
+            }
+        },
         "$defs": defs,
+    })
+}
+
+fn like_schema() -> Value {
+    json!({
+        "type": "string",
+        "description": "Copy another stage's table (kind, inputs, parameters, resources); this table's keys override it."
+    })
+}
+
+/// A stage table without `kind`: an override of a stage declared in the file this one extends,
+/// or a stage `like` another. Its keys must be keys of some kind (or the keys every stage has).
+fn override_table(variants: &[Value]) -> Value {
+    let mut union: Map<String, Value> = Map::new();
+    for variant in variants {
+        let props = variant["properties"].as_object().expect("properties");
+        for (key, schema) in props.iter().filter(|(k, _)| *k != "kind") {
+            match union.get_mut(key) {
+                None => {
+                    union.insert(key.clone(), schema.clone());
+                }
+                Some(existing) if existing == schema => {}
+                Some(existing) => {
+                    let mut options = match existing.get("anyOf") {
+                        Some(Value::Array(a)) if existing.as_object().is_some_and(|o| o.len() == 1) => a.clone(),
+                        _ => vec![existing.clone()],
+                    };
+                    if !options.contains(schema) {
+                        options.push(schema.clone());
+                    }
+                    *existing = json!({ "anyOf": options });
+                }
+            }
+        }
+    }
+    json!({
+        "type": "object",
+        "description": "Overrides a stage declared in the file this one extends (or copies one with `like`): keys of its kind.",
+        "not": { "required": ["kind"] },
+        "additionalProperties": false,
+        "properties": union,
     })
 }
 

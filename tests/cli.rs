@@ -81,6 +81,10 @@ fn schema_describes_every_stage_kind() {
     let variants = schema["properties"]["stages"]["additionalProperties"]["oneOf"]
         .as_array()
         .unwrap();
+    // One variant per kind, then the override table (no `kind`: keys of any kind).
+    let (overrides, variants) = variants.split_last().unwrap();
+    assert_eq!(overrides["not"]["required"][0], "kind", "{overrides}");
+    assert!(overrides["properties"]["epochs"].is_object() && overrides["properties"]["size"].is_object());
     let kinds: Vec<&str> = variants
         .iter()
         .map(|v| v["properties"]["kind"]["const"].as_str().unwrap())
@@ -106,7 +110,7 @@ fn schema_describes_every_stage_kind() {
     assert!(
         ensemble
             .iter()
-            .all(|k| ["kind", "inputs", "resources"].contains(&k.as_str())),
+            .all(|k| ["kind", "inputs", "resources", "like"].contains(&k.as_str())),
         "{ensemble:?}"
     );
 }

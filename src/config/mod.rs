@@ -4,6 +4,7 @@ mod error;
 pub mod params;
 mod resources;
 mod source;
+mod template;
 mod texts;
 
 use std::path::{Path, PathBuf};
@@ -176,6 +177,7 @@ pub fn load(
 ) -> Result<Pipeline, ConfigError> {
     let mut sources = Sources::default();
     let mut root = source::load_chain(path, &mut sources)?;
+    template::expand(&mut root, &sources)?;
     let cwd = std::env::current_dir().unwrap_or_default();
     for arg in overrides {
         source::apply_override(&mut root, arg, &mut sources, &cwd)?;

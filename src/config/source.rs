@@ -168,7 +168,7 @@ fn build_node(
 }
 
 /// Deep merge: tables merge key by key, anything else in `over` replaces `base`.
-fn merge(base: &mut Node, over: Node) {
+pub(super) fn merge(base: &mut Node, over: Node) {
     match (&mut base.kind, over.kind) {
         (NodeKind::Table(b), NodeKind::Table(o)) => {
             for (k, v) in o.0 {
