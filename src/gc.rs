@@ -71,6 +71,10 @@ pub fn gc(store: &Store, keep_runs: usize, dry_run: bool) -> Result<GcReport, Ca
         }
         match store.remove_object(&key) {
             Ok(true) => {
+                // Its cluster jobs' logs go with it, unless a job for it is still out there.
+                if crate::executor::in_flight_note(store, &key).is_none() {
+                    store.remove_logs(&key);
+                }
                 removed.push(key);
                 freed += size;
             }

@@ -14,6 +14,7 @@ pub mod executor;
 pub mod figures;
 pub mod gc;
 pub mod graph;
+pub mod io_error;
 pub mod kind;
 pub mod labels;
 pub mod metrics;

@@ -15,6 +15,9 @@ pub fn pipeline_schema(kinds: &dyn KindCatalog) -> Value {
     let resources = generator
         .subschema_for::<crate::config::Resources>()
         .to_value();
+    let settings = generator
+        .subschema_for::<crate::config::PipelineSettings>()
+        .to_value();
     for kind in kinds.kinds() {
         let schema = kind.schema(&mut generator);
         refs.push((kind.kind(), schema.to_value()));
@@ -61,6 +64,11 @@ pub fn pipeline_schema(kinds: &dyn KindCatalog) -> Value {
         variants.push(stage);
     }
     variants.push(override_table(&variants));
+    // A file that extends another may set a few settings; the chain as a whole needs a name.
+    let settings_name = settings["$ref"].as_str().and_then(|r| r.rsplit('/').next());
+    if let Some(def) = settings_name.and_then(|name| defs.get_mut(name)) {
+        def.as_object_mut().expect("object").remove("required");
+    }
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "galaxy-pipe pipeline",
@@ -69,27 +77,19 @@ pub fn pipeline_schema(kinds: &dyn KindCatalog) -> Value {
         "additionalProperties": false,
         "properties": {
             "extends": { "type": "string", "description": "Another pipeline file (relative to this one) whose keys this file overrides." },
-            "pipeline": {
-                "type": "object",
-                "additionalProperties": false,
-                "properties": {
-                    "name": { "type": "string", "minLength": 1 },
-                    "seed": { "type": "integer", "minimum": 0, "default": 42 },
-                    "cache_dir": { "type": "string", "description": "Cache folder, relative to this file (default: `cache/` in the project root)." },
-                    "remote": { "type": "string", "description": "Shared remote cache: `s3://bucket/prefix` or `file:///dir` (credentials from the environment, never from this file)." },
-                    "remote_push": { "type": "boolean", "default": false, "description": "Upload what this pipeline computes to the remote (default: read-only)." },
-                    "executor": { "enum": ["local", "slurm"], "default": "local", "description": "Where stages that must be computed run: this process, or one Slurm job each." }
-                }
-            },
+            "pipeline": settings,
             "stages": {
                 "type": "object",
                 "additionalProperties": { "oneOf": variants }
             }
         },
-        // Without `extends`, every stage is declared here: by its kind, or like another stage.
+        // Without `extends`, everything is declared here: the pipeline's name, and every stage by
+        // its kind or like another stage.
         "if": { "not": { "required": ["extends"] } },
         "then": {
+            "required": ["pipeline"],
             "properties": {
+                "pipeline": { "required": ["name"] },
                 "stages": {
                     "additionalProperties": {
                         "anyOf": [{ "required": ["kind"] }, { "required": ["like"] }]
@@ -122,7 +122,11 @@ fn override_table(variants: &[Value]) -> Value {
                 Some(existing) if existing == schema => {}
                 Some(existing) => {
                     let mut options = match existing.get("anyOf") {
-                        Some(Value::Array(a)) if existing.as_object().is_some_and(|o| o.len() == 1) => a.clone(),
+                        Some(Value::Array(a))
+                            if existing.as_object().is_some_and(|o| o.len() == 1) =>
+                        {
+                            a.clone()
+                        }
                         _ => vec![existing.clone()],
                     };
                     if !options.contains(schema) {

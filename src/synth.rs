@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use crate::io_error::IoError;
 use crate::labels::{CLASS_NAMES, N_CLASSES, QUESTIONS};
 
 pub const SIZE: usize = 424;
@@ -29,13 +30,8 @@ pub struct SynthOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SynthError {
-    #[error("{what} {}: {source}", .path.display())]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
     #[error("encoding {}: {source}", .path.display())]
     Encode {
         path: PathBuf,
@@ -451,11 +447,7 @@ fn rng_for(seed: u64, stream: u64, index: u64) -> ChaCha8Rng {
 }
 
 fn write_jpeg(path: &Path, rgb: &[u8]) -> Result<(), SynthError> {
-    let file = std::fs::File::create(path).map_err(|e| SynthError::Io {
-        what: "creating",
-        path: path.into(),
-        source: e,
-    })?;
+    let file = std::fs::File::create(path).map_err(IoError::at("creating", path))?;
     let mut writer = std::io::BufWriter::new(file);
     JpegEncoder::new_with_quality(&mut writer, 90)
         .encode(
@@ -468,11 +460,8 @@ fn write_jpeg(path: &Path, rgb: &[u8]) -> Result<(), SynthError> {
             path: path.into(),
             source: e,
         })?;
-    writer.flush().map_err(|e| SynthError::Io {
-        what: "writing",
-        path: path.into(),
-        source: e,
-    })
+    writer.flush().map_err(IoError::at("writing", path))?;
+    Ok(())
 }
 
 /// First GalaxyID of the training and test images.
@@ -484,11 +473,7 @@ pub fn generate(opts: &SynthOptions, tick: &(dyn Fn() + Sync)) -> Result<(), Syn
     let train_dir = opts.out.join("images_training_rev1");
     let test_dir = opts.out.join("images_test_rev1");
     for d in [&train_dir, &test_dir] {
-        std::fs::create_dir_all(d).map_err(|e| SynthError::Io {
-            what: "creating",
-            path: d.clone(),
-            source: e,
-        })?;
+        std::fs::create_dir_all(d).map_err(IoError::at("creating", d.clone()))?;
     }
     let rows: Vec<String> = (0..opts.count as u64)
         .into_par_iter()
@@ -525,11 +510,9 @@ pub fn generate(opts: &SynthOptions, tick: &(dyn Fn() + Sync)) -> Result<(), Syn
         csv.push_str(&r);
         csv.push('\n');
     }
-    crate::cache::write_atomic(&csv_path, csv.as_bytes()).map_err(|e| SynthError::Io {
-        what: "writing",
-        path: csv_path,
-        source: e,
-    })
+    let written = crate::cache::write_atomic(&csv_path, csv.as_bytes());
+    written.map_err(IoError::at("writing", csv_path))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use std::borrow::Cow;
 /// Whether `c` must not reach a terminal as it is: C0 and C1 controls (ESC, BEL, CR, …) and the
 /// bidirectional overrides, isolates and marks (which make a line read other than it is).
 pub fn is_unsafe_char(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `text` with every unsafe character written as `\u{hex}` (borrowed when there is none).

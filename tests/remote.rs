@@ -241,12 +241,30 @@ fn an_unreachable_remote_warns_once_and_the_run_goes_on() {
         "every stage computed locally: {v}"
     );
     // With --push the results are computed but not shared: said per stage, exit 3.
-    let args = ["run", "p.toml", "--remote", "s3://bucket/prefix", "--push", "--cache-dir", "c2"];
+    let args = [
+        "run",
+        "p.toml",
+        "--remote",
+        "s3://bucket/prefix",
+        "--push",
+        "--cache-dir",
+        "c2",
+    ];
     let (code, err) = run_against(&p, &args, "http://127.0.0.1:9", &[]);
     assert_eq!(code, 3, "{err}");
-    assert_eq!(err.matches("the remote cache cannot be used").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("the remote cache cannot be used").count(),
+        1,
+        "{err}"
+    );
     let warned = err.lines().filter(|l| l.starts_with("warning: stage `"));
-    assert_eq!(warned.filter(|l| l.contains("not pushed to s3://bucket/prefix")).count(), 5, "{err}");
+    assert_eq!(
+        warned
+            .filter(|l| l.contains("not pushed to s3://bucket/prefix"))
+            .count(),
+        5,
+        "{err}"
+    );
 }
 
 #[test]
@@ -445,7 +463,10 @@ fn fake_s3(answer: fn(&str, &str) -> Answer) -> String {
                     length = v.trim().parse().unwrap_or(0);
                 }
             }
-            let _ = reader.by_ref().take(length as u64).read_to_end(&mut Vec::new());
+            let _ = reader
+                .by_ref()
+                .take(length as u64)
+                .read_to_end(&mut Vec::new());
             let mut parts = request_line.split(' ');
             let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
             match answer(method, target) {
@@ -464,7 +485,9 @@ fn fake_s3(answer: fn(&str, &str) -> Answer) -> String {
 
 /// An HTTP response with an S3 error body.
 fn s3_error(status: &str, code: &str, message: &str) -> String {
-    let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>");
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
     format!(
         "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -515,10 +538,22 @@ fn a_push_the_server_refuses_is_said_per_stage_and_exits_3() {
         assert!(err.contains(&line), "{line}\n{err}");
     }
     let warned = err.lines().filter(|l| l.starts_with("warning: stage `"));
-    assert_eq!(warned.filter(|l| l.contains("AccessDenied: Access Denied")).count(), 5, "{err}");
-    assert!(err.contains("NOT PUSHED: 5 ran, 0 cached, 0 failed, 0 skipped, pushed 0 of 5"), "{err}");
+    assert_eq!(
+        warned
+            .filter(|l| l.contains("AccessDenied: Access Denied"))
+            .count(),
+        5,
+        "{err}"
+    );
+    assert!(
+        err.contains("NOT PUSHED: 5 ran, 0 cached, 0 failed, 0 skipped, pushed 0 of 5"),
+        "{err}"
+    );
     // The run record says it too, stage by stage.
-    let runs: Vec<_> = std::fs::read_dir(p.path().join("cache/runs")).unwrap().flatten().collect();
+    let runs: Vec<_> = std::fs::read_dir(p.path().join("cache/runs"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(runs.len(), 1);
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(runs[0].path()).unwrap()).unwrap();
@@ -526,7 +561,19 @@ fn a_push_the_server_refuses_is_said_per_stage_and_exits_3() {
         assert_eq!(stage["pushed"], false, "{stage}");
     }
     // Without --push the same server is an ordinary (empty) remote: exit 0, no warning.
-    let (code, err) = run_against(&p, &["run", "p.toml", "--remote", "s3://bucket/prefix", "--cache-dir", "other"], &endpoint, &[]);
+    let (code, err) = run_against(
+        &p,
+        &[
+            "run",
+            "p.toml",
+            "--remote",
+            "s3://bucket/prefix",
+            "--cache-dir",
+            "other",
+        ],
+        &endpoint,
+        &[],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning"), "{err}");
 }
@@ -536,7 +583,8 @@ fn a_push_the_server_refuses_is_said_per_stage_and_exits_3() {
 #[test]
 fn a_frozen_server_costs_a_run_its_idle_timeout_not_five_minutes() {
     let silent = fake_s3(|_, _| Answer::Stall(String::new()));
-    let midway = fake_s3(|method, target| match method {
+    let midway = fake_s3(|method, target| {
+        match method {
         "GET" if target.contains("list-type") => Answer::Reply(empty_listing()),
         "HEAD" => Answer::Reply(
             "HTTP/1.1 200 OK\r\nContent-Length: 4096\r\nETag: \"x\"\r\nLast-Modified: Mon, 30 Nov 2026 12:00:00 GMT\r\nConnection: close\r\n\r\n".into(),
@@ -544,15 +592,25 @@ fn a_frozen_server_costs_a_run_its_idle_timeout_not_five_minutes() {
         _ => Answer::Stall(
             "HTTP/1.1 200 OK\r\nContent-Length: 4096\r\nETag: \"x\"\r\nLast-Modified: Mon, 30 Nov 2026 12:00:00 GMT\r\n\r\n{\"format\": 1,".into(),
         ),
+    }
     });
     for (endpoint, silent) in [(silent, true), (midway, false)] {
         let p = Project::new(6, 0);
         let start = std::time::Instant::now();
         let args = ["run", "p.toml", "--remote", "s3://bucket/prefix", "--json"];
-        let (code, err) = run_against(&p, &args, &endpoint, &[("GALAXY_PIPE_REMOTE_IDLE_TIMEOUT", "1")]);
+        let (code, err) = run_against(
+            &p,
+            &args,
+            &endpoint,
+            &[("GALAXY_PIPE_REMOTE_IDLE_TIMEOUT", "1")],
+        );
         let took = start.elapsed();
         assert_eq!(code, 0, "{err}");
-        assert_eq!(err.matches("the remote cache cannot be used").count(), 1, "{err}");
+        assert_eq!(
+            err.matches("the remote cache cannot be used").count(),
+            1,
+            "{err}"
+        );
         // The silent one times out; the other times out mid-body, and its resumed range is refused.
         let why = err.contains("timed out") || err.contains("timeout");
         assert!(why || !silent, "says why: {err}");
@@ -561,7 +619,12 @@ fn a_frozen_server_costs_a_run_its_idle_timeout_not_five_minutes() {
         assert_eq!(entries(&p.path().join("cache/tmp")), 0);
     }
     let p = Project::new(2, 0);
-    let (code, err) = run_against(&p, &["run", "p.toml", "--remote", "s3://b/x"], "http://127.0.0.1:9", &[("GALAXY_PIPE_REMOTE_IDLE_TIMEOUT", "soon")]);
+    let (code, err) = run_against(
+        &p,
+        &["run", "p.toml", "--remote", "s3://b/x"],
+        "http://127.0.0.1:9",
+        &[("GALAXY_PIPE_REMOTE_IDLE_TIMEOUT", "soon")],
+    );
     assert_eq!(code, 2, "a bad setting is a usage error: {err}");
     assert!(err.contains("GALAXY_PIPE_REMOTE_IDLE_TIMEOUT"), "{err}");
 }
@@ -585,7 +648,13 @@ fn files_in(dir: &Path) -> usize {
         return 0;
     };
     read.flatten()
-        .map(|e| if e.path().is_dir() { files_in(&e.path()) } else { 1 })
+        .map(|e| {
+            if e.path().is_dir() {
+                files_in(&e.path())
+            } else {
+                1
+            }
+        })
         .sum()
 }
 
@@ -614,12 +683,21 @@ fn a_rejected_entry_is_never_published_and_never_reused_later() {
     entry["digest"] = digest.into();
     std::fs::write(&entry_path, serde_json::to_vec(&entry).unwrap()).unwrap();
 
-    let out = p.command(&["pull", "p.toml", "--cache-dir", "cache-b", "--remote", &url]).output().unwrap();
+    let out = p
+        .command(&["pull", "p.toml", "--cache-dir", "cache-b", "--remote", &url])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "crop is not downloaded: {err}");
-    assert!(err.contains("unsorted or repeated") || err.contains("unnormalised"), "{err}");
+    assert!(
+        err.contains("unsorted or repeated") || err.contains("unnormalised"),
+        "{err}"
+    );
     let cache = p.path().join("cache-b");
-    assert!(!cache.join("objects").join(&crop_key).exists(), "nothing published");
+    assert!(
+        !cache.join("objects").join(&crop_key).exists(),
+        "nothing published"
+    );
     assert_eq!(files_in(&cache.join("tmp")), 0, "nothing left in tmp/");
     // Offline afterwards: crop is computed, never `cached` from a rejected download.
     let (code, v) = p.run_json(&["run", "p.toml", "--cache-dir", "cache-b"]);
@@ -642,7 +720,10 @@ fn terminal_sequences_in_a_bucket_are_shown_escaped() {
         serde_json::from_slice(&std::fs::read(&entry_path).unwrap()).unwrap();
     entry["files"][0]["path"] = "x\u{1b}]0;owned\u{7}\u{1b}[2J".into();
     std::fs::write(&entry_path, serde_json::to_vec(&entry).unwrap()).unwrap();
-    for (cache, env) in [("cache-b", vec![]), ("cache-c", vec![("GALAXY_PIPE_REMOTE_KEY", "k")])] {
+    for (cache, env) in [
+        ("cache-b", vec![]),
+        ("cache-c", vec![("GALAXY_PIPE_REMOTE_KEY", "k")]),
+    ] {
         let (_, err) = run_with_stderr_env(&p, cache, &url, &[], &env);
         assert!(!err.contains('\u{1b}') && !err.contains('\u{7}'), "{err:?}");
         if env.is_empty() {
@@ -667,12 +748,19 @@ fn an_entry_built_to_exhaust_memory_is_refused_before_parsing() {
     let text = std::fs::read_to_string(&entry_path).unwrap();
     // 3 MiB: under the size cap, so the shape check is what refuses it.
     let bomb = format!("[{}0]", "0,".repeat(3 << 19));
-    let hostile = text.replacen("\"params\": {", &format!("\"bomb\": {bomb}, \"params\": {{"), 1);
+    let hostile = text.replacen(
+        "\"params\": {",
+        &format!("\"bomb\": {bomb}, \"params\": {{"),
+        1,
+    );
     assert!(hostile.len() > 3 << 20);
     std::fs::write(&entry_path, hostile).unwrap();
     let (v, err) = run_with_stderr(&p, "cache-b", &url);
     assert_eq!(ids_with(&v, "ran"), ["crop"], "{v}");
-    assert!(err.contains("not an entry: more than 200000 values"), "{err}");
+    assert!(
+        err.contains("not an entry: more than 200000 values"),
+        "{err}"
+    );
 }
 
 /// A bucket that does not exist is said once, on any run — not taken for an empty cache — and
@@ -684,19 +772,43 @@ fn a_bucket_that_does_not_exist_is_a_warning_not_an_empty_cache() {
             std::env::var_os("GALAXY_PIPE_REQUIRE_S3").is_none(),
             "GALAXY_PIPE_REQUIRE_S3 is set but no S3 server was given (GALAXY_PIPE_TEST_S3)"
         );
-        eprintln!("\n!!! SKIPPED: no S3 server (set GALAXY_PIPE_TEST_S3=s3://bucket; .ci/run starts moto) !!!\n");
+        eprintln!(
+            "\n!!! SKIPPED: no S3 server (set GALAXY_PIPE_TEST_S3=s3://bucket; .ci/run starts moto) !!!\n"
+        );
         return;
     };
     let p = Project::new(6, 0);
     let typo = format!("s3://no-such-bucket-{}/team", std::process::id());
     let (code, err) = run_with_stderr(&p, "cache-a", &typo);
     let _ = code;
-    assert_eq!(err.matches("the remote cache cannot be used").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("the remote cache cannot be used").count(),
+        1,
+        "{err}"
+    );
     assert!(err.contains("NoSuchBucket"), "{err}");
-    let out = p.command(&["run", "p.toml", "--cache-dir", "cache-b", "--remote", &typo, "--push"]).output().unwrap();
+    let out = p
+        .command(&[
+            "run",
+            "p.toml",
+            "--cache-dir",
+            "cache-b",
+            "--remote",
+            &typo,
+            "--push",
+        ])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("pushed 0 of 5"), "{err}");
-    let (_, s) = p.run_json(&["status", "p.toml", "--cache-dir", "cache-c", "--remote", &typo]);
+    let (_, s) = p.run_json(&[
+        "status",
+        "p.toml",
+        "--cache-dir",
+        "cache-c",
+        "--remote",
+        &typo,
+    ]);
     assert_eq!(s["stages"][0]["state"], "stale", "{s}");
 }

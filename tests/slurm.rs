@@ -283,7 +283,10 @@ fn a_cancelled_or_timed_out_job_is_a_clear_stage_error_and_a_rerun_completes() {
     );
     assert!(error.contains("last lines of"), "{error}");
     // The job's log says where it was: it started computing `train` (and how it ended).
-    assert!(error.contains("compute-job: stage `train` (train)"), "{error}");
+    assert!(
+        error.contains("compute-job: stage `train` (train)"),
+        "{error}"
+    );
     assert!(
         ids_with(&v, "skipped").contains(&"evaluate".to_string()),
         "{v}"
@@ -467,7 +470,7 @@ fn the_slurm_executor_without_sbatch_is_a_clear_usage_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("`pipeline.executor` must be \"local\" or \"slurm\""),
+        err.contains("`pipeline.executor`: unknown variant `slurn`, expected `local` or `slurm`"),
         "{err}"
     );
 }
@@ -477,7 +480,10 @@ struct ControllerDown;
 
 impl ControllerDown {
     fn now() -> ControllerDown {
-        let stopped = Command::new("pkill").args(["-x", "slurmctld"]).status().unwrap();
+        let stopped = Command::new("pkill")
+            .args(["-x", "slurmctld"])
+            .status()
+            .unwrap();
         assert!(stopped.success(), "slurmctld was running");
         ControllerDown
     }
@@ -511,11 +517,15 @@ fn a_controller_outage_longer_than_the_old_limit_does_not_fail_a_running_stage()
     p.clear_log();
     let before = jobs_named("gp-train");
     // Three epochs of 20 s: the job runs through the outage.
-    let child = slurm_command(&p, &["run", "p.toml", "--executor", "slurm", "--json"], 20_000)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = slurm_command(
+        &p,
+        &["run", "p.toml", "--executor", "slurm", "--json"],
+        20_000,
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     wait_running("gp-train", &before);
     let outage = Instant::now();
     {
@@ -526,7 +536,11 @@ fn a_controller_outage_longer_than_the_old_limit_does_not_fail_a_running_stage()
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert_eq!(err.matches("the Slurm controller does not answer").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("the Slurm controller does not answer").count(),
+        1,
+        "{err}"
+    );
     assert!(err.contains("the controller answers again"), "{err}");
     let v = json_line(&out.stdout).unwrap();
     assert_eq!(ids_with(&v, "ran"), ["train", "evaluate"], "{v}");
@@ -534,7 +548,10 @@ fn a_controller_outage_longer_than_the_old_limit_does_not_fail_a_running_stage()
         artifact_bytes(&p.path().join("cache-local")),
         artifact_bytes(&p.path().join("cache"))
     );
-    eprintln!("survived a controller outage of {:.0} s", survived.as_secs_f64());
+    eprintln!(
+        "survived a controller outage of {:.0} s",
+        survived.as_secs_f64()
+    );
 }
 
 /// A job asking for more CPUs than any node has pends with `PartitionConfig` forever: the stage
@@ -554,7 +571,12 @@ fn a_job_that_can_never_start_fails_fast_naming_the_reason() {
     assert_eq!(out.status.code(), Some(1));
     let v = json_line(&out.stdout).unwrap();
     let error = stage_of(&v, "train")["error"].as_str().unwrap().to_string();
-    for part in ["can never start: PENDING (PartitionConfig)", "--cpus-per-task=64", "[stages.train.resources]", "was cancelled"] {
+    for part in [
+        "can never start: PENDING (PartitionConfig)",
+        "--cpus-per-task=64",
+        "[stages.train.resources]",
+        "was cancelled",
+    ] {
         assert!(error.contains(part), "{part}: {error}");
     }
     let id = jobs_named("gp-train")
@@ -562,7 +584,10 @@ fn a_job_that_can_never_start_fails_fast_naming_the_reason() {
         .find(|(id, _)| !before.iter().any(|(b, _)| b == id))
         .expect("the job was submitted");
     assert_eq!(id.1, "CANCELLED", "{id:?}");
-    eprintln!("an unschedulable job reported in {:.1} s", took.as_secs_f64());
+    eprintln!(
+        "an unschedulable job reported in {:.1} s",
+        took.as_secs_f64()
+    );
 }
 
 /// `--force` under Slurm recomputes: the job replaces the published key, and the run says which
@@ -576,11 +601,23 @@ fn force_under_slurm_recomputes_and_records_the_new_job() {
     let first = slurm_command(&p, &["run", "p.toml", "--executor", "slurm", "--json"], 0)
         .output()
         .unwrap();
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let first = stage_of(&json_line(&first.stdout).unwrap(), "train");
     let forced = slurm_command(
         &p,
-        &["run", "p.toml", "--executor", "slurm", "--force", "train", "--json"],
+        &[
+            "run",
+            "p.toml",
+            "--executor",
+            "slurm",
+            "--force",
+            "train",
+            "--json",
+        ],
         0,
     )
     .output()
@@ -591,7 +628,12 @@ fn force_under_slurm_recomputes_and_records_the_new_job() {
     assert_eq!(train["outcome"], "ran", "{train}");
     assert_ne!(train["job"]["id"], first["job"]["id"], "{train}");
     let trainings = p.starts().iter().filter(|s| *s == "train").count();
-    assert_eq!(trainings, 2, "the forced job computed again: {:?}", p.starts());
+    assert_eq!(
+        trainings,
+        2,
+        "the forced job computed again: {:?}",
+        p.starts()
+    );
 }
 
 /// Ctrl-C while the controller is down: `scancel` fails, and the runner says the job may still be
@@ -616,7 +658,10 @@ fn ctrl_c_with_the_controller_down_says_the_job_may_still_run() {
     };
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
-    assert!(err.contains(&format!("could NOT cancel Slurm job(s) {id}")), "{err}");
+    assert!(
+        err.contains(&format!("could NOT cancel Slurm job(s) {id}")),
+        "{err}"
+    );
     assert!(err.contains(&format!("`scancel {id}`")), "{err}");
     assert!(!err.contains("interrupted: cancelled"), "{err}");
     let _ = Command::new("scancel").arg(&id).status();
@@ -628,7 +673,10 @@ fn the_slurm_executor_without_squeue_is_a_usage_error_before_submitting() {
     let p = slurm_project("");
     let Ok(sbatch) = which("sbatch") else {
         eprintln!("\n!!! SKIPPED the squeue check: no sbatch here to keep on PATH !!!\n");
-        assert!(std::env::var_os("GALAXY_PIPE_REQUIRE_SLURM").is_none(), "sbatch is required");
+        assert!(
+            std::env::var_os("GALAXY_PIPE_REQUIRE_SLURM").is_none(),
+            "sbatch is required"
+        );
         return;
     };
     let bin = tempfile::tempdir().unwrap();

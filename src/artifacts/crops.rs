@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float32Builder, RecordBatch, StringBuilder, UInt64Builder};
 use arrow::datatypes::{DataType, Field, Schema};
 
+use crate::io_error::IoError;
 use crate::labels::CLASS_NAMES;
 
 use super::*;
@@ -125,10 +126,7 @@ pub fn read_crops(path: &Path) -> Result<Crops, ArtifactError> {
         path: name.clone(),
         source: e,
     };
-    let file = File::open(path).map_err(|e| ArtifactError::Io {
-        path: name.clone(),
-        source: e,
-    })?;
+    let file = File::open(path).map_err(IoError::at("opening", path))?;
     let meta = ArrowReaderMetadata::load(&file, Default::default()).map_err(parquet_err)?;
     let width = match meta
         .schema()
@@ -188,10 +186,7 @@ fn read_row_group(
     chunk: &mut [u8],
 ) -> Result<CropColumns, ArtifactError> {
     let name = || path.display().to_string();
-    let file = File::open(path).map_err(|source| ArtifactError::Io {
-        path: name(),
-        source,
-    })?;
+    let file = File::open(path).map_err(IoError::at("opening", path))?;
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::new_with_metadata(
         file,
         meta.clone(),

@@ -12,6 +12,8 @@ use parquet::file::properties::WriterProperties;
 
 use super::*;
 
+use crate::io_error::IoError;
+
 /// Column `name` of `batch` as the Arrow array type `T`, or a schema error naming the file.
 pub fn column<'a, T: 'static>(
     batch: &'a RecordBatch,
@@ -29,10 +31,7 @@ pub fn column<'a, T: 'static>(
 
 /// Write one record batch as a Parquet file (zstd-free: snappy, widely readable).
 pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), ArtifactError> {
-    let file = File::create(path).map_err(|e| ArtifactError::Io {
-        path: path.display().to_string(),
-        source: e,
-    })?;
+    let file = File::create(path).map_err(IoError::at("creating", path))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
@@ -55,10 +54,7 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), ArtifactErr
 
 /// Read a whole Parquet file into record batches.
 pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, ArtifactError> {
-    let file = File::open(path).map_err(|e| ArtifactError::Io {
-        path: path.display().to_string(),
-        source: e,
-    })?;
+    let file = File::open(path).map_err(IoError::at("opening", path))?;
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .and_then(|b| b.build())
         .map_err(|e| ArtifactError::Parquet {
@@ -82,10 +78,7 @@ pub struct ParquetStream {
 impl ParquetStream {
     pub fn create(path: &Path, schema: Arc<Schema>) -> Result<Self, ArtifactError> {
         let p = path.display().to_string();
-        let file = File::create(path).map_err(|e| ArtifactError::Io {
-            path: p.clone(),
-            source: e,
-        })?;
+        let file = File::create(path).map_err(IoError::at("creating", path))?;
         // Pixels barely compress; leaving them plain keeps reads at disk speed.
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)

@@ -32,12 +32,8 @@ pub const CORRELATIONS: &str = "correlations.parquet";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
     #[error("{path}: {source}")]
     Parquet {
         path: String,

@@ -27,8 +27,6 @@ use serde::{Deserialize, Serialize};
 
 pub use atomic::write_atomic;
 
-/// In `logs/<key>/`: the id of the cluster job computing the key, while it is not seen to end.
-const SUBMITTED_JOB: &str = "job-id";
 pub use files::Manifest;
 use files::mtime_ns;
 pub use fingerprint::{CACHE_FORMAT, Change, Fingerprint};
@@ -36,22 +34,13 @@ pub use lock::{Acquired, KeyLock};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("{what} {}: {source}", .path.display())]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
 }
 
 impl CacheError {
     pub fn io(what: &'static str, path: &Path, source: std::io::Error) -> Self {
-        CacheError::Io {
-            what,
-            path: path.to_path_buf(),
-            source,
-        }
+        CacheError::Io(crate::io_error::IoError::new(what, path, source))
     }
 }
 
@@ -146,7 +135,9 @@ impl Store {
     /// The identity (inode) of the published object of `key`: a new publish of the key, here
     /// or by a cluster job, changes it.
     pub fn object_stamp(&self, key: &str) -> Option<u64> {
-        std::fs::metadata(self.object_dir(key)).ok().map(|m| m.ino())
+        std::fs::metadata(self.object_dir(key))
+            .ok()
+            .map(|m| m.ino())
     }
 
     fn object_dir(&self, key: &str) -> PathBuf {
@@ -474,10 +465,6 @@ impl Store {
             .join(format!("{key}.gc.{}", std::process::id()));
         std::fs::rename(&dir, &aside).map_err(|e| CacheError::io("removing", &dir, e))?;
         std::fs::remove_dir_all(&aside).map_err(|e| CacheError::io("removing", &aside, e))?;
-        // Its cluster jobs' logs go with it, unless a job for it is still out there.
-        if self.submitted_job(key).is_none() {
-            let _ = std::fs::remove_dir_all(self.log_dir(key));
-        }
         Ok(true)
     }
 
@@ -486,21 +473,9 @@ impl Store {
         self.root.join("logs").join(key)
     }
 
-    /// The cluster job submitted to compute `key` and not yet seen to end, if any.
-    pub fn submitted_job(&self, key: &str) -> Option<String> {
-        let id = std::fs::read_to_string(self.log_dir(key).join(SUBMITTED_JOB)).ok()?;
-        Some(id.trim().to_string()).filter(|id| !id.is_empty())
-    }
-
-    /// Record that job `id` was submitted to compute `key` (its log folder exists).
-    pub fn mark_submitted(&self, key: &str, id: &str) -> Result<(), CacheError> {
-        let path = self.log_dir(key).join(SUBMITTED_JOB);
-        write_atomic(&path, id.as_bytes()).map_err(|e| CacheError::io("writing", &path, e))
-    }
-
-    /// Forget the submitted job of `key` (it ended, published or not).
-    pub fn clear_submitted(&self, key: &str) {
-        let _ = std::fs::remove_file(self.log_dir(key).join(SUBMITTED_JOB));
+    /// Remove the cluster jobs' logs of `key`.
+    pub fn remove_logs(&self, key: &str) {
+        let _ = std::fs::remove_dir_all(self.log_dir(key));
     }
 
     /// Bytes used by an object.

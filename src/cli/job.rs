@@ -27,7 +27,11 @@ pub fn compute_job(ctx: &Context, job_file: &Path) -> Result<i32, CliError> {
         file.kind,
         &key[..12],
         host.trim(),
-        if file.replace { " (--force: replaces the published artifact)" } else { "" }
+        if file.replace {
+            " (--force: replaces the published artifact)"
+        } else {
+            ""
+        }
     );
     let lock = store
         .lock(&key, || {
@@ -52,8 +56,8 @@ pub fn compute_job(ctx: &Context, job_file: &Path) -> Result<i32, CliError> {
         registry: ctx.registry,
     };
     let progress = Progress::log_lines(id);
-    let (artifact, _) = compute_and_publish(at, &job, &progress)
-        .map_err(|e| CliError::Runtime(e.to_string()))?;
+    let (artifact, _) =
+        compute_and_publish(at, &job, &progress).map_err(|e| CliError::Runtime(e.to_string()))?;
     drop(lock);
     eprintln!(
         "{} published `{id}` (key {}) into {} in {:.1}s",

@@ -7,6 +7,7 @@ use serde_json::json;
 use super::output::emit;
 use super::pipeline::{load, open_remote, open_store, planner, warn_if_remote_down};
 use super::{CliError, Context, PipelineArgs, exit};
+use crate::executor;
 use crate::runner::{PlanState, RunOptions};
 
 /// A plan state as (word, key, reasons).
@@ -50,11 +51,11 @@ pub fn status(ctx: &Context, args: &PipelineArgs) -> Result<i32, CliError> {
     for entry in runner.plan(&all, &RunOptions::default()) {
         let id = &pipeline.stages[entry.index].id;
         let (state, key, mut reasons) = describe(&entry.state);
-        let job = key.as_deref().and_then(|k| store.submitted_job(k));
-        if let (PlanState::Stale { .. }, Some(job)) = (&entry.state, job) {
-            reasons.push(format!(
-                "Slurm job {job} was submitted for it (`run --executor slurm` waits for it)"
-            ));
+        let in_flight = key
+            .as_deref()
+            .and_then(|k| executor::in_flight_note(&store, k));
+        if let (PlanState::Stale { .. }, Some(note)) = (&entry.state, in_flight) {
+            reasons.push(note);
         }
         let short = key.as_deref().map(|k| &k[..12]).unwrap_or("-");
         text.push_str(&format!("{state:>11}  {id:<14} {short}\n"));

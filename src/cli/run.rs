@@ -11,9 +11,8 @@ use super::pipeline::{load, open_remote, open_store, select};
 use super::{CliError, Context, RunArgs, exit};
 use crate::cache::Store;
 use crate::cache::remote::Remote;
-use crate::config::{ExecutorKind, Pipeline};
-use crate::executor::slurm::Slurm;
-use crate::executor::{Executor, Local};
+use crate::config::Pipeline;
+use crate::executor::Executor;
 use crate::graph::Graph;
 use crate::progress::{Bars, bars_enabled};
 use crate::records::{self, Outcome, RunRecord, StageRecord};
@@ -22,7 +21,7 @@ use crate::runner::{RunOptions, Runner};
 pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32, CliError> {
     let (pipeline, graph) = load(ctx, &args.pipeline)?;
     let executor = open_executor(args, &pipeline)?;
-    let opts = options(args, &pipeline);
+    let opts = options(args, executor.as_ref());
     let selected = select(&pipeline, &graph, &opts)?;
     let store = open_store(ctx, Some(&pipeline))?;
     let remote = open_remote(ctx, Some(&pipeline), args.push)?;
@@ -35,13 +34,9 @@ pub fn run(ctx: &Context, args: &RunArgs) -> Result<i32, CliError> {
     Ok(code)
 }
 
-/// The runner's options from the command line. Stages computed as cluster jobs are not limited
-/// by this machine's cores: all that the DAG allows are submitted at once.
-pub fn options(args: &RunArgs, pipeline: &Pipeline) -> RunOptions {
-    let default_jobs = match executor_kind(args, pipeline) {
-        ExecutorKind::Local => default_jobs(),
-        ExecutorKind::Slurm => CLUSTER_JOBS,
-    };
+/// The runner's options from the command line; `--jobs` defaults to the executor's policy.
+pub fn options(args: &RunArgs, executor: &dyn Executor) -> RunOptions {
+    let default_jobs = executor.default_jobs();
     RunOptions {
         until: args.until.clone(),
         only: args.only.clone(),
@@ -170,25 +165,9 @@ fn pipeline_dir(path: &Path) -> std::path::PathBuf {
         .unwrap_or_default()
 }
 
-/// Stages in flight at once with a cluster executor (the scheduler queues the rest).
-const CLUSTER_JOBS: usize = 256;
-
-/// `--executor`, else the pipeline's `executor`.
-pub fn executor_kind(args: &RunArgs, pipeline: &Pipeline) -> ExecutorKind {
-    args.executor.unwrap_or(pipeline.executor)
-}
-
-/// The executor a run computes with; a cluster one that cannot be used is a usage error (exit 2)
-/// before anything runs.
+/// The executor a run computes with (`--executor`, else the pipeline's `executor`); a cluster one
+/// that cannot be used is a usage error (exit 2) before anything runs.
 pub fn open_executor(args: &RunArgs, pipeline: &Pipeline) -> Result<Box<dyn Executor>, CliError> {
-    Ok(match executor_kind(args, pipeline) {
-        ExecutorKind::Local => Box::new(Local),
-        ExecutorKind::Slurm => Box::new(Slurm::new().map_err(CliError::Usage)?),
-    })
-}
-
-fn default_jobs() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    let kind = args.executor.unwrap_or(pipeline.executor);
+    kind.open().map_err(CliError::Usage)
 }

@@ -3,9 +3,8 @@
 
 use super::output::print;
 use super::pipeline::{load, open_remote, open_store, select};
-use super::run::{Place, executor_kind, open_executor, options, run_once};
+use super::run::{Place, open_executor, options, run_once};
 use super::{CliError, Context, PipelineArgs, RunArgs, exit};
-use crate::config::ExecutorKind;
 
 /// Splits `V1,V2,...` at the commas outside brackets, braces and quotes, so a value may be a
 /// TOML array or inline table.
@@ -69,19 +68,22 @@ fn sweep_grid(sweeps: &[String]) -> Result<Vec<Vec<String>>, CliError> {
 pub fn run_sweep(ctx: &Context, run_args: &RunArgs) -> Result<i32, CliError> {
     let args = &run_args.pipeline;
     let grid = sweep_grid(&run_args.sweep)?;
-    let mut points = Vec::new();
+    let mut loaded = Vec::new();
     for sets in &grid {
         let point_args = PipelineArgs {
             pipeline: args.pipeline.clone(),
             set: args.set.iter().chain(sets).cloned().collect(),
         };
-        let (pipeline, graph) = load(ctx, &point_args)?;
-        let opts = options(run_args, &pipeline);
+        loaded.push((sets.clone(), load(ctx, &point_args)?));
+    }
+    let executor = open_executor(run_args, &loaded[0].1.0)?;
+    let mut points = Vec::new();
+    for (sets, (pipeline, graph)) in loaded {
+        let opts = options(run_args, executor.as_ref());
         let selected = select(&pipeline, &graph, &opts)?;
         points.push((sets, pipeline, graph, selected, opts));
     }
     let first = &points[0].1;
-    let executor = open_executor(run_args, first)?;
     let store = open_store(ctx, Some(first))?;
     let remote = open_remote(ctx, Some(first), run_args.push)?;
     let at = Place {
@@ -95,9 +97,9 @@ pub fn run_sweep(ctx: &Context, run_args: &RunArgs) -> Result<i32, CliError> {
         eprintln!("sweep {}/{n}: --set {}", i + 1, sets.join(" --set "));
         run_once(ctx, pipeline, graph, &at, selected, opts, false)
     };
-    let results: Vec<Result<(i32, String), CliError>> = match executor_kind(run_args, first) {
-        ExecutorKind::Local => (0..n).map(run_point).collect(),
-        ExecutorKind::Slurm => std::thread::scope(|scope| {
+    let results: Vec<Result<(i32, String), CliError>> = match executor.sweep_points_at_once() {
+        false => (0..n).map(run_point).collect(),
+        true => std::thread::scope(|scope| {
             let handles: Vec<_> = (0..n).map(|i| scope.spawn(move || run_point(i))).collect();
             handles
                 .into_iter()

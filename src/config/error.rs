@@ -2,7 +2,6 @@
 //! and a "did you mean" where a name is a near miss.
 
 use std::ops::Range;
-use std::path::PathBuf;
 
 use miette::{Diagnostic, NamedSource, SourceSpan};
 
@@ -10,13 +9,9 @@ use super::texts::Sources;
 
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum ConfigError {
-    #[error("cannot read pipeline file {path}: {source}")]
+    #[error(transparent)]
     #[diagnostic(code(config::io))]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    Io(crate::io_error::IoError),
 
     #[error("{message}")]
     #[diagnostic(code(config::invalid))]

@@ -3,27 +3,21 @@
 mod error;
 pub mod params;
 mod resources;
+mod settings;
 mod source;
 mod template;
 mod texts;
 
 use std::path::{Path, PathBuf};
 
+pub use crate::executor::ExecutorKind;
 use crate::kind::KindParams;
 pub use crate::kind::{KindCatalog, StageKind, StageParams};
 pub use error::{ConfigError, did_you_mean};
-pub use resources::{ExecutorKind, Resources};
+pub use resources::Resources;
+pub use settings::{DEFAULT_SEED, PipelineSettings};
 use source::{Node, NodeKind, Origin, Sources};
 
-/// Keys of the `[pipeline]` table.
-const PIPELINE_KEYS: [&str; 6] = [
-    "name",
-    "seed",
-    "cache_dir",
-    "remote",
-    "remote_push",
-    "executor",
-];
 /// Top-level keys of a pipeline file (`extends` is consumed while loading).
 const TOP_KEYS: [&str; 3] = ["pipeline", "stages", "extends"];
 
@@ -262,7 +256,7 @@ fn build(root: &Node, sources: &Sources, kinds: &dyn KindCatalog) -> Result<Pipe
     }
 }
 
-/// The `[pipeline]` table.
+/// The `[pipeline]` table, its paths resolved.
 #[derive(Default)]
 struct Settings {
     name: String,
@@ -278,69 +272,34 @@ fn pipeline_table(node: &Node, sources: &Sources, errors: &mut Vec<ConfigError>)
         errors.push(type_error(sources, node, "`pipeline` must be a table"));
         return Settings::default();
     };
-    for (key, n) in table.iter() {
-        if !PIPELINE_KEYS.contains(&key.as_str()) {
-            errors.push(unknown(
-                sources,
-                &n.origin,
-                "pipeline key",
-                key,
-                &PIPELINE_KEYS,
-            ));
-        }
-    }
-    let mut setting = |key: &str, expected: &str| {
-        let node = table.get(key)?;
-        let value = node.to_value();
-        let valid = match key {
-            "name" => value.as_str().is_some_and(|s| !s.trim().is_empty()),
-            "seed" => value.as_integer().is_some_and(|i| i >= 0),
-            "remote_push" => value.is_bool(),
-            "executor" => value.as_str().and_then(ExecutorKind::parse).is_some(),
-            _ => value.is_str(),
-        };
-        if !valid {
-            let message = format!("`pipeline.{key}` must be {expected}");
-            errors.push(type_error(sources, node, &message));
-            return None;
-        }
-        Some((node, value))
+    let typed = TypedTable {
+        path: "pipeline".into(),
+        what: "`[pipeline]`".into(),
+        whole: "`[pipeline]`".into(),
+        reserved: &[],
+        schema: crate::kind::type_schema::<PipelineSettings>(),
     };
-    let name = setting("name", "a non-empty string");
-    let seed = setting("seed", "a non-negative integer");
-    let cache_dir = setting("cache_dir", "a string");
-    let remote = setting("remote", "a URL string");
-    let remote_push = setting("remote_push", "true or false");
-    let executor = setting("executor", "\"local\" or \"slurm\"");
-    if table.get("name").is_none() {
-        errors.push(ConfigError::at(
-            sources,
-            node.origin.source,
-            node.origin.key.clone(),
-            "`[pipeline]` needs a `name`".into(),
-            None,
-        ));
-    }
+    let parse = |v: toml::Value| crate::kind::parse_params::<PipelineSettings>(v);
+    let validate = |p: &StageParams| crate::kind::validate_params::<PipelineSettings>(p);
+    let Some(params) = typed.check(node, table, &parse, &validate, sources, errors) else {
+        return Settings::default();
+    };
+    let settings = params
+        .get::<PipelineSettings>()
+        .expect("parsed as settings")
+        .clone();
     // Relative paths resolve against the file that wrote them.
-    let cache_dir = cache_dir.map(|(n, v)| {
-        let dir = sources
-            .get(n.origin.source)
-            .base_dir
-            .join(v.as_str().unwrap_or_default());
-        normalize(&dir)
+    let cache_dir = settings.cache_dir.as_ref().map(|dir| {
+        let written = table.get("cache_dir").expect("set").origin.source;
+        normalize(&sources.get(written).base_dir.join(dir))
     });
-    let text = |v: toml::Value| v.as_str().unwrap_or_default().to_string();
     Settings {
-        name: name.map(|(_, v)| text(v)).unwrap_or_default(),
-        seed: seed
-            .and_then(|(_, v)| v.as_integer())
-            .map_or(42, |i| i as u64),
+        name: settings.name,
+        seed: settings.seed,
         cache_dir,
-        remote: remote.map(|(_, v)| text(v)),
-        remote_push: remote_push.and_then(|(_, v)| v.as_bool()).unwrap_or(false),
-        executor: executor
-            .and_then(|(_, v)| v.as_str().and_then(ExecutorKind::parse))
-            .unwrap_or_default(),
+        remote: settings.remote,
+        remote_push: settings.remote_push,
+        executor: settings.executor,
     }
 }
 
@@ -486,6 +445,7 @@ fn stage_params(
     let typed = TypedTable {
         path: id.to_string(),
         what: format!("a `{}` stage", kind.kind()),
+        whole: format!("stage `{id}`"),
         reserved: &["kind", "inputs", "resources"],
         schema: crate::kind::parameter_schema(kind),
     };
@@ -511,6 +471,7 @@ fn stage_resources(
     let typed = TypedTable {
         path: format!("{id}.resources"),
         what: "`resources`".into(),
+        whole: format!("`{id}.resources`"),
         reserved: &[],
         schema: crate::kind::type_schema::<Resources>(),
     };
@@ -527,6 +488,8 @@ struct TypedTable<'a> {
     path: String,
     /// What the table is, for "unknown key `x` for …".
     what: String,
+    /// What a problem of the whole table is said of (`stage \`train\``, `` `[pipeline]` ``).
+    whole: String,
     /// Keys of the enclosing table that are not part of it.
     reserved: &'a [&'a str],
     schema: serde_json::Value,
@@ -548,7 +511,7 @@ impl TypedTable<'_> {
         let params = match parse(toml::Value::Table(values)) {
             Ok(p) => p,
             Err(e) => {
-                errors.push(parse_error(&self.path, node, table, sources, &e));
+                errors.push(parse_error(self, node, table, sources, &e));
                 return None;
             }
         };
@@ -597,7 +560,7 @@ impl TypedTable<'_> {
 
 /// A serde error in a stage's parameters, pointing at the value it names.
 fn parse_error(
-    id: &str,
+    typed: &TypedTable,
     node: &Node,
     table: &source::Table,
     sources: &Sources,
@@ -610,9 +573,9 @@ fn parse_error(
         None => (node.origin.source, node.origin.key.clone()),
     };
     let what = if first.is_empty() || path == "." {
-        format!("stage `{id}`")
+        typed.whole.clone()
     } else {
-        format!("`{id}.{path}`")
+        format!("`{}.{path}`", typed.path)
     };
     ConfigError::at(
         sources,

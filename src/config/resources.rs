@@ -7,29 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::kind::{Invalid, Params};
 
-/// `[pipeline] executor` / `run --executor`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecutorKind {
-    /// Stages run in this process (the default).
-    #[default]
-    Local,
-    /// Each stage to compute is a Slurm job (`sbatch`).
-    Slurm,
-}
-
-impl ExecutorKind {
-    pub const NAMES: [&str; 2] = ["local", "slurm"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "local" => Some(ExecutorKind::Local),
-            "slurm" => Some(ExecutorKind::Slurm),
-            _ => None,
-        }
-    }
-}
-
 /// What one stage's job asks for. Unset values take the kind's default (see [`Resources::or`]),
 /// then the cluster's.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -11,6 +11,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::error::ConfigError;
 pub use super::texts::{Source, Sources};
+use crate::io_error::IoError;
 
 /// Where a key and its value were written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -207,10 +208,7 @@ fn load_file(
             format!("cannot read extended pipeline {}: {e}", path.display()),
             None,
         ),
-        None => ConfigError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        },
+        None => ConfigError::Io(IoError::new("cannot read pipeline file", path, e)),
     })?;
     if !seen.insert(canonical.clone()) {
         let (src, span) = from.expect("the first file cannot be seen twice");
@@ -225,10 +223,8 @@ fn load_file(
             None,
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Io(IoError::new("cannot read pipeline file", path, e)))?;
     let base_dir = canonical
         .parent()
         .map(Path::to_path_buf)

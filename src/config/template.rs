@@ -46,12 +46,21 @@ fn resolve(
     sources: &Sources,
     chain: &mut Vec<String>,
 ) -> Result<Node, ConfigError> {
-    let node = stages.as_table().and_then(|t| t.get(id)).expect("a stage id");
+    let node = stages
+        .as_table()
+        .and_then(|t| t.get(id))
+        .expect("a stage id");
     let Some(like) = node.as_table().and_then(|t| t.get(LIKE)) else {
         return Ok(node.clone());
     };
     let at = |message: String, help: Option<String>| {
-        ConfigError::at(sources, like.origin.source, like.origin.value.clone(), message, help)
+        ConfigError::at(
+            sources,
+            like.origin.source,
+            like.origin.value.clone(),
+            message,
+            help,
+        )
     };
     let target = match &like.kind {
         NodeKind::Leaf {
@@ -63,17 +72,31 @@ fn resolve(
             return Err(at(message, None));
         }
     };
-    let ids: Vec<String> = stages.as_table().expect("a table").keys().map(String::from).collect();
+    let ids: Vec<String> = stages
+        .as_table()
+        .expect("a table")
+        .keys()
+        .map(String::from)
+        .collect();
     if !ids.contains(&target) {
-        let near = ids.iter().filter(|s| strsim::jaro_winkler(s, &target) > 0.8).next();
+        let near = ids
+            .iter()
+            .filter(|s| strsim::jaro_winkler(s, &target) > 0.8)
+            .next();
         let help = near.map(|s| format!("did you mean `{s}`?"));
-        return Err(at(format!("`stages.{id}.like`: there is no stage `{target}`"), help));
+        return Err(at(
+            format!("`stages.{id}.like`: there is no stage `{target}`"),
+            help,
+        ));
     }
     if chain.contains(&target) {
         let mut path = chain.clone();
         path.push(target);
         let message = format!("`like` cycle: {}", path.join(" → "));
-        return Err(at(message, Some("a template must not be like itself, directly or through others".into())));
+        return Err(at(
+            message,
+            Some("a template must not be like itself, directly or through others".into()),
+        ));
     }
     chain.push(target.clone());
     let mut expanded = resolve(&target, stages, sources, chain)?;

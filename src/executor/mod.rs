@@ -7,6 +7,9 @@
 pub mod job_file;
 pub mod slurm;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
@@ -17,6 +20,48 @@ use crate::cache::{Artifact, CacheError, Fingerprint, KeyLock, StageReport, Stor
 use crate::config::{StageKind, StageSpec};
 use crate::progress::Progress;
 use crate::stages::{Input, Registry, Stage, StageContext, StageError, StageOutcome};
+
+/// `[pipeline] executor` / `run --executor`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// Stages run in this process (the default).
+    #[default]
+    Local,
+    /// Each stage to compute is a Slurm job (`sbatch`).
+    Slurm,
+}
+
+impl ExecutorKind {
+    pub const NAMES: [&str; 2] = ["local", "slurm"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "local" => Some(ExecutorKind::Local),
+            "slurm" => Some(ExecutorKind::Slurm),
+            _ => None,
+        }
+    }
+
+    /// The executor of this kind, ready to compute: the one place that builds executors. A
+    /// cluster executor whose tools are missing is an error (the caller's exit 2).
+    pub fn open(self) -> Result<Box<dyn Executor>, String> {
+        Ok(match self {
+            ExecutorKind::Local => Box::new(Local),
+            ExecutorKind::Slurm => Box::new(slurm::Slurm::new()?),
+        })
+    }
+}
+
+/// What `status` says about `key` being computed elsewhere, by any executor that leaves work in
+/// flight across runs (a Slurm job submitted for it and not seen to end).
+pub fn in_flight_note(store: &Store, key: &str) -> Option<String> {
+    slurm::marker::submitted(store, key).map(|job| {
+        format!("Slurm job {job} was submitted for it (`run --executor slurm` waits for it)")
+    })
+}
 
 /// Everything [`compute`] needs to run one stage, prepared by the planner: the stage as
 /// declared, its fingerprint, its upstream artifact folders, and its input-file manifests.
@@ -73,6 +118,7 @@ pub struct Workshop<'a> {
     pub registry: &'a Registry,
 }
 
+/// Where stages are computed, and the policy that goes with it.
 pub trait Executor: Sync {
     /// Produce and publish the artifact of `job`, whose key is not published. Called holding the
     /// key's `lock`; an executor that hands the computation to another process releases it.
@@ -83,12 +129,30 @@ pub trait Executor: Sync {
         lock: KeyLock,
         progress: &Progress,
     ) -> Result<Produced, ExecError>;
+
+    /// Stages in flight at once unless `--jobs` says otherwise.
+    fn default_jobs(&self) -> usize;
+
+    /// Whether the points of a sweep run at once (else one after the other).
+    fn sweep_points_at_once(&self) -> bool;
 }
 
 /// Stages computed in this process, holding the key's lock until published.
 pub struct Local;
 
 impl Executor for Local {
+    /// This machine's cores.
+    fn default_jobs(&self) -> usize {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }
+
+    /// One after the other: each point already uses the cores.
+    fn sweep_points_at_once(&self) -> bool {
+        false
+    }
+
     fn produce(
         &self,
         at: Workshop,

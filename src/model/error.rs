@@ -23,13 +23,8 @@ pub enum ModelError {
     #[error("the batch producer stopped")]
     ProducerStopped,
     /// A file of the model or its checkpoint could not be read or written.
-    #[error("{what} {}: {source}", .path.display())]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
     /// Burn's recorder or the architecture JSON failed (their message as Burn gives it).
     #[error("{what}: {message}")]
     Record { what: String, message: String },
@@ -38,8 +33,8 @@ pub enum ModelError {
 impl ModelError {
     /// For `map_err`: an I/O error while `what`-ing `path`.
     pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
-        let path = path.into();
-        move |source| ModelError::Io { what, path, source }
+        let at = crate::io_error::IoError::at(what, path);
+        move |source| ModelError::Io(at(source))
     }
 
     /// For `map_err`: a recorder (or JSON) error while doing `what`.

@@ -104,13 +104,8 @@ pub struct StageOutcome {
 pub enum StageError {
     #[error("{0}")]
     Message(String),
-    #[error("{what} {}: {source}", .path.display())]
-    Io {
-        what: String,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::io_error::IoError),
     #[error(transparent)]
     Artifact(#[from] crate::artifacts::ArtifactError),
     #[error(transparent)]
@@ -128,11 +123,7 @@ impl StageError {
         move |e| StageError::Message(format!("drawing {what}: {e}"))
     }
     pub fn io(what: impl Into<String>, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StageError::Io {
-            what: what.into(),
-            path: path.into(),
-            source,
-        }
+        StageError::Io(crate::io_error::IoError::new(what.into(), path, source))
     }
 }
 

@@ -319,7 +319,9 @@ impl Remote {
             return Err(RemoteError::Unreachable(why));
         }
         let store = self.store()?;
-        let first = !self.bucket_checked.swap(true, std::sync::atomic::Ordering::SeqCst);
+        let first = !self
+            .bucket_checked
+            .swap(true, std::sync::atomic::Ordering::SeqCst);
         if first && let Err(e) = self.block_on(store.list_with_delimiter(Some(&self.prefix))) {
             return Err(self.unreachable(e));
         }
@@ -420,7 +422,10 @@ impl Remote {
     /// Returns the bytes uploaded (0 when the remote had it all).
     pub fn push_artifact(&self, artifact: &Artifact) -> Result<u64, RemoteError> {
         if let Some(reason) = self.refused.lock().expect("not poisoned").clone() {
-            let message = format!("{}: it refused an earlier write this run ({reason})", self.url);
+            let message = format!(
+                "{}: it refused an earlier write this run ({reason})",
+                self.url
+            );
             return Err(RemoteError::Refused(message));
         }
         self.ready()?;
@@ -882,7 +887,13 @@ mod tests {
     }
 
     /// An in-memory remote holding `publish_one`'s artifact, and that artifact's entry as JSON.
-    fn pushed_entry(store: &Store) -> (Arc<object_store::memory::InMemory>, Artifact, serde_json::Value) {
+    fn pushed_entry(
+        store: &Store,
+    ) -> (
+        Arc<object_store::memory::InMemory>,
+        Artifact,
+        serde_json::Value,
+    ) {
         let artifact = publish_one(store);
         let memory = Arc::new(object_store::memory::InMemory::new());
         let remote = Remote::with_store(memory.clone(), Path::default(), "memory:///", true);
@@ -949,9 +960,15 @@ mod tests {
     /// writes outside the cache.
     fn assert_clean_rejection(parent: &FsPath, key: &str) {
         let cache = parent.join("cache");
-        assert!(!cache.join("objects").join(key).exists(), "nothing published");
+        assert!(
+            !cache.join("objects").join(key).exists(),
+            "nothing published"
+        );
         assert!(files_under(&cache.join("tmp")).is_empty(), "tmp/ is clean");
-        assert!(files_under(&cache.join("objects")).is_empty(), "objects/ is clean");
+        assert!(
+            files_under(&cache.join("objects")).is_empty(),
+            "objects/ is clean"
+        );
     }
 
     #[test]
@@ -972,9 +989,15 @@ mod tests {
         for (what, hostile) in [("two spellings", twice), ("out of order", swapped)] {
             let (got, parent) = fetch_rewritten(&memory, &artifact.key, &hostile);
             let Err(RemoteError::Invalid { why, .. }) = &got else {
-                panic!("{what}: rejected, got {:?}", got.map(|f| f.map(|f| f.bytes)));
+                panic!(
+                    "{what}: rejected, got {:?}",
+                    got.map(|f| f.map(|f| f.bytes))
+                );
             };
-            assert!(why.contains("unnormalised") || why.contains("unsorted"), "{what}: {why}");
+            assert!(
+                why.contains("unnormalised") || why.contains("unsorted"),
+                "{what}: {why}"
+            );
             assert_clean_rejection(parent.path(), &artifact.key);
         }
         // The untouched entry still arrives whole.
@@ -1044,7 +1067,16 @@ mod tests {
         ];
         prop_oneof![
             (0..2usize, path.clone()).prop_map(|(i, p)| Mutation::Path(i, p)),
-            (0..2usize, prop_oneof![Just(0u64), Just(5), Just(99_999), Just(100_001), any::<u64>()])
+            (
+                0..2usize,
+                prop_oneof![
+                    Just(0u64),
+                    Just(5),
+                    Just(99_999),
+                    Just(100_001),
+                    any::<u64>()
+                ]
+            )
                 .prop_map(|(i, n)| Mutation::Size(i, n)),
             (0..2usize, hex).prop_map(|(i, d)| Mutation::Digest(i, d)),
             Just(Mutation::Swap),

@@ -109,8 +109,8 @@ pub(super) fn decode_entry(
         }
     }
     check_shape(body).map_err(|why| invalid(key, &format!("not an entry: {why}")))?;
-    let entry: Entry = serde_json::from_slice(body)
-        .map_err(|e| invalid(key, &format!("garbled entry: {e}")))?;
+    let entry: Entry =
+        serde_json::from_slice(body).map_err(|e| invalid(key, &format!("garbled entry: {e}")))?;
     check_entry(key, &entry)?;
     Ok(entry)
 }
@@ -185,7 +185,10 @@ pub(super) fn check_entry(key: &str, entry: &Entry) -> Result<(), RemoteError> {
     let report = &entry.report;
     let texts = report.notes.iter().chain(report.metrics.keys());
     if let Some(bad) = texts.into_iter().find(|t| t.chars().any(unprintable)) {
-        return Err(invalid(key, &format!("control characters in its report: `{bad}`")));
+        return Err(invalid(
+            key,
+            &format!("control characters in its report: `{bad}`"),
+        ));
     }
     if output_digest(&output_files(&entry.files)) != entry.digest {
         return Err(invalid(
@@ -217,7 +220,10 @@ fn check_file_list(files: &[EntryFile]) -> Result<(), String> {
                 files[i - 1].path
             ));
         }
-        let hex = f.digest.len() == 64 && f.digest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let hex = f.digest.len() == 64
+            && f.digest
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if !hex {
             return Err(format!("bad digest for `{}`", f.path));
         }
@@ -296,8 +302,17 @@ mod tests {
             assert!(canonical_path(ok), "{ok}");
         }
         let bad = [
-            "", "../outside", "/etc/passwd", "a/../../b", "./x", "a\\b", "a//b", "a/", "a/./b",
-            "x\u{1b}]0;owned\u{7}", "a\0b",
+            "",
+            "../outside",
+            "/etc/passwd",
+            "a/../../b",
+            "./x",
+            "a\\b",
+            "a//b",
+            "a/",
+            "a/./b",
+            "x\u{1b}]0;owned\u{7}",
+            "a\0b",
         ];
         for path in bad {
             assert!(!canonical_path(path), "{path:?}");
@@ -309,14 +324,26 @@ mod tests {
         assert_eq!(list(&["a.txt", "a/b", "b"]), Ok(()));
         assert!(list(&["b", "a"]).unwrap_err().contains("unsorted"));
         assert!(list(&["a", "a"]).unwrap_err().contains("repeated"));
-        assert!(list(&["a", "a/b"]).unwrap_err().contains("both a file and a folder"));
+        assert!(
+            list(&["a", "a/b"])
+                .unwrap_err()
+                .contains("both a file and a folder")
+        );
         assert!(list(&["x", "x/y/z"]).unwrap_err().contains("both"));
-        assert!(list(&["extra/f", "extra//f"]).unwrap_err().contains("unnormalised"));
+        assert!(
+            list(&["extra/f", "extra//f"])
+                .unwrap_err()
+                .contains("unnormalised")
+        );
         let upper = EntryFile {
             digest: "A".repeat(64),
             ..file("a")
         };
-        assert!(check_file_list(&[upper]).unwrap_err().contains("bad digest"));
+        assert!(
+            check_file_list(&[upper])
+                .unwrap_err()
+                .contains("bad digest")
+        );
     }
 
     #[test]

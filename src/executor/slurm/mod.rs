@@ -7,8 +7,9 @@
 //!
 //! Per key, the cache's `logs/<key>/` folder holds `job.json` (the job description), `job.sh`
 //! (the script), `slurm-<id>.out` (its stdout and stderr) and, while it runs, the job's id
-//! (`Store::mark_submitted`).
+//! ([`marker`]).
 
+pub mod marker;
 pub mod monitor;
 
 use std::path::Path;
@@ -44,7 +45,9 @@ impl Slurm {
         for tool in ["sbatch", "squeue", "scancel"] {
             let found = Command::new(tool).arg("--version").output();
             if !found.is_ok_and(|o| o.status.success()) {
-                return Err(format!("--executor slurm: `{tool}` was not found on PATH (run on a Slurm login node, or use --executor local)"));
+                return Err(format!(
+                    "--executor slurm: `{tool}` was not found on PATH (run on a Slurm login node, or use --executor local)"
+                ));
             }
         }
         let launcher = launcher()?;
@@ -109,7 +112,21 @@ impl Slurm {
     }
 }
 
+/// Stages in flight at once with a cluster executor (the scheduler queues the rest).
+const CLUSTER_JOBS: usize = 256;
+
 impl Executor for Slurm {
+    /// As many as the DAG allows: stages computed as jobs are not limited by this machine's cores.
+    fn default_jobs(&self) -> usize {
+        CLUSTER_JOBS
+    }
+
+    /// At once, so every point's stale stages are submitted together (a stage shared by several
+    /// points is one job the others wait for).
+    fn sweep_points_at_once(&self) -> bool {
+        true
+    }
+
     fn produce(
         &self,
         at: Workshop,
@@ -132,7 +149,7 @@ impl Executor for Slurm {
         // A job for this key submitted before (by this run, a parallel one, or one that was
         // killed) and not over yet: wait for it instead of computing twice.
         let mut lock = lock;
-        while let Some(old) = at.store.submitted_job(&key) {
+        while let Some(old) = marker::submitted(at.store, &key) {
             drop(lock);
             progress.println(&format!(
                 "slurm: `{}` is already job {old}; waiting for it",
@@ -142,12 +159,12 @@ impl Executor for Slurm {
             if let Lookup::Valid(a) = at.store.lookup(&key, false) {
                 return Ok(produced(*a, record(&old)));
             }
-            at.store.clear_submitted(&key);
+            marker::clear(at.store, &key);
             lock = at.store.lock(&key, || {})?.into_lock();
         }
         let before = at.store.object_stamp(&key);
         let id = self.submit(job, &cache_dir, &dir, &resources)?;
-        at.store.mark_submitted(&key, &id)?;
+        marker::mark(at.store, &key, &id)?;
         let asked = resources.sbatch_args().join(" ");
         progress.println(&format!(
             "slurm: `{}` submitted as job {id} ({asked})",
@@ -162,10 +179,16 @@ impl Executor for Slurm {
         if let JobState::NeverStarts(reason) = &state {
             // Cancelled before the marker is cleared: a job that cannot be cancelled stays known.
             let cancel = cancel_jobs(std::slice::from_ref(&id));
-            at.store.clear_submitted(&key);
-            return Err(failed(never_starts(&id, reason, &resources, &job.spec.id, cancel)));
+            marker::clear(at.store, &key);
+            return Err(failed(never_starts(
+                &id,
+                reason,
+                &resources,
+                &job.spec.id,
+                cancel,
+            )));
         }
-        at.store.clear_submitted(&key);
+        marker::clear(at.store, &key);
         // With --force the job must have published anew: the old artifact does not count.
         let replaced = !job.replace || at.store.object_stamp(&key) != before;
         match at.store.lookup(&key, false) {

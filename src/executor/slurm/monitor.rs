@@ -63,7 +63,9 @@ impl JobState {
         match self {
             JobState::Submitted => "SUBMITTED".into(),
             JobState::Active(s, None) | JobState::Ended(s, None) => s.clone(),
-            JobState::Active(s, Some(why)) | JobState::Ended(s, Some(why)) => format!("{s} ({why})"),
+            JobState::Active(s, Some(why)) | JobState::Ended(s, Some(why)) => {
+                format!("{s} ({why})")
+            }
             JobState::NeverStarts(reason) => format!("PENDING ({reason})"),
             JobState::Gone => "GONE (no longer known to Slurm)".into(),
         }
@@ -334,7 +336,14 @@ pub fn parse_squeue(json: &[u8]) -> Result<BTreeMap<String, Seen>, PollError> {
             true => exit_of(&job["exit_code"]),
             false => None,
         };
-        states.insert(id, Seen { state, reason, exit });
+        states.insert(
+            id,
+            Seen {
+                state,
+                reason,
+                exit,
+            },
+        );
     }
     Ok(states)
 }
@@ -412,7 +421,10 @@ mod tests {
             reason: Some("PartitionConfig".into()),
             ..seen("PENDING")
         };
-        assert_eq!(stuck.state(), JobState::NeverStarts("PartitionConfig".into()));
+        assert_eq!(
+            stuck.state(),
+            JobState::NeverStarts("PartitionConfig".into())
+        );
         assert!(stuck.state().is_final());
         let waiting = Seen {
             reason: Some("Resources".into()),
@@ -430,7 +442,12 @@ mod tests {
                 misses: 0,
                 ours: *ours,
             };
-            monitor.tracked.lock().unwrap().jobs.insert(id.to_string(), job);
+            monitor
+                .tracked
+                .lock()
+                .unwrap()
+                .jobs
+                .insert(id.to_string(), job);
         }
         monitor
     }
@@ -451,7 +468,10 @@ mod tests {
         for minute in 1..10 {
             monitor.update(&BTreeMap::new(), at(60 * minute), patience);
         }
-        assert_eq!(state(&monitor, "7"), JobState::Active("RUNNING".into(), None));
+        assert_eq!(
+            state(&monitor, "7"),
+            JobState::Active("RUNNING".into(), None)
+        );
         // An earlier run's job 8, unknown for three answers, is gone.
         assert_eq!(state(&monitor, "8"), JobState::Gone);
         // Seen again, the clock starts over; then missing for the whole patience: gone.

@@ -100,37 +100,45 @@ fn col2im(g: &ConvGeometry, col: &[f32], image: &mut [f32]) {
     });
 }
 
-/// A row-major matrix view for `gemm`: pointer, rows' stride, columns' stride.
+/// A matrix read through strides of a borrowed slice, for `gemm`: element (i, j) is
+/// `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
-struct View {
-    ptr: *const f32,
-    rs: isize,
-    cs: isize,
+struct View<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
 }
 
-impl View {
-    fn rows(m: &[f32], cols: usize) -> Self {
+impl<'a> View<'a> {
+    /// A row-major matrix with `cols` columns.
+    fn rows(m: &'a [f32], cols: usize) -> Self {
         View {
-            ptr: m.as_ptr(),
-            rs: cols as isize,
+            data: m,
+            rs: cols,
             cs: 1,
         }
     }
     /// The transpose of a row-major matrix with `cols` columns.
-    fn transposed(m: &[f32], cols: usize) -> Self {
+    fn transposed(m: &'a [f32], cols: usize) -> Self {
         View {
-            ptr: m.as_ptr(),
+            data: m,
             rs: 1,
-            cs: cols as isize,
+            cs: cols,
         }
+    }
+    /// Whether every element of a `rows`×`cols` matrix read through this view is in its slice.
+    fn holds(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
     }
 }
 
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, single-threaded (callers parallelise over images).
 fn matmul(dst: &mut [f32], [m, n, k]: [usize; 3], accumulate: bool, lhs: View, rhs: View) {
-    assert!(dst.len() >= m * n);
-    // SAFETY: `dst` holds m×n elements (checked); the views were built from slices of at least
-    // the extents they are read with (the callers' shapes come from one `ConvGeometry`).
+    assert!(dst.len() >= m * n, "matmul destination");
+    assert!(lhs.holds(m, k) && rhs.holds(k, n), "matmul operand extents");
+    // SAFETY: checked just above: `dst` holds the m×n elements gemm writes (row stride n), and
+    // every element gemm reads through `lhs` (m×k) and `rhs` (k×n) lies inside the slice the view
+    // borrows, which outlives this call; `dst` is a unique borrow, so it overlaps neither.
     unsafe {
         gemm::gemm(
             m,
@@ -140,12 +148,12 @@ fn matmul(dst: &mut [f32], [m, n, k]: [usize; 3], accumulate: bool, lhs: View, r
             1,
             n as isize,
             accumulate,
-            lhs.ptr,
-            lhs.cs,
-            lhs.rs,
-            rhs.ptr,
-            rhs.cs,
-            rhs.rs,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
             1.0f32,
             1.0f32,
             false,
