@@ -812,3 +812,67 @@ fn a_bucket_that_does_not_exist_is_a_warning_not_an_empty_cache() {
     ]);
     assert_eq!(s["stages"][0]["state"], "stale", "{s}");
 }
+
+/// The same hostile rewrite on a real S3 server (moto, started by `.ci/run`): an entry listing
+/// one file under two spellings, with a terminal sequence in one of them, is rejected before
+/// publishing — `pull` leaves no object and nothing in `tmp/`, and says why escaped.
+#[test]
+fn on_s3_a_rejected_entry_leaves_the_cache_clean_and_the_terminal_untouched() {
+    let Ok(bucket) = std::env::var("GALAXY_PIPE_TEST_S3") else {
+        assert!(
+            std::env::var_os("GALAXY_PIPE_REQUIRE_S3").is_none(),
+            "GALAXY_PIPE_REQUIRE_S3 is set but no S3 server was given (GALAXY_PIPE_TEST_S3)"
+        );
+        eprintln!(
+            "\n!!! SKIPPED: no S3 server (set GALAXY_PIPE_TEST_S3=s3://bucket; .ci/run starts moto) !!!\n"
+        );
+        return;
+    };
+    use object_store::{ObjectStoreExt, PutPayload};
+    let p = Project::new(6, 0);
+    let prefix = format!("hostile-{}", std::process::id());
+    let url = format!("{bucket}/{prefix}");
+    assert_eq!(run_on(&p, "cache-a", &url, &["--push"]).0, 0);
+    let (_, a) = p.run_json(&["status", "p.toml", "--cache-dir", "cache-a"]);
+    let crop_key = a["stages"][1]["key"].as_str().unwrap().to_string();
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_url(bucket.as_str())
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let path = object_store::path::Path::from(format!("{prefix}/entries/{crop_key}.json"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = runtime.block_on(async { s3.get(&path).await.unwrap().bytes().await.unwrap() });
+    let mut entry: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let files = entry["files"].as_array_mut().unwrap();
+    let mut twice = files[0].clone();
+    let name = twice["path"].as_str().unwrap().to_string();
+    twice["path"] = format!("x\u{1b}[2J//{name}").into();
+    files.insert(0, twice.clone());
+    twice["path"] = format!("x\u{1b}[2J/{name}").into();
+    files.insert(0, twice);
+    entry["digest"] = list_digest(files).into();
+    let hostile = PutPayload::from(serde_json::to_vec(&entry).unwrap());
+    runtime.block_on(async { s3.put(&path, hostile).await.unwrap() });
+
+    let out = p
+        .command(&["pull", "p.toml", "--cache-dir", "cache-b", "--remote", &url])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "crop is not downloaded: {err}");
+    assert!(
+        err.contains("unsafe or unnormalised path `x\\u{1b}[2J"),
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    let cache = p.path().join("cache-b");
+    assert!(
+        !cache.join("objects").join(&crop_key).exists(),
+        "nothing published"
+    );
+    assert_eq!(files_in(&cache.join("tmp")), 0, "nothing left in tmp/");
+}
