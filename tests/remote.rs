@@ -13,6 +13,29 @@ fn child_entry() {
     child_main();
 }
 
+/// The S3 bucket `.ci/run` started (moto on 127.0.0.1), or None after a loud skip; with
+/// `GALAXY_PIPE_REQUIRE_S3` set, no bucket is a failure.
+fn s3_bucket() -> Option<String> {
+    let bucket = std::env::var("GALAXY_PIPE_TEST_S3").ok();
+    if bucket.is_none() {
+        assert!(
+            std::env::var_os("GALAXY_PIPE_REQUIRE_S3").is_none(),
+            "GALAXY_PIPE_REQUIRE_S3 is set but no S3 server was given (GALAXY_PIPE_TEST_S3)"
+        );
+        eprintln!(
+            "\n!!! SKIPPED: no S3 server (set GALAXY_PIPE_TEST_S3=s3://bucket; .ci/run starts moto) !!!\n"
+        );
+    }
+    bucket
+}
+
+/// Machine A computes and pushes to `url`; the key of its `crop` stage.
+fn push_and_key_of_crop(p: &Project, url: &str) -> String {
+    assert_eq!(run_on(p, "cache-a", url, &["--push"]).0, 0);
+    let (_, a) = p.run_json(&["status", "p.toml", "--cache-dir", "cache-a"]);
+    a["stages"][1]["key"].as_str().unwrap().to_string()
+}
+
 /// Runs `args` on `p` against an S3 endpoint that cannot serve (`endpoint`); checks that the run
 /// succeeded with exactly one warning about the remote, and returns its JSON.
 fn run_with_broken_s3(p: &Project, args: &[&str], endpoint: &str) -> serde_json::Value {
@@ -315,14 +338,7 @@ fn pull_downloads_without_computing_and_push_uploads_a_pipelines_state() {
 /// machines pushing the same keys at once leave one entry each, with no error.
 #[test]
 fn an_s3_remote_shares_artifacts_and_racing_pushes_leave_one_entry() {
-    let Ok(bucket) = std::env::var("GALAXY_PIPE_TEST_S3") else {
-        assert!(
-            std::env::var_os("GALAXY_PIPE_REQUIRE_S3").is_none(),
-            "GALAXY_PIPE_REQUIRE_S3 is set but no S3 server was given (GALAXY_PIPE_TEST_S3)"
-        );
-        eprintln!(
-            "\n!!! SKIPPED: no S3 server (set GALAXY_PIPE_TEST_S3=s3://bucket; .ci/run starts moto) !!!\n"
-        );
+    let Some(bucket) = s3_bucket() else {
         return;
     };
     let p = Project::new(10, 2);
@@ -666,9 +682,7 @@ fn a_rejected_entry_is_never_published_and_never_reused_later() {
     let p = Project::new(6, 0);
     let remote = p.path().join("remote");
     let url = file_url(&remote);
-    assert_eq!(run_on(&p, "cache-a", &url, &["--push"]).0, 0);
-    let (_, a) = p.run_json(&["status", "p.toml", "--cache-dir", "cache-a"]);
-    let crop_key = a["stages"][1]["key"].as_str().unwrap().to_string();
+    let crop_key = push_and_key_of_crop(&p, &url);
     let entry_path = remote.join("entries").join(format!("{crop_key}.json"));
     let mut entry: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&entry_path).unwrap()).unwrap();
@@ -712,9 +726,7 @@ fn terminal_sequences_in_a_bucket_are_shown_escaped() {
     let p = Project::new(6, 0);
     let remote = p.path().join("remote");
     let url = file_url(&remote);
-    assert_eq!(run_on(&p, "cache-a", &url, &["--push"]).0, 0);
-    let (_, a) = p.run_json(&["status", "p.toml", "--cache-dir", "cache-a"]);
-    let crop_key = a["stages"][1]["key"].as_str().unwrap().to_string();
+    let crop_key = push_and_key_of_crop(&p, &url);
     let entry_path = remote.join("entries").join(format!("{crop_key}.json"));
     let mut entry: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&entry_path).unwrap()).unwrap();
@@ -741,9 +753,7 @@ fn an_entry_built_to_exhaust_memory_is_refused_before_parsing() {
     let p = Project::new(6, 0);
     let remote = p.path().join("remote");
     let url = file_url(&remote);
-    assert_eq!(run_on(&p, "cache-a", &url, &["--push"]).0, 0);
-    let (_, a) = p.run_json(&["status", "p.toml", "--cache-dir", "cache-a"]);
-    let crop_key = a["stages"][1]["key"].as_str().unwrap().to_string();
+    let crop_key = push_and_key_of_crop(&p, &url);
     let entry_path = remote.join("entries").join(format!("{crop_key}.json"));
     let text = std::fs::read_to_string(&entry_path).unwrap();
     // 3 MiB: under the size cap, so the shape check is what refuses it.
@@ -767,14 +777,7 @@ fn an_entry_built_to_exhaust_memory_is_refused_before_parsing() {
 /// with `--push` the run exits 3 (on the S3 server `.ci/run` starts).
 #[test]
 fn a_bucket_that_does_not_exist_is_a_warning_not_an_empty_cache() {
-    let Ok(_) = std::env::var("GALAXY_PIPE_TEST_S3") else {
-        assert!(
-            std::env::var_os("GALAXY_PIPE_REQUIRE_S3").is_none(),
-            "GALAXY_PIPE_REQUIRE_S3 is set but no S3 server was given (GALAXY_PIPE_TEST_S3)"
-        );
-        eprintln!(
-            "\n!!! SKIPPED: no S3 server (set GALAXY_PIPE_TEST_S3=s3://bucket; .ci/run starts moto) !!!\n"
-        );
+    let Some(_) = s3_bucket() else {
         return;
     };
     let p = Project::new(6, 0);
@@ -818,23 +821,14 @@ fn a_bucket_that_does_not_exist_is_a_warning_not_an_empty_cache() {
 /// publishing — `pull` leaves no object and nothing in `tmp/`, and says why escaped.
 #[test]
 fn on_s3_a_rejected_entry_leaves_the_cache_clean_and_the_terminal_untouched() {
-    let Ok(bucket) = std::env::var("GALAXY_PIPE_TEST_S3") else {
-        assert!(
-            std::env::var_os("GALAXY_PIPE_REQUIRE_S3").is_none(),
-            "GALAXY_PIPE_REQUIRE_S3 is set but no S3 server was given (GALAXY_PIPE_TEST_S3)"
-        );
-        eprintln!(
-            "\n!!! SKIPPED: no S3 server (set GALAXY_PIPE_TEST_S3=s3://bucket; .ci/run starts moto) !!!\n"
-        );
+    let Some(bucket) = s3_bucket() else {
         return;
     };
     use object_store::{ObjectStoreExt, PutPayload};
     let p = Project::new(6, 0);
     let prefix = format!("hostile-{}", std::process::id());
     let url = format!("{bucket}/{prefix}");
-    assert_eq!(run_on(&p, "cache-a", &url, &["--push"]).0, 0);
-    let (_, a) = p.run_json(&["status", "p.toml", "--cache-dir", "cache-a"]);
-    let crop_key = a["stages"][1]["key"].as_str().unwrap().to_string();
+    let crop_key = push_and_key_of_crop(&p, &url);
     let s3 = object_store::aws::AmazonS3Builder::from_env()
         .with_url(bucket.as_str())
         .with_allow_http(true)
