@@ -79,10 +79,7 @@ fn resolve(
         .map(String::from)
         .collect();
     if !ids.contains(&target) {
-        let near = ids
-            .iter()
-            .filter(|s| strsim::jaro_winkler(s, &target) > 0.8)
-            .next();
+        let near = super::error::did_you_mean(&target, &ids);
         let help = near.map(|s| format!("did you mean `{s}`?"));
         return Err(at(
             format!("`stages.{id}.like`: there is no stage `{target}`"),

@@ -203,6 +203,7 @@ impl Monitor {
     }
 
     fn poll_loop(&self) {
+        let patience = gone_after();
         let mut interval = FIRST_POLL;
         loop {
             std::thread::sleep(interval);
@@ -214,7 +215,7 @@ impl Monitor {
                 }
             }
             let changed = match squeue_states() {
-                Ok(states) => self.update(&states, Instant::now(), gone_after()),
+                Ok(states) => self.update(&states, Instant::now(), patience),
                 Err(e) => self.report_failure(e),
             };
             interval = if changed {
