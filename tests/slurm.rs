@@ -8,6 +8,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -98,6 +99,25 @@ fn wait_running(name: &str, before: &[(String, String)]) -> String {
         std::thread::sleep(Duration::from_millis(200));
     }
     panic!("no new `{name}` job started running within a minute");
+}
+
+/// Waits until Slurm job `id`'s log under `cache` says the job began computing its stage, so a
+/// cancel afterwards lands inside the computation, not before its first line is written.
+fn wait_computing(cache: &Path, id: &str) {
+    let name = format!("slurm-{id}.out");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let logs = std::fs::read_dir(cache.join("logs")).into_iter().flatten();
+        let started = logs.flatten().any(|key| {
+            std::fs::read_to_string(key.path().join(&name))
+                .is_ok_and(|log| log.contains("compute-job: stage"))
+        });
+        if started {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("Slurm job {id} wrote no `compute-job` line within a minute");
 }
 
 /// A fake-stage project whose jobs run this test binary.
@@ -271,6 +291,7 @@ fn a_cancelled_or_timed_out_job_is_a_clear_stage_error_and_a_rerun_completes() {
     .spawn()
     .unwrap();
     let id = wait_running("gp-train", &before);
+    wait_computing(&p.path().join("cache"), &id);
     assert!(Command::new("scancel").arg(&id).status().unwrap().success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
