@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use super::{BenchOptions, Figure, train_subset};
 use crate::artifacts::{Crops, Split};
-use crate::config::params::TrainParams;
 use crate::model::Architecture;
+use crate::model::recipe::TrainParams;
 
 /// One network to time: its training parameters and the crops it trains on.
 struct Network {
@@ -42,7 +42,7 @@ pub(super) fn train_figures(
     figures: &mut Vec<Figure>,
 ) -> Result<(), String> {
     let mut seed: TrainParams = toml::from_str("epochs = 1").map_err(|e| e.to_string())?;
-    seed.device = crate::config::params::Device::Cpu;
+    seed.device = crate::model::recipe::Device::Cpu;
     let n = opts.train_batches * seed.batch_size as usize;
     let seed = Network {
         name: "seed network (full.toml)",
@@ -67,12 +67,12 @@ fn best_network(n: usize) -> Result<Network, String> {
         .ok_or("best.toml has no train stage")?;
     let size = params_of("crop")
         .and_then(|p| {
-            p.get::<crate::config::params::CropParams>()
+            p.get::<crate::stages::crop::CropParams>()
                 .map(|c| c.size as usize)
         })
         .ok_or("best.toml has no crop stage")?;
     params.epochs = 1;
-    params.device = crate::config::params::Device::Cpu;
+    params.device = crate::model::recipe::Device::Cpu;
     Ok(Network {
         name: "best.toml network",
         params,

@@ -1,7 +1,6 @@
 //! The pipeline model: TOML (with `extends` and `--set`) → typed, validated [`Pipeline`].
 
 mod error;
-pub mod params;
 mod resources;
 mod settings;
 mod source;

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::config::params::Augment;
+use crate::model::recipe::Augment;
 
 /// A batch ready for a tensor: `images` is `[n, 3, size, size]`, `labels` `[n, 37]`, row-major.
 pub struct Batch {

@@ -2,7 +2,7 @@
 //! otherwise Burn's pure-Rust CPU backend (`Flex`). The driver is probed before Burn touches it,
 //! because creating a CUDA device without one panics inside cudarc.
 
-use crate::config::params::Device;
+use crate::model::recipe::Device;
 
 /// The backend a run actually uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -85,8 +85,8 @@ impl<B: Backend> ModuleMapper<B> for Blend<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::params::{Activation, ConvBlock, DenseLayer, OutputHead};
     use crate::model::Architecture;
+    use crate::model::recipe::{Activation, ConvBlock, DenseLayer, OutputHead};
     use burn::backend::{Flex, flex::FlexDevice};
 
     fn net() -> Net<Flex> {

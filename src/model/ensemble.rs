@@ -182,10 +182,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let arch = Architecture {
             input_size,
-            conv: crate::config::params::TrainParams::default_conv(),
+            conv: crate::model::recipe::TrainParams::default_conv(),
             dense: Vec::new(),
-            activation: crate::config::params::Activation::Relu,
-            output: crate::config::params::OutputHead::Sigmoid,
+            activation: crate::model::recipe::Activation::Relu,
+            output: crate::model::recipe::OutputHead::Sigmoid,
         };
         std::fs::write(dir.join("model.json"), serde_json::to_vec(&arch).unwrap()).unwrap();
         std::fs::write(dir.join("model.bin"), name.as_bytes()).unwrap();

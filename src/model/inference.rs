@@ -93,7 +93,7 @@ pub fn predict_crops<B: LayerKernels>(
 /// ensemble's), on the device `requested` resolves to.
 pub fn predict_on_device(
     model_dir: &Path,
-    requested: crate::config::params::Device,
+    requested: crate::model::recipe::Device,
     crops: &Crops,
     indices: &[usize],
     tta: bool,
@@ -106,7 +106,7 @@ pub fn predict_on_device(
 /// Each network's predictions of `indices`, by name (one `model`, or an ensemble's members).
 pub fn predict_members_on_device(
     model_dir: &Path,
-    requested: crate::config::params::Device,
+    requested: crate::model::recipe::Device,
     crops: &Crops,
     indices: &[usize],
     tta: bool,

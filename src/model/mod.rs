@@ -9,6 +9,7 @@ pub mod error;
 pub mod inference;
 pub mod kernels;
 pub mod net;
+pub mod recipe;
 pub mod rng;
 pub mod training;
 

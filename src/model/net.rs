@@ -11,8 +11,8 @@ use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use super::kernels::{self, Fused, LayerKernels};
-use crate::config::params::{Activation, ConvBlock, DenseLayer, OutputHead};
 use crate::labels::{N_CLASSES, QUESTIONS};
+use crate::model::recipe::{Activation, ConvBlock, DenseLayer, OutputHead};
 
 /// The negative slope of `activation = "leaky_relu"`.
 const LEAKY_SLOPE: f32 = 0.01;
@@ -277,7 +277,7 @@ mod tests {
 
     #[test]
     fn the_seed_network_costs_278_megaflops_per_image_forward() {
-        let seed: crate::config::params::TrainParams = toml::from_str("").unwrap();
+        let seed: crate::model::recipe::TrainParams = toml::from_str("").unwrap();
         let arch = Architecture {
             input_size: 64,
             conv: seed.conv,
@@ -307,7 +307,7 @@ mod tests {
     fn conv_output_size_and_too_small_inputs() {
         let arch = Architecture {
             input_size: 64,
-            conv: crate::config::params::TrainParams::default_conv(),
+            conv: crate::model::recipe::TrainParams::default_conv(),
             dense: vec![],
             activation: Activation::Relu,
             output: OutputHead::Sigmoid,

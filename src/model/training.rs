@@ -21,8 +21,8 @@ use super::inference;
 use super::kernels::{LayerKernels, TrainingBackend};
 use super::net::{Architecture, Net};
 use crate::artifacts::{Crops, Split};
-use crate::config::params::{Loss, LrSchedule, Optimizer as OptimizerKind, TrainParams};
 use crate::labels::N_CLASSES;
+use crate::model::recipe::{Loss, LrSchedule, Optimizer as OptimizerKind, TrainParams};
 use crate::progress::Progress;
 
 /// One row of `history.parquet`: a batch loss, or (batch = None) an epoch summary.
@@ -516,7 +516,7 @@ fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Net<B>, B>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::params::{Activation, Augment, ConvBlock, DenseLayer, OutputHead};
+    use crate::model::recipe::{Activation, Augment, ConvBlock, DenseLayer, OutputHead};
     use burn::backend::{Autodiff, Flex, flex::FlexDevice};
 
     /// A handful of tiny synthetic "galaxies": a bright blob whose size sets the labels.

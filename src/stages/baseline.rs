@@ -7,12 +7,13 @@ use std::sync::Arc;
 use arrow::array::{Float64Array, RecordBatch, StringArray};
 use nalgebra::DMatrix;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use crate::artifacts::{self, CatalogRow, Crops, Split};
-use crate::config::params::BaselineMethod;
-use crate::config::params::BaselineParams;
 use crate::labels::N_CLASSES;
 
-use crate::kind::{JobShape, KindDecl, Need, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, Need, Params, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -243,5 +244,38 @@ mod tests {
         let a = vec![[0.5f32; N_CLASSES]; 3];
         let b = vec![[0.4f32; N_CLASSES]; 3];
         assert!((crate::metrics::rmse(&a, &b) - 0.1).abs() < 1e-6);
+    }
+}
+
+// Parameters: the `[stages.<id>]` keys of this kind (the JSON Schema is generated from them).
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BaselineMethod {
+    Mean,
+    CentralPixel,
+    AverageColour,
+}
+
+/// `baseline`: the seed's benchmark regressions on the validation split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineParams {
+    #[serde(default = "defaults::baseline_methods")]
+    #[schemars(length(min = 1))]
+    pub methods: Vec<BaselineMethod>,
+}
+
+impl Params for BaselineParams {}
+
+/// Defaults, one function each (serde needs functions).
+mod defaults {
+    use super::*;
+    pub fn baseline_methods() -> Vec<BaselineMethod> {
+        vec![
+            BaselineMethod::Mean,
+            BaselineMethod::CentralPixel,
+            BaselineMethod::AverageColour,
+        ]
     }
 }

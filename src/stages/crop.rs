@@ -7,11 +7,14 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::OnProblem;
 use crate::artifacts::{self, CatalogRow, CropRow, ParquetStream};
-use crate::config::params::{CropFallback, CropMethod, CropParams, OnProblem};
 use crate::vision::{self, Placement};
 
-use crate::kind::{JobShape, KindDecl, Need, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, Need, Params, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -241,4 +244,77 @@ fn write_contact_sheet(path: &Path, size: usize, crops: &[Vec<u8>]) -> Result<()
     }
     img.save(path)
         .map_err(|e| StageError::msg(format!("writing {}: {e}", path.display())))
+}
+
+// Parameters: the `[stages.<id>]` keys of this kind (the JSON Schema is generated from them).
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CropMethod {
+    /// Threshold → largest contour box → pad → square.
+    Roi,
+    /// A fixed centre square of `center_size` pixels.
+    Center,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CropFallback {
+    /// Use the whole image when the padded square leaves the frame (the seed's behaviour).
+    Whole,
+    /// Shift/clamp the square into the frame.
+    Clamp,
+}
+
+/// `crop`: fixed-size uint8 RGB crops in `crops.parquet`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CropParams {
+    #[serde(default = "defaults::crop_method")]
+    pub method: CropMethod,
+    /// Output side length in pixels.
+    #[serde(default = "defaults::crop_size")]
+    #[schemars(range(min = 8, max = 424))]
+    pub size: u32,
+    /// Grayscale threshold for the ROI mask.
+    #[serde(default = "defaults::threshold")]
+    pub threshold: u8,
+    /// Padding around the ROI box, as a fraction of its longer side.
+    #[serde(default = "defaults::padding")]
+    #[schemars(range(min = 0.0, max = 2.0))]
+    pub padding: f64,
+    #[serde(default = "defaults::fallback")]
+    pub fallback: CropFallback,
+    /// Side of the centre square for `method = "center"`.
+    #[serde(default = "defaults::center_size")]
+    #[schemars(range(min = 8, max = 424))]
+    pub center_size: u32,
+    /// A corrupt or wrongly sized image: fail naming the file, or skip it with a reason.
+    #[serde(default)]
+    pub on_bad_image: OnProblem,
+}
+
+impl Params for CropParams {}
+
+/// Defaults, one function each (serde needs functions).
+mod defaults {
+    use super::*;
+    pub fn crop_method() -> CropMethod {
+        CropMethod::Roi
+    }
+    pub fn crop_size() -> u32 {
+        64
+    }
+    pub fn threshold() -> u8 {
+        10
+    }
+    pub fn padding() -> f64 {
+        0.2
+    }
+    pub fn fallback() -> CropFallback {
+        CropFallback::Whole
+    }
+    pub fn center_size() -> u32 {
+        207
+    }
 }

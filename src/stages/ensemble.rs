@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::params::EnsembleParams;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use crate::model::ensemble::{self, NetworkDir};
 
-use crate::kind::{JobShape, KindDecl, Need, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, Need, Params, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -54,3 +56,13 @@ impl StageKindDef for Ensemble {
 
 /// What `evaluate` and `submit` read their model from: one `train` or `ensemble` input.
 pub const MODEL: Need = Need::one(&["train", "ensemble"]);
+
+// Parameters: the `[stages.<id>]` keys of this kind (the JSON Schema is generated from them).
+
+/// `ensemble`: the networks of two or more `train` stages as one model; `evaluate` and `submit`
+/// average their predictions. It has no parameters of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleParams {}
+
+impl Params for EnsembleParams {}

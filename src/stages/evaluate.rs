@@ -9,13 +9,16 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use plotters::prelude::*;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use crate::artifacts::{self, Split};
-use crate::config::params::EvaluateParams;
 use crate::labels::{CLASS_NAMES, Labels, QUESTIONS, tree_deviation};
 use crate::metrics::{Scores, score};
 use crate::model::{ensemble, inference};
 
-use crate::kind::{JobShape, KindDecl, Need, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, Need, Params, SeedUse, StageKind};
+use crate::model::recipe::Device;
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -250,3 +253,19 @@ fn per_class_chart(path: &Path, table: &[(String, Scores)]) -> Result<(), StageE
     root.present()
         .map_err(StageError::drawing("the per-class chart"))
 }
+
+// Parameters: the `[stages.<id>]` keys of this kind (the JSON Schema is generated from them).
+
+/// `evaluate`: RMSE on the validation split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateParams {
+    /// Average predictions over the 8 rotations/flips of each crop (test-time augmentation).
+    #[serde(default)]
+    pub tta: bool,
+    /// Where to run inference (as for `train`).
+    #[serde(default)]
+    pub device: Device,
+}
+
+impl Params for EvaluateParams {}

@@ -17,12 +17,14 @@ use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array
 use plotters::prelude::*;
 use rayon::prelude::*;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use crate::artifacts::{self, CatalogRow, Split};
-use crate::config::params::ExploreParams;
 use crate::labels::{CLASS_NAMES, N_CLASSES, QUESTIONS};
 use crate::vision;
 
-use crate::kind::{JobShape, KindDecl, Need, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, Need, Params, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -484,5 +486,29 @@ mod tests {
         let mut l = [0f32; N_CLASSES];
         l[2] = 0.9;
         assert_eq!(CLASS_NAMES[terminal_class(&l)], "Class1.3");
+    }
+}
+
+// Parameters: the `[stages.<id>]` keys of this kind (the JSON Schema is generated from them).
+
+/// `explore`: figures and `summary.parquet`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExploreParams {
+    /// Vote fraction at or above which a galaxy counts as showing a class.
+    #[serde(default = "defaults::confidence")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub confidence: f64,
+    /// At most this many training images enter the mean image (0 = all).
+    #[serde(default)]
+    pub mean_image_limit: u32,
+}
+
+impl Params for ExploreParams {}
+
+/// Defaults, one function each (serde needs functions).
+mod defaults {
+    pub fn confidence() -> f64 {
+        0.5
     }
 }

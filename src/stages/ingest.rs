@@ -3,13 +3,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::OnProblem;
 use crate::artifacts::{self, CatalogRow, Split};
 use crate::cache::Manifest;
 use crate::config::StageSpec;
-use crate::config::params::{IngestParams, OnProblem};
 use crate::labels::{CLASS_NAMES, N_CLASSES, tree_deviation};
 
-use crate::kind::{JobShape, KindDecl, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, Params, SeedUse, StageKind};
 
 use super::{FileInput, StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -585,5 +588,57 @@ mod tests {
                 .to_string()
                 .contains("empty")
         );
+    }
+}
+
+// Parameters: the `[stages.<id>]` keys of this kind (the JSON Schema is generated from them).
+
+/// `ingest`: the Kaggle layout under `data_dir` → `catalog.parquet`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IngestParams {
+    /// Folder of the Kaggle download; relative to the pipeline file that sets it.
+    #[schemars(length(min = 1))]
+    pub data_dir: String,
+    /// Training images folder, relative to `data_dir`.
+    #[serde(default = "defaults::images")]
+    pub images: String,
+    /// Label CSV, relative to `data_dir`.
+    #[serde(default = "defaults::labels")]
+    pub labels: String,
+    /// Unlabelled test images folder, relative to `data_dir`; "" to leave the test split out.
+    #[serde(default = "defaults::test_images")]
+    pub test_images: String,
+    /// Fraction of labelled galaxies assigned to the validation split.
+    #[serde(default = "defaults::valid_fraction")]
+    #[schemars(range(min = 0.0), extend("exclusiveMaximum" = 1.0))]
+    pub valid_fraction: f64,
+    /// A label row without an image: fail, or skip it and list it in the artifact.
+    #[serde(default)]
+    pub on_missing_image: OnProblem,
+    /// Allowed absolute deviation of a decision-tree sum before a row is counted as violating it.
+    #[serde(default = "defaults::tree_tolerance")]
+    #[schemars(range(min = 0.0))]
+    pub tree_tolerance: f64,
+}
+
+impl Params for IngestParams {}
+
+/// Defaults, one function each (serde needs functions).
+mod defaults {
+    pub fn images() -> String {
+        "images_training_rev1".into()
+    }
+    pub fn labels() -> String {
+        "training_solutions_rev1.csv".into()
+    }
+    pub fn test_images() -> String {
+        "images_test_rev1".into()
+    }
+    pub fn valid_fraction() -> f64 {
+        0.1
+    }
+    pub fn tree_tolerance() -> f64 {
+        0.01
     }
 }

@@ -14,6 +14,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use crate::cache::Manifest;
 
 use crate::config::StageSpec;
@@ -268,4 +271,13 @@ impl KindCatalog for Registry {
             .map(|s| s.as_ref() as &dyn KindParams)
             .collect()
     }
+}
+
+/// What to do with a catalogued galaxy whose image is missing or unreadable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnProblem {
+    #[default]
+    Error,
+    Skip,
 }

@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
 use crate::artifacts::Split;
 use crate::config::StageSpec;
-use crate::config::params::SubmitParams;
 use crate::labels::CLASS_NAMES;
 
-use crate::kind::{JobShape, KindDecl, Need, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, Need, Params, SeedUse, StageKind};
+use crate::model::recipe::Device;
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -66,5 +69,32 @@ impl StageKindDef for Submit {
             metrics,
             notes: vec![format!("{} test predictions", test.len())],
         })
+    }
+}
+
+// Parameters: the `[stages.<id>]` keys of this kind (the JSON Schema is generated from them).
+
+/// `submit`: the Kaggle submission CSV.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitParams {
+    /// Where the CSV is exported (atomically), relative to the pipeline file that sets it.
+    #[serde(default = "defaults::output_csv")]
+    #[schemars(length(min = 1))]
+    pub output: String,
+    /// Average predictions over the 8 rotations/flips of each crop (test-time augmentation).
+    #[serde(default)]
+    pub tta: bool,
+    /// Where to run inference (as for `train`).
+    #[serde(default)]
+    pub device: Device,
+}
+
+impl Params for SubmitParams {}
+
+/// Defaults, one function each (serde needs functions).
+mod defaults {
+    pub fn output_csv() -> String {
+        "submission.csv".into()
     }
 }

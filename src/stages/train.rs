@@ -8,11 +8,11 @@ use arrow::array::{ArrayRef, Float64Array, RecordBatch, UInt32Array};
 use plotters::prelude::*;
 
 use crate::artifacts;
-use crate::config::params::TrainParams;
+pub use crate::model::recipe::TrainParams;
 use crate::model::training::{self, HistoryRow, TrainInputs};
 use crate::model::{Architecture, Resolved, device};
 
-use crate::kind::{JobShape, KindDecl, Need, SeedUse, StageKind};
+use crate::kind::{JobShape, KindDecl, Need, Params, SeedUse, StageKind};
 
 use super::{StageContext, StageError, StageKindDef, StageOutcome};
 
@@ -190,3 +190,6 @@ fn loss_curve(path: &Path, rows: &[HistoryRow]) -> Result<(), StageError> {
     root.present()
         .map_err(StageError::drawing("the loss curve"))
 }
+
+/// `train`'s parameters are the training recipe (`model::recipe`), checked like any kind's.
+impl Params for TrainParams {}

@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use assert_cmd::Command as BinCommand;
 use galaxy_pipe::config::StageSpec;
-use galaxy_pipe::config::params::{CropParams, TrainParams};
 use galaxy_pipe::kind::{self, Invalid, KindParams, ParseError, StageKind, StageParams};
 use galaxy_pipe::labels::CLASS_NAMES;
 use galaxy_pipe::stages::{
     FileInput, Registry, Stage, StageContext, StageError, StageKindDef, StageOutcome, baseline,
     crop, evaluate, explore, ingest, train,
 };
+use galaxy_pipe::stages::{crop::CropParams, train::TrainParams};
 
 pub mod tally;
 
