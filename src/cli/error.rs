@@ -1,6 +1,10 @@
 //! The CLI's errors, each knowing its exit class: the one place where failures become 0/1/2.
 
+use std::path::PathBuf;
+
 use crate::cache::CacheError;
+use crate::cache::remote::RemoteError;
+use crate::compare::RunLookupError;
 use crate::config::ConfigError;
 use crate::graph::GraphError;
 
@@ -18,18 +22,66 @@ pub mod exit {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    // Exit 2: the pipeline or the command line is invalid; nothing ran.
     /// The pipeline file is invalid (rendered with its source spans).
     #[error(transparent)]
     Config(Box<ConfigError>),
-    /// The command line names something that does not exist or does not fit.
+    /// `--until`/`--only` name a stage that does not exist, or select nothing.
+    #[error(transparent)]
+    Selection(GraphError),
+    /// A run id on the command line that names no run (or several).
+    #[error(transparent)]
+    RunLookup(RunLookupError),
+    /// A `--sweep` that is not `STAGE.KEY=V1,V2,...`.
+    #[error("--sweep `{sweep}`: {problem}")]
+    Sweep {
+        sweep: String,
+        problem: &'static str,
+    },
+    /// `report` without a run id on a cache that has no runs.
+    #[error("no runs yet on this cache")]
+    NoRuns,
+    /// `push`/`pull` without a remote.
+    #[error("no remote: give --remote URL (or `remote` in the pipeline file)")]
+    NoRemote,
+    /// A remote URL that cannot be opened (unknown scheme, bad bucket name, missing key file).
+    #[error(transparent)]
+    RemoteUrl(RemoteError),
+    /// An executor that cannot be used here (`sbatch` or `squeue` not on PATH).
     #[error("{0}")]
-    Usage(String),
+    Executor(String),
+    /// A compute-job file that cannot be read or does not fit this build.
+    #[error("{0}")]
+    JobFile(String),
+
+    // Exit 1: something failed while the command worked.
     /// The cache folder cannot be opened or used.
     #[error("cannot use the cache: {0}")]
     Cache(#[source] CacheError),
-    /// Something failed while the command worked.
+    /// `push` could not write to the remote.
+    #[error(transparent)]
+    Push(RemoteError),
+    /// Garbage collection failed (local cache or remote).
+    #[error("gc: {0}")]
+    Gc(String),
+    /// The HTML report could not be written.
+    #[error("writing the report {}: {source}", path.display())]
+    Report {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `synth` could not write its galaxies.
     #[error("{0}")]
-    Runtime(String),
+    Synth(String),
+    /// A benchmark could not be prepared or measured.
+    #[error("{0}")]
+    Bench(String),
+    /// A compute job could not prepare or compute its stage.
+    #[error("{0}")]
+    Job(String),
+    /// Standard output could not be written (other than closed).
+    #[error("writing to standard output: {0}")]
+    Stdout(std::io::Error),
     /// Standard output was closed (`galaxy-pipe runs | head -1`): end quietly.
     #[error("standard output closed")]
     BrokenPipe,
@@ -38,10 +90,26 @@ pub enum CliError {
 impl CliError {
     /// The exit code this error maps to.
     pub fn code(&self) -> i32 {
+        use CliError::*;
         match self {
-            CliError::Config(_) | CliError::Usage(_) => exit::USAGE,
-            CliError::Cache(_) | CliError::Runtime(_) => exit::STAGE_FAILED,
-            CliError::BrokenPipe => exit::OK,
+            Config(_)
+            | Selection(_)
+            | RunLookup(_)
+            | Sweep { .. }
+            | NoRuns
+            | NoRemote
+            | RemoteUrl(_)
+            | Executor(_)
+            | JobFile(_) => exit::USAGE,
+            Cache(_)
+            | Push(_)
+            | Gc(_)
+            | Report { .. }
+            | Synth(_)
+            | Bench(_)
+            | Job(_)
+            | Stdout(_) => exit::STAGE_FAILED,
+            BrokenPipe => exit::OK,
         }
     }
 
@@ -64,15 +132,14 @@ impl From<GraphError> for CliError {
     fn from(e: GraphError) -> Self {
         match e {
             GraphError::Invalid(c) => CliError::Config(Box::new(c)),
-            other => CliError::Usage(other.to_string()),
+            other => CliError::Selection(other),
         }
     }
 }
 
-impl From<crate::compare::RunLookupError> for CliError {
-    /// A run id on the command line that names no run (or several).
-    fn from(e: crate::compare::RunLookupError) -> Self {
-        CliError::Usage(e.to_string())
+impl From<RunLookupError> for CliError {
+    fn from(e: RunLookupError) -> Self {
+        CliError::RunLookup(e)
     }
 }
 
@@ -82,7 +149,7 @@ impl From<std::io::Error> for CliError {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             CliError::BrokenPipe
         } else {
-            CliError::Runtime(format!("writing to standard output: {e}"))
+            CliError::Stdout(e)
         }
     }
 }

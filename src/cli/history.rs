@@ -27,7 +27,7 @@ fn remote_gc(
     let grace = crate::cache::remote::BLOB_GRACE;
     let report = remote
         .gc(&keep, dry_run, grace)
-        .map_err(|e| CliError::Runtime(format!("gc: {e}")))?;
+        .map_err(|e| CliError::Gc(e.to_string()))?;
     let verb = if dry_run { "would delete" } else { "deleted" };
     let mut text = String::new();
     for key in &report.removed_entries {
@@ -123,13 +123,13 @@ pub fn report(ctx: &Context, run: Option<&str>, out: &Path) -> Result<i32, CliEr
     let (all, unreadable) = records::list(&store.runs_dir());
     let record = match run {
         Some(id) => crate::compare::resolve(&all, &unreadable, &[id.to_string()])?[0],
-        None => all
-            .first()
-            .ok_or_else(|| CliError::Usage("no runs yet on this cache".into()))?,
+        None => all.first().ok_or_else(|| CliError::NoRuns)?,
     };
     let html = crate::report::render(&store, record);
-    crate::cache::write_atomic(out, html.as_bytes())
-        .map_err(|e| CliError::Runtime(format!("writing the report {}: {e}", out.display())))?;
+    crate::cache::write_atomic(out, html.as_bytes()).map_err(|source| CliError::Report {
+        path: out.to_path_buf(),
+        source,
+    })?;
     if ctx.json {
         super::output::println(json!({ "run_id": record.id, "out": out, "bytes": html.len() }))?;
     } else {
@@ -148,8 +148,8 @@ pub fn gc(ctx: &Context, keep_runs: usize, dry_run: bool) -> Result<i32, CliErro
     if ctx.remote_on_command_line {
         return remote_gc(ctx, &store, keep_runs, dry_run);
     }
-    let report = crate::gc::gc(&store, keep_runs, dry_run)
-        .map_err(|e| CliError::Runtime(format!("gc: {e}")))?;
+    let report =
+        crate::gc::gc(&store, keep_runs, dry_run).map_err(|e| CliError::Gc(e.to_string()))?;
     warn_unreadable(&report.warnings);
     let value = serde_json::to_value(&report).expect("serialise");
     emit(ctx.json, &value, &report.text())?;

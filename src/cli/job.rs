@@ -15,8 +15,8 @@ use crate::progress::Progress;
 
 pub fn compute_job(ctx: &Context, job_file: &Path) -> Result<i32, CliError> {
     let start = Instant::now();
-    let file = JobFile::read(job_file).map_err(CliError::Usage)?;
-    let spec = file.spec(ctx.registry).map_err(CliError::Usage)?;
+    let file = JobFile::read(job_file).map_err(CliError::JobFile)?;
+    let spec = file.spec(ctx.registry).map_err(CliError::JobFile)?;
     let store = Store::open(&file.cache_dir).map_err(CliError::Cache)?;
     let key = file.fingerprint.key();
     let id = &file.stage;
@@ -50,14 +50,14 @@ pub fn compute_job(ctx: &Context, job_file: &Path) -> Result<i32, CliError> {
     }
     let job = file
         .job(&spec, &store, ctx.registry)
-        .map_err(CliError::Runtime)?;
+        .map_err(CliError::Job)?;
     let at = Workshop {
         store: &store,
         registry: ctx.registry,
     };
     let progress = Progress::log_lines(id);
     let (artifact, _) =
-        compute_and_publish(at, &job, &progress).map_err(|e| CliError::Runtime(e.to_string()))?;
+        compute_and_publish(at, &job, &progress).map_err(|e| CliError::Job(e.to_string()))?;
     drop(lock);
     eprintln!(
         "{} published `{id}` (key {}) into {} in {:.1}s",

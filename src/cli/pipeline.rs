@@ -101,7 +101,7 @@ pub fn open_remote(
     let push = push || pipeline.is_some_and(|p| p.remote_push);
     Remote::open(&url, push)
         .map(Some)
-        .map_err(|e| CliError::Usage(e.to_string()))
+        .map_err(CliError::RemoteUrl)
 }
 
 /// For commands that plan without running (`status`, `why`): the remote's failure, said once

@@ -9,7 +9,6 @@ use super::pipeline::{load, open_remote, open_store, planner};
 use super::run::{Place, run_once};
 use super::{CliError, Context, PipelineArgs, exit};
 use crate::cache::Lookup;
-use crate::cache::remote::RemoteError;
 use crate::progress::human_bytes;
 use crate::runner::{PlanState, RunOptions};
 
@@ -19,9 +18,7 @@ pub fn push(ctx: &Context, args: Option<PipelineArgs>) -> Result<i32, CliError> 
     let loaded = args.as_ref().map(|a| load(ctx, a)).transpose()?;
     let pipeline = loaded.as_ref().map(|(p, _)| p);
     let store = open_store(ctx, pipeline)?;
-    let remote = open_remote(ctx, pipeline, true)?.ok_or_else(|| {
-        CliError::Usage("no remote: give --remote URL (or `remote` in the pipeline file)".into())
-    })?;
+    let remote = open_remote(ctx, pipeline, true)?.ok_or_else(|| CliError::NoRemote)?;
     // (label, key) of what to push.
     let targets: Vec<(String, String)> = match &loaded {
         Some((pipeline, graph)) => {
@@ -48,10 +45,7 @@ pub fn push(ctx: &Context, args: Option<PipelineArgs>) -> Result<i32, CliError> 
         let Lookup::Valid(artifact) = store.lookup(key, false) else {
             continue;
         };
-        let bytes = remote.push_artifact(&artifact).map_err(|e| match e {
-            RemoteError::Unreachable(m) => CliError::Runtime(format!("remote {m}")),
-            other => CliError::Runtime(other.to_string()),
-        })?;
+        let bytes = remote.push_artifact(&artifact).map_err(CliError::Push)?;
         let what = if bytes > 0 { "pushed" } else { "present" };
         text.push_str(&format!(
             "{what:>8}  {label:<14} {}  {}\n",
@@ -74,9 +68,7 @@ pub fn push(ctx: &Context, args: Option<PipelineArgs>) -> Result<i32, CliError> 
 pub fn pull(ctx: &Context, args: &PipelineArgs) -> Result<i32, CliError> {
     let (pipeline, graph) = load(ctx, args)?;
     let store = open_store(ctx, Some(&pipeline))?;
-    let remote = open_remote(ctx, Some(&pipeline), false)?.ok_or_else(|| {
-        CliError::Usage("no remote: give --remote URL (or `remote` in the pipeline file)".into())
-    })?;
+    let remote = open_remote(ctx, Some(&pipeline), false)?.ok_or_else(|| CliError::NoRemote)?;
     let opts = RunOptions {
         jobs: 4,
         fetch_only: true,

@@ -169,5 +169,5 @@ fn pipeline_dir(path: &Path) -> std::path::PathBuf {
 /// that cannot be used is a usage error (exit 2) before anything runs.
 pub fn open_executor(args: &RunArgs, pipeline: &Pipeline) -> Result<Box<dyn Executor>, CliError> {
     let kind = args.executor.unwrap_or(pipeline.executor);
-    kind.open().map_err(CliError::Usage)
+    kind.open().map_err(CliError::Executor)
 }

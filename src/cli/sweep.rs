@@ -36,16 +36,16 @@ fn split_values(text: &str) -> Vec<String> {
 fn sweep_grid(sweeps: &[String]) -> Result<Vec<Vec<String>>, CliError> {
     let mut grid: Vec<Vec<String>> = vec![Vec::new()];
     for sweep in sweeps {
-        let (key, values) = sweep.split_once('=').ok_or_else(|| {
-            CliError::Usage(format!(
-                "--sweep `{sweep}`: expected STAGE.KEY=V1,V2,... (e.g. train.epochs=5,10)"
-            ))
+        let (key, values) = sweep.split_once('=').ok_or_else(|| CliError::Sweep {
+            sweep: sweep.clone(),
+            problem: "expected STAGE.KEY=V1,V2,... (e.g. train.epochs=5,10)",
         })?;
         let values = split_values(values);
         if values.iter().any(String::is_empty) {
-            return Err(CliError::Usage(format!(
-                "--sweep `{sweep}`: empty value in the list"
-            )));
+            return Err(CliError::Sweep {
+                sweep: sweep.clone(),
+                problem: "empty value in the list",
+            });
         }
         grid = grid
             .into_iter()

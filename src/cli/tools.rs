@@ -26,7 +26,7 @@ pub fn synth(ctx: &Context, args: SynthArgs) -> Result<i32, CliError> {
         seed,
     };
     crate::synth::generate(&opts, &|| progress.inc(1))
-        .map_err(|e| CliError::Runtime(crate::runner::chain(&e)))?;
+        .map_err(|e| CliError::Synth(crate::runner::chain(&e)))?;
     drop(progress);
     let seconds = start.elapsed().as_secs_f64();
     if ctx.json {
@@ -50,7 +50,7 @@ pub fn bench(ctx: &Context, args: BenchArgs) -> Result<i32, CliError> {
         only: args.only,
         remote: ctx.remote.map(str::to_string),
     };
-    let value = crate::bench::run(&opts).map_err(CliError::Runtime)?;
+    let value = crate::bench::run(&opts).map_err(CliError::Bench)?;
     emit(ctx.json, &value, &crate::bench::table_text(&value))?;
     Ok(exit::OK)
 }
