@@ -203,8 +203,8 @@ fn the_readmes_stage_kind_snippet_is_the_toy_kind_that_compiles() {
     }
 }
 
-/// The README's layout names what `src/` holds: every path it names exists, and every entry of
-/// `src/` is named.
+/// The README's layout names what `src/` holds and every test binary: every path it names exists,
+/// and every entry of `src/` and of `tests/` is named.
 #[test]
 fn the_readmes_layout_matches_src() {
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
@@ -240,6 +240,24 @@ fn the_readmes_layout_matches_src() {
         assert!(
             named.iter().any(|n| n.starts_with(&spelled)),
             "README layout does not name `{spelled}`"
+        );
+    }
+    // Every test binary too: a file `tests/x.rs` or a folder `tests/x/` with its `main.rs`.
+    for entry in std::fs::read_dir(repo_root().join("tests"))
+        .unwrap()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let spelled = if entry.path().join("main.rs").exists() {
+            format!("tests/{name}/")
+        } else if name.ends_with(".rs") {
+            format!("tests/{name}")
+        } else {
+            continue;
+        };
+        assert!(
+            named.iter().any(|n| n.starts_with(&spelled)),
+            "README layout does not name the test binary `{spelled}`"
         );
     }
 }

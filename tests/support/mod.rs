@@ -19,7 +19,11 @@ use galaxy_pipe::stages::{
 };
 use galaxy_pipe::stages::{crop::CropParams, train::TrainParams};
 
+pub mod invocation;
 pub mod tally;
+
+#[allow(unused_imports)] // not every test binary uses it
+pub use invocation::{Finished, Invocation};
 
 /// Env var carrying the CLI arguments to the re-executed child.
 pub const CHILD_ARGS: &str = "GP_CHILD_ARGS";
