@@ -210,6 +210,20 @@ pub trait Params:
     fn validate(&self) -> Vec<Invalid> {
         Vec::new()
     }
+    /// Checks that need the stage's place in its pipeline: its inputs, the folder its paths
+    /// resolve against (`command`'s `{input}` placeholders and `deps` patterns).
+    fn validate_at(&self, _place: &Place) -> Vec<Invalid> {
+        Vec::new()
+    }
+}
+
+/// Where a stage stands in its pipeline, for [`Params::validate_at`].
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    /// The ids of its `inputs`.
+    pub inputs: &'a [String],
+    /// The folder its relative paths resolve against.
+    pub base_dir: &'a std::path::Path,
 }
 
 /// One stage's parameters: the typed value (for the stage) and its canonical JSON (every
@@ -254,8 +268,9 @@ pub trait KindParams: Send + Sync {
     fn parse(&self, value: toml::Value) -> Result<StageParams, ParseError>;
     /// Parse parameters back from their canonical JSON (a job description on a cluster node).
     fn parse_json(&self, value: serde_json::Value) -> Result<StageParams, serde_json::Error>;
-    /// Problems of parameters this kind parsed beyond the bounds its schema declares.
-    fn validate(&self, params: &StageParams) -> Vec<Invalid>;
+    /// Problems of parameters this kind parsed beyond the bounds its schema declares, for a
+    /// stage at `place`.
+    fn validate(&self, params: &StageParams, place: &Place) -> Vec<Invalid>;
     /// The JSON Schema of the parameter table (a `$ref` into the generator's definitions).
     fn schema(&self, generator: &mut SchemaGenerator) -> Schema;
 }
@@ -277,6 +292,18 @@ pub fn parse_json_params<P: Params>(
 /// The bounds the schema declares are checked by [`check_bounds`].
 pub fn validate_params<P: Params>(params: &StageParams) -> Vec<Invalid> {
     params.get::<P>().map(P::validate).unwrap_or_default()
+}
+
+/// [`validate_params`] and then `P::validate_at(place)`.
+pub fn validate_params_at<P: Params>(params: &StageParams, place: &Place) -> Vec<Invalid> {
+    let mut all = validate_params::<P>(params);
+    all.extend(
+        params
+            .get::<P>()
+            .map(|p| p.validate_at(place))
+            .unwrap_or_default(),
+    );
+    all
 }
 
 /// Every value of `value` (parameters as canonical JSON) outside the bounds `root` (their JSON

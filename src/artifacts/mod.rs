@@ -2,11 +2,13 @@
 //! family; the file names as constants.
 
 mod catalog;
+mod class_predictions;
 mod crops;
 mod io;
 mod tables;
 
 pub use catalog::*;
+pub use class_predictions::*;
 pub use crops::*;
 pub use io::*;
 pub use tables::*;
@@ -70,6 +72,7 @@ pub fn documented_schemas() -> serde_json::Value {
         "train/history.parquet": describe(history_schema()),
         "evaluate/metrics.parquet": describe(evaluation_schema()),
         "evaluate/predictions.parquet": describe(predictions_schema()),
+        "command (produces = \"predictions\")/predictions.parquet": describe(class_predictions_schema()),
     })
 }
 

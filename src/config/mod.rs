@@ -10,8 +10,8 @@ mod texts;
 use std::path::{Path, PathBuf};
 
 pub use crate::executor::ExecutorKind;
-use crate::kind::KindParams;
 pub use crate::kind::{KindCatalog, StageKind, StageParams};
+use crate::kind::{KindParams, Place};
 pub use error::{ConfigError, did_you_mean};
 pub use resources::Resources;
 pub use settings::{DEFAULT_SEED, PipelineSettings};
@@ -332,10 +332,6 @@ fn stage(
     }
     let kind = stage_kind(id, node, table, sources, kinds, errors)?;
     let inputs = stage_inputs(table, sources, errors)?;
-    let params = stage_params(id, node, table, kind, sources, errors);
-    // Invalid resources are reported; the stage stays, so its dependants are not misreported.
-    let resources = stage_resources(id, table, sources, errors).unwrap_or_default();
-    let params = params?;
     // Paths resolve against the file that wrote them.
     let base_dir = kind
         .kind()
@@ -345,6 +341,14 @@ fn stage(
         .find_map(|k| table.get(k))
         .map(|n| sources.get(n.origin.source).base_dir.clone())
         .unwrap_or_else(|| sources.get(node.origin.source).base_dir.clone());
+    let place = Place {
+        inputs: &inputs,
+        base_dir: &base_dir,
+    };
+    let params = stage_params(id, node, table, kind, &place, sources, errors);
+    // Invalid resources are reported; the stage stays, so its dependants are not misreported.
+    let resources = stage_resources(id, table, sources, errors).unwrap_or_default();
+    let params = params?;
     let inputs_origin = table.get("inputs").map(|n| {
         let items = match &n.kind {
             NodeKind::Leaf { items, .. } => items.clone(),
@@ -438,6 +442,7 @@ fn stage_params(
     node: &Node,
     table: &source::Table,
     kind: &dyn KindParams,
+    place: &Place,
     sources: &Sources,
     errors: &mut Vec<ConfigError>,
 ) -> Option<StageParams> {
@@ -449,7 +454,14 @@ fn stage_params(
         schema: crate::kind::parameter_schema(kind),
     };
     let parse = |v: toml::Value| kind.parse(v);
-    typed.check(node, table, &parse, &|p| kind.validate(p), sources, errors)
+    typed.check(
+        node,
+        table,
+        &parse,
+        &|p| kind.validate(p, place),
+        sources,
+        errors,
+    )
 }
 
 /// A stage's `resources` table (defaults when absent).

@@ -185,7 +185,12 @@ pub fn compute_and_publish(
         .registry
         .stage(job.spec.kind)
         .expect("fingerprint checked availability");
-    let outcome = compute(stage, job, &staging.out_dir, &work_dir, progress)?;
+    let places = Places {
+        out_dir: &staging.out_dir,
+        work_dir: &work_dir,
+        log_dir: &at.store.log_dir(&key),
+    };
+    let outcome = compute(stage, job, places, progress)?;
     let report = StageReport {
         metrics: outcome.metrics.clone(),
         notes: outcome.notes.clone(),
@@ -201,13 +206,23 @@ pub fn compute_and_publish(
     Ok((artifact, outcome))
 }
 
-/// Run `stage` for `job` into `out_dir` (empty), checkpointing into `work_dir`. Touches no
-/// cache: the caller publishes `out_dir`. A panic in the stage becomes [`ExecError::Crashed`].
+/// The folders a computation writes to (all given by the cache; the stage knows no cache).
+#[derive(Clone, Copy)]
+pub struct Places<'a> {
+    /// The (empty) output folder the caller publishes.
+    pub out_dir: &'a Path,
+    /// Checkpoints that survive a killed run of the same key.
+    pub work_dir: &'a Path,
+    /// Logs kept beside the artifact (`logs/<key>/`), never part of it.
+    pub log_dir: &'a Path,
+}
+
+/// Run `stage` for `job` into `places.out_dir` (empty). Touches no cache: the caller publishes
+/// the output folder. A panic in the stage becomes [`ExecError::Crashed`].
 pub fn compute(
     stage: &dyn Stage,
     job: &Job,
-    out_dir: &Path,
-    work_dir: &Path,
+    places: Places,
     progress: &Progress,
 ) -> Result<StageOutcome, ExecError> {
     let spec = job.spec;
@@ -216,8 +231,9 @@ pub fn compute(
         seed: job.seed,
         inputs: job.inputs.clone(),
         files: job.files.clone(),
-        out_dir: out_dir.to_path_buf(),
-        work_dir: work_dir.to_path_buf(),
+        out_dir: places.out_dir.to_path_buf(),
+        work_dir: places.work_dir.to_path_buf(),
+        log_dir: places.log_dir.to_path_buf(),
         progress,
     };
     match std::panic::catch_unwind(AssertUnwindSafe(|| stage.run(&ctx))) {

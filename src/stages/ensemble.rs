@@ -55,7 +55,7 @@ impl StageKindDef for Ensemble {
 }
 
 /// What `evaluate` and `submit` read their model from: one `train` or `ensemble` input.
-pub const MODEL: Need = Need::one(&["train", "ensemble"]);
+pub const MODEL: Need = Need::one(&["train", "ensemble", "command"]);
 
 // Parameters: the `[stages.<id>]` keys of this kind (the JSON Schema is generated from them).
 

@@ -30,14 +30,14 @@ impl StageKindDef for Evaluate {
         code_version: 3,
         seed: SeedUse::Unused,
         path_params: &[],
-        accepts: &["train", "ensemble", "crop", "baseline"],
+        accepts: &["train", "ensemble", "command", "crop", "baseline"],
         requires: &[super::ensemble::MODEL, Need::one(&["crop"])],
         job: JobShape::MODEL,
     });
     type Params = EvaluateParams;
 
     fn run(&self, p: &EvaluateParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let model_dir = &ctx.input_for(&super::ensemble::MODEL)?.dir;
+        let model = ctx.input_for(&super::ensemble::MODEL)?;
         let crops = super::crop::input_crops(ctx)?;
         let valid: Vec<usize> = (0..crops.ids.len())
             .filter(|&i| crops.splits[i] == Split::Valid && crops.labels[i].is_some())
@@ -53,8 +53,12 @@ impl StageKindDef for Evaluate {
             .collect();
         ctx.progress
             .start(valid.len() as u64, "images", "predicting");
-        let members =
-            inference::predict_members_on_device(model_dir, p.device, &crops, &valid, p.tta)?;
+        let members = match super::command::predictions_of(model, &crops, &valid)? {
+            Some(from_program) => vec![("command".to_string(), from_program)],
+            None => {
+                inference::predict_members_on_device(&model.dir, p.device, &crops, &valid, p.tta)?
+            }
+        };
         ctx.progress.set_position(valid.len() as u64);
         let preds = ensemble::mean(
             &members

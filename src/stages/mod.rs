@@ -2,6 +2,7 @@
 //! its outputs into the folder it is given. Stages never see the cache.
 
 pub mod baseline;
+pub mod command;
 pub mod crop;
 pub mod ensemble;
 pub mod evaluate;
@@ -21,7 +22,7 @@ use crate::cache::Manifest;
 
 use crate::config::StageSpec;
 use crate::kind::{
-    Invalid, KindCatalog, KindParams, Need, Params, ParseError, StageKind, StageParams,
+    Invalid, KindCatalog, KindParams, Need, Params, ParseError, Place, StageKind, StageParams,
 };
 use crate::progress::Progress;
 
@@ -53,6 +54,8 @@ pub struct StageContext<'a> {
     pub out_dir: PathBuf,
     /// A folder that survives a killed run of the same key (for checkpoints).
     pub work_dir: PathBuf,
+    /// A folder for logs kept beside the artifact, never part of it (may not exist yet).
+    pub log_dir: PathBuf,
     pub progress: &'a Progress,
 }
 
@@ -191,8 +194,8 @@ impl<K: StageKindDef> KindParams for Registered<K> {
     fn parse_json(&self, value: serde_json::Value) -> Result<StageParams, serde_json::Error> {
         crate::kind::parse_json_params::<K::Params>(value)
     }
-    fn validate(&self, params: &StageParams) -> Vec<Invalid> {
-        crate::kind::validate_params::<K::Params>(params)
+    fn validate(&self, params: &StageParams, place: &Place) -> Vec<Invalid> {
+        crate::kind::validate_params_at::<K::Params>(params, place)
     }
     fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         generator.subschema_for::<K::Params>()
@@ -238,6 +241,7 @@ impl Registry {
             .with(ensemble::Ensemble)
             .with(evaluate::Evaluate)
             .with(submit::Submit)
+            .with(command::CommandStage)
     }
 
     /// Register a kind.

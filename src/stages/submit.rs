@@ -27,7 +27,7 @@ impl StageKindDef for Submit {
         code_version: 3,
         seed: SeedUse::Unused,
         path_params: &["output"],
-        accepts: &["train", "ensemble", "crop"],
+        accepts: &["train", "ensemble", "command", "crop"],
         requires: &[super::ensemble::MODEL, Need::one(&["crop"])],
         job: JobShape::MODEL,
     });
@@ -38,7 +38,7 @@ impl StageKindDef for Submit {
     }
 
     fn run(&self, p: &SubmitParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
-        let model_dir = &ctx.input_for(&super::ensemble::MODEL)?.dir;
+        let model = ctx.input_for(&super::ensemble::MODEL)?;
         let crops = super::crop::input_crops(ctx)?;
         let mut test: Vec<usize> = (0..crops.ids.len())
             .filter(|&i| crops.splits[i] == Split::Test)
@@ -51,8 +51,12 @@ impl StageKindDef for Submit {
         test.sort_by_key(|&i| crops.ids[i]);
         ctx.progress
             .start(test.len() as u64, "images", "predicting");
-        let preds =
-            crate::model::inference::predict_on_device(model_dir, p.device, &crops, &test, p.tta)?;
+        let preds = match super::command::predictions_of(model, &crops, &test)? {
+            Some(from_program) => from_program,
+            None => crate::model::inference::predict_on_device(
+                &model.dir, p.device, &crops, &test, p.tta,
+            )?,
+        };
         let mut csv = format!("GalaxyID,{}\n", CLASS_NAMES.join(","));
         for (&i, pred) in test.iter().zip(&preds) {
             write!(csv, "{}", crops.ids[i]).expect("string write");

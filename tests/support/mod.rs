@@ -84,8 +84,8 @@ impl<K: StageKindDef> KindParams for Faked<K> {
     fn parse_json(&self, value: serde_json::Value) -> Result<StageParams, serde_json::Error> {
         galaxy_pipe::kind::parse_json_params::<K::Params>(value)
     }
-    fn validate(&self, params: &StageParams) -> Vec<Invalid> {
-        kind::validate_params::<K::Params>(params)
+    fn validate(&self, params: &StageParams, place: &kind::Place) -> Vec<Invalid> {
+        kind::validate_params_at::<K::Params>(params, place)
     }
     fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         generator.subschema_for::<K::Params>()
