@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,10 @@ pub struct Finished {
 /// Process groups of the programs running now, ended on SIGINT/SIGTERM.
 static RUNNING: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
+/// Set once SIGINT or SIGTERM arrived: the handler is ending the programs and will exit; a
+/// program that ends because of it is not a stage failure to report.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 /// Runs `program` to its end, appending its output to `log`.
 pub fn run(program: &Program, log: &Path, progress: &Progress) -> Result<Finished, String> {
     end_programs_on_interrupt()?;
@@ -80,6 +85,12 @@ pub fn run(program: &Program, log: &Path, progress: &Progress) -> Result<Finishe
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&group);
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        // The interrupt handler exits the process once every program is ended.
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
     let tail = sink
         .tail
         .into_inner()
@@ -190,6 +201,7 @@ fn end_programs_on_interrupt() -> Result<(), String> {
             Ok(mut signals) => {
                 std::thread::spawn(move || {
                     if let Some(signal) = signals.forever().next() {
+                        INTERRUPTED.store(true, Ordering::SeqCst);
                         let groups: Vec<i32> = RUNNING
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())

@@ -71,6 +71,9 @@ pub fn check_slot(
         "out" | "seed" | "cores" => Ok(()),
         _ => match slot.strip_prefix("params.") {
             Some(name) => match params.get(name) {
+                Some(serde_json::Value::Null) => Err(format!(
+                    "`params.{name}` is not a finite number: NaN and infinity cannot be an argument"
+                )),
                 Some(v) => param_text(v).map(|_| ()).ok_or_else(|| {
                     format!("`params.{name}` is a table or an array: only a string, number or boolean can be an argument")
                 }),
