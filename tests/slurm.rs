@@ -149,12 +149,28 @@ fn slurm_command(p: &Project, args: &[&str], sleep_ms: u64) -> Command {
     cmd
 }
 
+/// Appends a `command` stage (Python, standard library only) that writes the digest of the
+/// crops it is given.
+fn add_digest_command(dir: &Path) {
+    let script = "import hashlib, sys\n\
+                  digest = hashlib.sha256(open(sys.argv[1], 'rb').read()).hexdigest()\n\
+                  open(sys.argv[2], 'w').write(digest + '\\n')\n";
+    std::fs::write(dir.join("digest.py"), script).unwrap();
+    let stage = "\n[stages.digest]\nkind = \"command\"\ninputs = [\"crop\"]\n\
+                 run = [\"python3\", \"digest.py\", \"{crop}/crops.parquet\", \"{out}/digest.txt\"]\n\
+                 deps = [\"digest.py\"]\noutputs = [\"digest.txt\"]\n";
+    let toml = std::fs::read_to_string(dir.join("p.toml")).unwrap();
+    std::fs::write(dir.join("p.toml"), toml + stage).unwrap();
+}
+
 #[test]
 fn the_demo_as_slurm_jobs_is_byte_identical_to_a_local_run_and_a_rerun_submits_nothing() {
     let Some(_cluster) = slurm_up("slurm demo") else {
         return;
     };
     let dir = small_full_project(60, 8);
+    // A user's program among the stages: it runs inside its job like any kind.
+    add_digest_command(dir.path());
     let local = ["run", "p.toml", "--cache-dir", "cache-local"];
     let (code, _, err) = run_real(dir.path(), &local);
     assert_eq!(code, 0, "{err}");

@@ -8,6 +8,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 use serde_json::json;
 
+mod command;
 mod remote;
 mod train;
 
@@ -37,6 +38,8 @@ pub enum Part {
     Train,
     /// The remote cache (needs `--remote URL`): push vs `cp`, pull vs compute, no-op run.
     Remote,
+    /// The `command` kind: no-op run against a built-in stage, deps edit → re-run.
+    Command,
 }
 
 /// One measured figure.
@@ -186,6 +189,9 @@ pub fn run(opts: &BenchOptions) -> Result<serde_json::Value, String> {
     }
     if wanted(Part::Large) {
         large_figures(&work, &sample, opts, &mut figures)?;
+    }
+    if wanted(Part::Command) {
+        command::command_figures(&work, &sample, &sample_cache, &mut figures)?;
     }
     if wanted(Part::Train) {
         train::train_figures(&work, &sample_cache, &v, opts, &mut figures)?;
