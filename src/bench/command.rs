@@ -67,7 +67,10 @@ fn edit_to_rerun(
     let (mut rerun, mut alone) = (f64::INFINITY, f64::INFINITY);
     for round in 1..=3 {
         // New content every time, so even a second bench run finds nothing cached.
-        let stamp = std::time::UNIX_EPOCH.elapsed().unwrap_or_default().as_nanos();
+        let stamp = std::time::UNIX_EPOCH
+            .elapsed()
+            .unwrap_or_default()
+            .as_nanos();
         let text = format!("version {round} at {stamp}\n");
         std::fs::write(dep, text).map_err(|e| e.to_string())?;
         let t = Instant::now();

@@ -83,7 +83,8 @@ fn schema_describes_every_stage_kind() {
     assert_eq!(
         kinds,
         [
-            "ingest", "explore", "crop", "baseline", "train", "ensemble", "evaluate", "submit"
+            "ingest", "explore", "crop", "baseline", "train", "ensemble", "evaluate", "submit",
+            "command"
         ]
     );
     assert!(variants.iter().all(|v| v["additionalProperties"] == false));
