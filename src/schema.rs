@@ -5,7 +5,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::kind::KindCatalog;
+use crate::kind::{KindCatalog, StageKind};
 
 /// The JSON Schema of pipeline files whose stages are of the kinds in `kinds`.
 pub fn pipeline_schema(kinds: &dyn KindCatalog) -> Value {
@@ -24,44 +24,7 @@ pub fn pipeline_schema(kinds: &dyn KindCatalog) -> Value {
     }
     let mut defs: Map<String, Value> = generator.definitions().clone().into_iter().collect();
     for (kind, reference) in refs {
-        // Inline the kind's parameter struct and add the keys every stage has.
-        let name = reference["$ref"]
-            .as_str()
-            .and_then(|r| r.rsplit('/').next())
-            .expect("a $ref")
-            .to_string();
-        let mut stage = defs.remove(&name).expect("definition present");
-        // A kind without parameters of its own (`ensemble`) has no `properties` yet.
-        if stage.get("properties").is_none() {
-            stage["properties"] = json!({});
-        }
-        let props = stage["properties"]
-            .as_object_mut()
-            .expect("struct schema has properties");
-        props.insert(
-            "kind".into(),
-            json!({ "const": kind.name(), "description": "The stage kind." }),
-        );
-        props.insert(
-            "inputs".into(),
-            json!({ "type": "array", "items": { "type": "string" }, "description": "Ids of the upstream stages this stage reads." }),
-        );
-        let mut resources = resources.clone();
-        resources["description"] = json!(
-            "What the stage's job asks of a cluster scheduler (`executor = \"slurm\"`); not part of the cache key."
-        );
-        props.insert("resources".into(), resources);
-        props.insert("like".into(), like_schema());
-        let required = stage
-            .as_object_mut()
-            .expect("object")
-            .entry("required")
-            .or_insert_with(|| json!([]));
-        required
-            .as_array_mut()
-            .expect("array")
-            .insert(0, json!("kind"));
-        variants.push(stage);
+        variants.push(kind_variant(kind, &reference, &mut defs, &resources));
     }
     variants.push(override_table(&variants));
     // A file that extends another may set a few settings; the chain as a whole needs a name.
@@ -99,6 +62,53 @@ pub fn pipeline_schema(kinds: &dyn KindCatalog) -> Value {
         },
         "$defs": defs,
     })
+}
+
+/// The table of one kind's stage: its parameter struct (taken out of `defs`, inlined) plus the
+/// keys every stage has (`kind`, `inputs`, `resources`, `like`), `kind` required.
+fn kind_variant(
+    kind: StageKind,
+    reference: &Value,
+    defs: &mut Map<String, Value>,
+    resources: &Value,
+) -> Value {
+    let name = reference["$ref"]
+        .as_str()
+        .and_then(|r| r.rsplit('/').next())
+        .expect("a $ref")
+        .to_string();
+    let mut stage = defs.remove(&name).expect("definition present");
+    // A kind without parameters of its own (`ensemble`) has no `properties` yet.
+    if stage.get("properties").is_none() {
+        stage["properties"] = json!({});
+    }
+    let props = stage["properties"]
+        .as_object_mut()
+        .expect("struct schema has properties");
+    props.insert(
+        "kind".into(),
+        json!({ "const": kind.name(), "description": "The stage kind." }),
+    );
+    props.insert(
+        "inputs".into(),
+        json!({ "type": "array", "items": { "type": "string" }, "description": "Ids of the upstream stages this stage reads." }),
+    );
+    let mut resources = resources.clone();
+    resources["description"] = json!(
+        "What the stage's job asks of a cluster scheduler (`executor = \"slurm\"`); not part of the cache key."
+    );
+    props.insert("resources".into(), resources);
+    props.insert("like".into(), like_schema());
+    let required = stage
+        .as_object_mut()
+        .expect("object")
+        .entry("required")
+        .or_insert_with(|| json!([]));
+    required
+        .as_array_mut()
+        .expect("array")
+        .insert(0, json!("kind"));
+    stage
 }
 
 fn like_schema() -> Value {

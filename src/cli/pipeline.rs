@@ -107,7 +107,7 @@ pub fn open_remote(
 /// For commands that plan without running (`status`, `why`): the remote's failure, said once
 /// on stderr (a missing bucket or a frozen server must not pass for an empty cache).
 pub fn warn_if_remote_down(remote: Option<&Remote>) {
-    if let Some(why) = remote.and_then(Remote::take_warning) {
-        eprintln!("warning: the remote cache cannot be used ({why})");
+    if let Some(warning) = remote.and_then(Remote::take_warning) {
+        eprintln!("warning: {warning}");
     }
 }

@@ -254,7 +254,7 @@ impl Runner<'_> {
         let key = job.fingerprint.key();
         let fetched = match remote.fetch(&key, self.store) {
             Ok(fetched) => fetched,
-            Err(RemoteError::Unreachable(_)) => None,
+            Err(RemoteError::Unreachable { .. }) => None,
             Err(e) => {
                 let id = &job.spec.id;
                 self.bars
@@ -298,10 +298,12 @@ impl Runner<'_> {
             Err(e) => {
                 // Every stage left unpushed is said, with the server's reason: a user who
                 // believes the team has their results must not be wrong in silence.
-                let text = e.to_string();
-                let prefix = format!("remote {}: ", remote.url());
-                let why = text.strip_prefix(&prefix).unwrap_or(&text);
-                let line = format!("stage `{}` not pushed to {}: {why}", rec.id, remote.url());
+                let line = format!(
+                    "stage `{}` not pushed to {}: {}",
+                    rec.id,
+                    remote.url(),
+                    e.reason()
+                );
                 self.bars.println(&format!("warning: {line}"));
                 rec.notes.push(line);
                 rec.pushed = Some(false);
@@ -312,9 +314,9 @@ impl Runner<'_> {
 
     /// The remote's failure, once per run.
     fn warn_if_remote_down(&self) {
-        if let Some(why) = self.remote.and_then(|r| r.take_warning()) {
+        if let Some(warning) = self.remote.and_then(|r| r.take_warning()) {
             self.bars.println(&format!(
-                "warning: the remote cache cannot be used ({why}); this run goes on with the local cache only"
+                "warning: {warning}; this run goes on with the local cache only"
             ));
         }
     }

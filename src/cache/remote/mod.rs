@@ -95,16 +95,29 @@ pub enum RemoteError {
     #[error("remote `{url}`: {message}")]
     Config { url: String, message: String },
     /// The remote could not be reached or answered with an error.
-    #[error("remote {0}")]
-    Unreachable(String),
+    #[error("remote {url}: {reason}")]
+    Unreachable { url: String, reason: String },
     /// The remote refused to store what was pushed (no permission, no such bucket, ...).
-    #[error("remote {0}")]
-    Refused(String),
+    #[error("remote {url}: {reason}")]
+    Refused { url: String, reason: String },
     /// What the remote holds for this key is not a valid artifact (and is not used).
     #[error("remote entry {key}: {why}")]
     Invalid { key: String, why: String },
     #[error(transparent)]
     Local(#[from] CacheError),
+}
+
+impl RemoteError {
+    /// What went wrong, without the remote's URL (for messages that name it already).
+    pub fn reason(&self) -> String {
+        match self {
+            RemoteError::Unreachable { reason, .. } | RemoteError::Refused { reason, .. } => {
+                reason.clone()
+            }
+            RemoteError::Config { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// What a fetch brought back.
@@ -238,11 +251,7 @@ impl Remote {
         if let Some(store) = self.store.get() {
             return Ok(store);
         }
-        let store = (self.connect)().map_err(|e| {
-            let message = format!("{}: {e}", self.url);
-            self.mark_down(&message);
-            RemoteError::Unreachable(message)
-        })?;
+        let store = (self.connect)().map_err(|e| self.down_because(e.to_string()))?;
         Ok(self.store.get_or_init(|| store))
     }
 
@@ -274,16 +283,17 @@ impl Remote {
         self.prefix.clone().join("blobs").join(shard).join(digest)
     }
 
-    /// None when the remote is usable; the first failure's message once it is not.
+    /// None when the remote is usable; the first failure's reason once it is not.
     pub fn is_down(&self) -> Option<String> {
         self.down.lock().expect("not poisoned").clone()
     }
 
-    /// The remote's failure, the first time it is asked for (so a run warns once).
+    /// The warning for the remote's failure ("the remote cache cannot be used (URL: reason)"),
+    /// the first time it is asked for (so a run warns once).
     pub fn take_warning(&self) -> Option<String> {
         let why = self.is_down()?;
         let first = !self.warned.swap(true, std::sync::atomic::Ordering::SeqCst);
-        first.then_some(why)
+        first.then(|| format!("the remote cache cannot be used ({}: {why})", self.url))
     }
 
     /// Remember that the remote cannot be reached; true the first time (to warn once).
@@ -298,25 +308,35 @@ impl Remote {
 
     /// A failure to talk to the remote: the remote is marked down (the run goes on locally).
     fn unreachable(&self, e: object_store::Error) -> RemoteError {
-        let message = format!("{}: {}", self.url, server_reason(&e));
-        self.mark_down(&message);
-        RemoteError::Unreachable(message)
+        self.down_because(server_reason(&e))
+    }
+
+    /// Marks the remote down for `reason`; the error to return.
+    fn down_because(&self, reason: String) -> RemoteError {
+        self.mark_down(&reason);
+        RemoteError::Unreachable {
+            url: self.url.clone(),
+            reason,
+        }
     }
 
     /// A write the remote refused: nothing more is pushed this run (reads go on).
     fn refusal(&self, what: &str, reason: String) -> RemoteError {
         let reason = escape(&reason).into_owned();
-        let message = format!("{}: {what}: {reason}", self.url);
         let mut refused = self.refused.lock().expect("not poisoned");
-        refused.get_or_insert(reason);
-        RemoteError::Refused(message)
+        refused.get_or_insert(reason.clone());
+        RemoteError::Refused {
+            url: self.url.clone(),
+            reason: format!("{what}: {reason}"),
+        }
     }
 
     /// The store, after checking once that its bucket exists: S3 answers a missing bucket's
     /// keys with 404 like missing entries, so a typo would otherwise look like an empty cache.
     fn ready(&self) -> Result<&Arc<dyn ObjectStore>, RemoteError> {
-        if let Some(why) = self.is_down() {
-            return Err(RemoteError::Unreachable(why));
+        if let Some(reason) = self.is_down() {
+            let url = self.url.clone();
+            return Err(RemoteError::Unreachable { url, reason });
         }
         let store = self.store()?;
         let first = !self
@@ -422,11 +442,10 @@ impl Remote {
     /// Returns the bytes uploaded (0 when the remote had it all).
     pub fn push_artifact(&self, artifact: &Artifact) -> Result<u64, RemoteError> {
         if let Some(reason) = self.refused.lock().expect("not poisoned").clone() {
-            let message = format!(
-                "{}: it refused an earlier write this run ({reason})",
-                self.url
-            );
-            return Err(RemoteError::Refused(message));
+            return Err(RemoteError::Refused {
+                url: self.url.clone(),
+                reason: format!("it refused an earlier write this run ({reason})"),
+            });
         }
         self.ready()?;
         let dir = artifact.out_dir.parent().expect("out/ has a parent");
