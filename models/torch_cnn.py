@@ -79,7 +79,7 @@ def main():
             loss = ((net(x) - labels[rows]) ** 2).mean()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(rows)
+            total += loss.item() * len(rows)
         print(f"epoch {epoch + 1}/{args.epochs}: training MSE {total / len(train):.5f}", flush=True)
     seconds = time.perf_counter() - start
 
