@@ -65,16 +65,19 @@ impl Need {
     pub fn takes(&self, name: &str) -> bool {
         self.kinds.contains(&name)
     }
-    /// `` `train` or `ensemble` `` — the kinds, as messages name them.
+    /// `` `train`, `ensemble` or `command` `` — the kinds, as messages name them.
     pub fn describe(&self) -> String {
         describe_kinds(self.kinds)
     }
 }
 
-/// `` `train` or `ensemble` ``: kind names as messages give them.
+/// `` `train`, `ensemble` or `command` ``: kind names as messages give them.
 pub fn describe_kinds(kinds: &[&str]) -> String {
     let names: Vec<String> = kinds.iter().map(|k| format!("`{k}`")).collect();
-    names.join(" or ")
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(""),
+    }
 }
 
 /// A kind's default cluster job: CPUs, memory, and whether a GPU helps (asked for only by a build

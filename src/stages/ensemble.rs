@@ -54,7 +54,8 @@ impl StageKindDef for Ensemble {
     }
 }
 
-/// What `evaluate` and `submit` read their model from: one `train` or `ensemble` input.
+/// What `evaluate` and `submit` read their model from: one `train`, `ensemble` or `command` input
+/// (a `command` with `produces = "predictions"`).
 pub const MODEL: Need = Need::one(&["train", "ensemble", "command"]);
 
 // Parameters: the `[stages.<id>]` keys of this kind (the JSON Schema is generated from them).

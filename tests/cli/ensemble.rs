@@ -163,7 +163,7 @@ fn ensemble_inputs_and_parameters_are_checked_before_anything_runs() {
                 r#"inputs = ["models", "crop"]"#,
                 r#"inputs = ["models", "train_a", "crop"]"#,
             ),
-            "stage `evaluate` (evaluate) reads one input of kind `train` or `ensemble`; it has 2",
+            "stage `evaluate` (evaluate) reads one input of kind `train`, `ensemble` or `command`",
         ),
         (
             (
