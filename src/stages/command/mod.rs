@@ -365,7 +365,11 @@ impl Params for CommandParams {
                 Ok(_) => continue,
                 Err(e) => format!("`{pattern}` is not a glob pattern: {e}"),
             };
-            out.push(Invalid::unless(false, "deps", problem).expect("a problem"));
+            out.push(Invalid {
+                key: "deps".into(),
+                path: "deps".into(),
+                message: problem,
+            });
         }
         out
     }
