@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, PipeReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -39,7 +39,7 @@ pub enum Ending {
     TimedOut(Duration),
 }
 
-/// The ending and the last [`TAIL_LINES`] lines it printed (stdout and stderr, interleaved).
+/// The ending and the last [`TAIL_LINES`] lines it printed (stdout and stderr, in the order written).
 pub struct Finished {
     pub ending: Ending,
     pub tail: Vec<String>,
@@ -56,7 +56,7 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 pub fn run(program: &Program, log: &Path, progress: &Progress) -> Result<Finished, String> {
     end_programs_on_interrupt()?;
     let log = File::create(log).map_err(|e| format!("creating the log {}: {e}", log.display()))?;
-    let mut child = spawn(program)?;
+    let (output, mut child) = spawn(program)?;
     let group = child.id() as i32;
     RUNNING
         .lock()
@@ -67,14 +67,8 @@ pub fn run(program: &Program, log: &Path, progress: &Progress) -> Result<Finishe
         tail: Mutex::new(VecDeque::new()),
         label: program.label.clone(),
     };
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let ending = std::thread::scope(|scope| {
-        for stream in [stdout.map(Stream::Out), stderr.map(Stream::Err)] {
-            if let Some(stream) = stream {
-                let sink = &sink;
-                scope.spawn(move || read_lines(stream, sink, progress));
-            }
-        }
+        scope.spawn(|| read_lines(output, &sink, progress));
         let ending = wait(&mut child, program.timeout, group);
         // Whatever it left behind in its group (a background helper) ends with it, which also
         // closes the pipes the readers wait on.
@@ -102,22 +96,13 @@ pub fn run(program: &Program, log: &Path, progress: &Progress) -> Result<Finishe
     })
 }
 
-/// One of the program's output streams.
-enum Stream {
-    Out(std::process::ChildStdout),
-    Err(std::process::ChildStderr),
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Out(s) => s.read(buf),
-            Stream::Err(s) => s.read(buf),
-        }
-    }
-}
-
-fn spawn(program: &Program) -> Result<Child, String> {
+/// Starts the program with stdout and stderr on one pipe (as `2>&1` would: its lines keep the
+/// order it wrote them in); the pipe's reading end and the child.
+fn spawn(program: &Program) -> Result<(PipeReader, Child), String> {
+    let (output, writer) = std::io::pipe().map_err(|e| format!("creating a pipe: {e}"))?;
+    let writer_too = writer
+        .try_clone()
+        .map_err(|e| format!("creating a pipe: {e}"))?;
     let mut command = Command::new(&program.argv[0]);
     command
         .args(&program.argv[1..])
@@ -125,8 +110,8 @@ fn spawn(program: &Program) -> Result<Child, String> {
         .env_clear()
         .envs(program.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(writer)
+        .stderr(writer_too)
         .process_group(0);
     // SAFETY: prctl is async-signal-safe; it only sets this child's parent-death signal.
     unsafe {
@@ -135,13 +120,17 @@ fn spawn(program: &Program) -> Result<Child, String> {
             Ok(())
         });
     }
-    command.spawn().map_err(|e| {
+    let child = command.spawn().map_err(|e| {
         format!(
             "cannot start `{}` (in {}): {e}",
             escape(&program.argv[0]),
             program.workdir.display()
         )
-    })
+    })?;
+    // Our copies of the writing end go with `command`, so the reader sees the end of the output
+    // when the program (and whatever inherited the pipe) is gone.
+    drop(command);
+    Ok((output, child))
 }
 
 /// Waits for the child, ending its group when the time limit passes.
@@ -229,7 +218,7 @@ struct Sink {
     label: String,
 }
 
-fn read_lines(stream: Stream, sink: &Sink, progress: &Progress) {
+fn read_lines(stream: PipeReader, sink: &Sink, progress: &Progress) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
