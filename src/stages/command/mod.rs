@@ -133,13 +133,19 @@ fn human(d: Duration) -> String {
 }
 
 /// `predictions.parquet` against its family, for the validation and test galaxies of the
-/// stage's `crop` input.
+/// stage's `crop` input (its ids and splits only: the pixels are not read).
 fn check_predictions(ctx: &StageContext) -> Result<(), StageError> {
-    let crops = super::crop::input_crops(ctx).map_err(|_| {
+    let crop = ctx.optional_input::<super::crop::Crop>().ok_or_else(|| {
         StageError::msg("`produces = \"predictions\"` needs a `crop` stage among `inputs`")
     })?;
+    let rows = artifacts::read_crop_splits(&crop.dir.join(artifacts::CROPS))?;
+    let expected = rows
+        .into_iter()
+        .filter(|(_, split)| matches!(split, Split::Valid | Split::Test))
+        .map(|(id, _)| id)
+        .collect();
     let path = ctx.out_dir.join(artifacts::CLASS_PREDICTIONS);
-    artifacts::read_class_predictions(&path, &predicted_ids(&crops))?;
+    artifacts::read_class_predictions(&path, &expected)?;
     Ok(())
 }
 
