@@ -60,18 +60,6 @@ impl StageKindDef for CommandStage {
             .collect()
     }
 
-    fn check_setup(&self, p: &CommandParams, spec: &StageSpec) -> Option<String> {
-        let dir = p.workdir(spec);
-        let empty = p
-            .deps
-            .iter()
-            .find(|pattern| matches(&dir, pattern).is_ok_and(|m| m.is_empty()))?;
-        Some(format!(
-            "`deps` pattern `{empty}` matches no file in {}",
-            dir.display()
-        ))
-    }
-
     fn run(&self, p: &CommandParams, ctx: &StageContext) -> Result<StageOutcome, StageError> {
         let inputs: BTreeMap<String, PathBuf> = ctx
             .inputs
