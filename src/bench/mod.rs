@@ -25,6 +25,8 @@ pub struct BenchOptions {
     pub only: Vec<Part>,
     /// The remote cache for the `remote` group (skipped without one).
     pub remote: Option<String>,
+    /// An accelerator to time training on beside the CPU (`train` group).
+    pub device: Option<crate::model::recipe::Device>,
 }
 
 /// A group of figures that can be measured on its own.
@@ -40,6 +42,22 @@ pub enum Part {
     Remote,
     /// The `command` kind: no-op run against a built-in stage, deps edit → re-run.
     Command,
+}
+
+/// An accelerator `bench --device` can time training on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AcceleratorArg {
+    Cuda,
+    Wgpu,
+}
+
+impl AcceleratorArg {
+    pub fn device(self) -> crate::model::recipe::Device {
+        match self {
+            AcceleratorArg::Cuda => crate::model::recipe::Device::Cuda,
+            AcceleratorArg::Wgpu => crate::model::recipe::Device::Wgpu,
+        }
+    }
 }
 
 /// One measured figure.

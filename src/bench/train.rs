@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use super::{BenchOptions, Figure, train_subset};
 use crate::artifacts::{Crops, Split};
-use crate::model::Architecture;
 use crate::model::recipe::TrainParams;
+use crate::model::{Architecture, Resolved};
 
 /// One network to time: its training parameters and the crops it trains on.
 struct Network {
@@ -50,10 +50,98 @@ pub(super) fn train_figures(
         params: seed,
     };
     let best = best_network(n)?;
+    let on_device = device_to_measure(opts);
     for network in [&seed, &best] {
-        training_figures(work, network, opts, figures)?;
+        let cpu_rate = training_figures(work, network, opts, figures)?;
+        if let Some(device) = on_device {
+            device_figures(work, network, device, cpu_rate, opts, figures)?;
+        }
     }
     inference_figure(&seed, figures)
+}
+
+/// The accelerator `--device` asks for, when this build and machine have it (said when not).
+fn device_to_measure(opts: &BenchOptions) -> Option<Resolved> {
+    let requested = opts.device?;
+    match crate::model::device::resolve(requested) {
+        Ok((device, notice)) => {
+            if let Some(notice) = notice {
+                eprintln!("bench: {notice}");
+            }
+            eprintln!("bench: measuring training on {}", device.name());
+            Some(device)
+        }
+        Err(why) => {
+            eprintln!("bench: NO DEVICE FIGURES: {why}");
+            None
+        }
+    }
+}
+
+/// Training `network` on `device`: images/s against the CPU kernels (`cpu_rate`, this run), and
+/// its GFLOP/s against the device's own matrix-product peak.
+fn device_figures(
+    work: &Path,
+    network: &Network,
+    device: Resolved,
+    cpu_rate: f64,
+    opts: &BenchOptions,
+    figures: &mut Vec<Figure>,
+) -> Result<(), String> {
+    eprintln!(
+        "bench: training {} batches of the {} on {} …",
+        opts.train_batches,
+        network.name,
+        device.name()
+    );
+    let arch = network.arch();
+    let report = train_timed(work, network, device)?.0;
+    let rate = report.images_per_sec;
+    let device_name = device.name();
+    figures.push(Figure {
+        what: format!(
+            "training, {}: {device_name} vs the CPU kernels",
+            network.name
+        ),
+        value: rate,
+        unit: "images/s",
+        baseline: cpu_rate,
+        baseline_what: "this crate's CPU kernels, same network and batches, this run",
+        target: "report",
+    });
+    figures.push(Figure {
+        what: format!("training, {}: {device_name} GFLOP/s", network.name),
+        value: rate * 3.0 * arch.forward_flops() / 1e9,
+        unit: "GFLOP/s",
+        baseline: device_matmul_peak(device),
+        baseline_what: "f32 2048² matrix product on the device",
+        target: "report",
+    });
+    Ok(())
+}
+
+/// Train `network` once on `device` in a scratch folder: the report and the CPU seconds used.
+fn train_timed(
+    work: &Path,
+    network: &Network,
+    device: Resolved,
+) -> Result<(crate::model::training::TrainReport, f64), String> {
+    let arch = network.arch();
+    let tmp = tempfile::tempdir_in(work).map_err(|e| e.to_string())?;
+    let progress = crate::progress::Progress::hidden();
+    let inputs = crate::model::training::TrainInputs {
+        params: &network.params,
+        arch: &arch,
+        crops: &network.crops,
+        seed: 1,
+        work_dir: tmp.path(),
+        out_dir: tmp.path(),
+        progress: &progress,
+    };
+    let (wall, cpu) = (Instant::now(), cpu_seconds());
+    let report = crate::model::training::train_on(device, &inputs).map_err(|e| e.to_string())?;
+    let cpu_use = (cpu_seconds() - cpu) / wall.elapsed().as_secs_f64();
+    Ok((report, cpu_use))
 }
 
 /// `best.toml`'s training parameters (one epoch, on the CPU) and random crops of its crop size.
@@ -101,35 +189,19 @@ fn random_crops(n: usize, size: usize) -> Crops {
 }
 
 /// Trains `network` for the bench's batches: images/s against PyTorch, CPU use, peak share.
+/// Returns the images/s.
 fn training_figures(
     work: &Path,
     network: &Network,
     opts: &BenchOptions,
     figures: &mut Vec<Figure>,
-) -> Result<(), String> {
+) -> Result<f64, String> {
     eprintln!(
         "bench: training {} batches of the {} …",
         opts.train_batches, network.name
     );
     let arch = network.arch();
-    let tmp = tempfile::tempdir_in(work).map_err(|e| e.to_string())?;
-    let progress = crate::progress::Progress::hidden();
-    let inputs = crate::model::training::TrainInputs {
-        params: &network.params,
-        arch: &arch,
-        crops: &network.crops,
-        seed: 1,
-        work_dir: tmp.path(),
-        out_dir: tmp.path(),
-        progress: &progress,
-    };
-    let (wall, cpu) = (Instant::now(), cpu_seconds());
-    let report = crate::model::training::train::<burn::backend::Autodiff<burn::backend::Flex>>(
-        burn::backend::flex::FlexDevice,
-        &inputs,
-    )
-    .map_err(|e| e.to_string())?;
-    let cpu_use = (cpu_seconds() - cpu) / wall.elapsed().as_secs_f64();
+    let (report, cpu_use) = train_timed(work, network, Resolved::Cpu)?;
     let step_gflops = 3.0 * arch.forward_flops() / 1e9;
     let torch = pytorch_images_per_sec(&arch, opts.train_batches, &[]);
     let ours = report.images_per_sec;
@@ -153,7 +225,7 @@ fn training_figures(
         baseline_what: "the whole step",
         target: "< 10%",
     });
-    Ok(())
+    Ok(ours)
 }
 
 /// 8-fold TTA prediction of 512 crops with the (untrained) network: what `evaluate` and `submit`
@@ -264,6 +336,34 @@ fn matmul_peak_gflops() -> f64 {
         }
         best
     })
+}
+
+/// The best GFLOP/s of f32 2048×2048 matrix products on `device` over ~2 s (after one warm-up).
+fn device_matmul_peak(device: Resolved) -> f64 {
+    match device {
+        Resolved::Cpu => matmul_peak_gflops(),
+        #[cfg(feature = "cuda")]
+        Resolved::Cuda => matmul_peak_on::<burn::backend::Cuda>(&Default::default()),
+        #[cfg(feature = "wgpu")]
+        Resolved::Wgpu(adapter) => matmul_peak_on::<burn::backend::Wgpu>(&adapter.device),
+    }
+}
+
+#[allow(dead_code)] // used only by the accelerator builds
+fn matmul_peak_on<B: burn::tensor::backend::Backend>(device: &B::Device) -> f64 {
+    use burn::tensor::{Distribution, Tensor};
+    let n = 2048;
+    let a = Tensor::<B, 2>::random([n, n], Distribution::Default, device);
+    let b = Tensor::<B, 2>::random([n, n], Distribution::Default, device);
+    let _ = a.clone().matmul(b.clone()).into_data();
+    let mut best = 0.0f64;
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < 2.0 {
+        let t = Instant::now();
+        let _ = a.clone().matmul(b.clone()).into_data();
+        best = best.max(2.0 * (n as f64).powi(3) / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
 }
 
 /// Images/s of `benchmarks/pytorch_train.py` for `arch` (training `batches` batches, or with

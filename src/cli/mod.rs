@@ -146,6 +146,8 @@ enum Command {
     Bench(BenchArgs),
     /// Write a synthetic data set in the Kaggle layout (JPEGs + label CSV + test folder).
     Synth(SynthArgs),
+    /// The training devices this build can use on this machine, and what `device = "auto"` picks.
+    Devices,
     /// Compute and publish one stage from a job description (what a Slurm job runs on its node).
     #[command(hide = true)]
     ComputeJob {
@@ -223,6 +225,10 @@ pub struct BenchArgs {
     /// Measure only these groups of figures (repeatable; default: all).
     #[arg(long, value_enum, value_name = "PART")]
     pub only: Vec<crate::bench::Part>,
+    /// Also time training on this accelerator (`cuda` or `wgpu`), against the CPU kernels and
+    /// the device's matrix-product peak; says so when this build or machine has none.
+    #[arg(long, value_enum, value_name = "DEVICE")]
+    pub device: Option<crate::bench::AcceleratorArg>,
 }
 
 #[derive(Args, Debug)]
@@ -323,6 +329,7 @@ fn dispatch(ctx: &Context, command: Command) -> Result<i32, CliError> {
         Command::Report { run, out } => history::report(ctx, run.as_deref(), &out),
         Command::Synth(args) => tools::synth(ctx, args),
         Command::Bench(args) => tools::bench(ctx, args),
+        Command::Devices => tools::devices(ctx),
         Command::ComputeJob { job_file } => job::compute_job(ctx, &job_file),
     }
 }

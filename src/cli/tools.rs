@@ -49,8 +49,25 @@ pub fn bench(ctx: &Context, args: BenchArgs) -> Result<i32, CliError> {
         train_batches: args.train_batches,
         only: args.only,
         remote: ctx.remote.map(str::to_string),
+        device: args.device.map(crate::bench::AcceleratorArg::device),
     };
     let value = crate::bench::run(&opts).map_err(CliError::Bench)?;
     emit(ctx.json, &value, &crate::bench::table_text(&value))?;
+    Ok(exit::OK)
+}
+
+pub fn devices(ctx: &Context) -> Result<i32, CliError> {
+    let devices = crate::model::device::survey();
+    let auto = crate::model::device::resolve(crate::model::recipe::Device::Auto)
+        .map(|(device, _)| device.name())
+        .unwrap_or_else(|e| e.to_string());
+    let mut text = String::new();
+    for d in &devices {
+        let state = if d.usable { "usable" } else { "not usable" };
+        text.push_str(&format!("{:<5} {state}: {}\n", d.device, d.detail));
+    }
+    text.push_str(&format!("auto  picks {auto}\n"));
+    let value = json!({ "devices": devices, "auto": auto });
+    emit(ctx.json, &value, &text)?;
     Ok(exit::OK)
 }

@@ -15,7 +15,7 @@ pub enum ModelError {
     PoolTooLarge { block: usize },
     /// The requested device cannot be used here.
     #[error("{0}")]
-    Device(&'static str),
+    Device(String),
     #[error("no labelled training crops")]
     NoTrainingData,
     #[error("loss became {loss} in epoch {epoch} batch {batch}; lower learning_rate")]

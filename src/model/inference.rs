@@ -90,15 +90,15 @@ pub fn predict_crops<B: LayerKernels>(
 }
 
 /// Predict `indices` with the model stored in `model_dir` (one network, or the mean of an
-/// ensemble's), on the device `requested` resolves to.
+/// ensemble's), on `device`.
 pub fn predict_on_device(
     model_dir: &Path,
-    requested: crate::model::recipe::Device,
+    device: super::Resolved,
     crops: &Crops,
     indices: &[usize],
     tta: bool,
 ) -> Result<Vec<crate::labels::Labels>, ModelError> {
-    let members = predict_members_on_device(model_dir, requested, crops, indices, tta)?;
+    let members = predict_members_on_device(model_dir, device, crops, indices, tta)?;
     let predictions: Vec<_> = members.into_iter().map(|(_, p)| p).collect();
     Ok(super::ensemble::mean(&predictions))
 }
@@ -106,15 +106,14 @@ pub fn predict_on_device(
 /// Each network's predictions of `indices`, by name (one `model`, or an ensemble's members).
 pub fn predict_members_on_device(
     model_dir: &Path,
-    requested: crate::model::recipe::Device,
+    device: super::Resolved,
     crops: &Crops,
     indices: &[usize],
     tta: bool,
 ) -> Result<Vec<(String, Vec<crate::labels::Labels>)>, ModelError> {
-    let (resolved, _) = super::device::resolve(requested)?;
     let mut out = Vec::new();
     for network in super::ensemble::members(model_dir)? {
-        let predictions = match resolved {
+        let predictions = match device {
             super::Resolved::Cpu => predict_with::<burn::backend::Flex>(
                 &network.dir,
                 &burn::backend::flex::FlexDevice,
@@ -126,6 +125,14 @@ pub fn predict_members_on_device(
             super::Resolved::Cuda => predict_with::<burn::backend::Cuda>(
                 &network.dir,
                 &Default::default(),
+                crops,
+                indices,
+                tta,
+            )?,
+            #[cfg(feature = "wgpu")]
+            super::Resolved::Wgpu(adapter) => predict_with::<burn::backend::Wgpu>(
+                &network.dir,
+                &adapter.device,
                 crops,
                 indices,
                 tta,

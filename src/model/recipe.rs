@@ -8,10 +8,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Device {
+    /// CUDA, then a wgpu GPU, then the CPU: whichever this build and machine have.
     #[default]
     Auto,
+    /// This crate's CPU kernels on Burn's `Flex` backend.
     Cpu,
+    /// Burn's CUDA backend (built with `--features cuda`).
     Cuda,
+    /// Burn's wgpu backend: Metal, Vulkan or DX12 (built with `--features wgpu`).
+    Wgpu,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

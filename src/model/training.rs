@@ -124,6 +124,50 @@ pub fn train<B: TrainingBackend>(
     }
 }
 
+/// [`train`] on the backend `device` names: this crate's CPU kernels, CUDA or wgpu.
+pub fn train_on(device: super::Resolved, inp: &TrainInputs) -> Result<TrainReport, ModelError> {
+    use burn::backend::Autodiff;
+    match device {
+        super::Resolved::Cpu => {
+            train::<Autodiff<burn::backend::Flex>>(burn::backend::flex::FlexDevice, inp)
+        }
+        #[cfg(feature = "cuda")]
+        super::Resolved::Cuda => train::<Autodiff<burn::backend::Cuda>>(Default::default(), inp),
+        #[cfg(feature = "wgpu")]
+        super::Resolved::Wgpu(adapter) => {
+            train::<Autodiff<burn::backend::Wgpu>>(adapter.device.clone(), inp)
+        }
+    }
+}
+
+/// The untrained network for `seed`. On a backend that draws elsewhere than the CPU, the weights
+/// are drawn on `Flex` and copied over, so every device starts from the same network.
+fn initial_net<B: TrainingBackend>(
+    arch: &Architecture,
+    seed: u64,
+    device: &B::Device,
+) -> Result<Net<B>, ModelError> {
+    B::seed(device, seed);
+    let net = arch.init::<B>(device)?;
+    if B::DRAWS_ON_THE_CPU {
+        return Ok(net);
+    }
+    use burn::record::BinBytesRecorder;
+    let host = burn::backend::flex::FlexDevice;
+    // On the CPU the weights are drawn lazily, at the first step, after epoch 0's re-seed
+    // (`seed + 1`, in `run`); the same draw here gives the CPU's starting network.
+    <burn::backend::Flex as burn::tensor::backend::Backend>::seed(&host, seed.wrapping_add(1));
+    let drawn = arch.init::<burn::backend::Flex>(&host)?;
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::new();
+    let bytes = recorder
+        .record(drawn.into_record(), ())
+        .map_err(ModelError::record("copying the initial weights"))?;
+    let record = recorder
+        .load(bytes, device)
+        .map_err(ModelError::record("copying the initial weights"))?;
+    Ok(net.load_record(record))
+}
+
 /// Indices of the labelled crops of `split`.
 fn labelled(crops: &Crops, split: Split) -> Vec<usize> {
     (0..crops.ids.len())
@@ -159,8 +203,7 @@ fn run<B: TrainingBackend, O: Optimizer<Net<B>, B>>(
     }
     let weights_t = loss_weights::<B>(p.loss, crops, &train_idx, &device);
 
-    B::seed(&device, inp.seed);
-    let mut model: Net<B> = inp.arch.init::<B>(&device)?;
+    let mut model: Net<B> = initial_net(inp.arch, inp.seed, &device)?;
     // Resume from the last finished epoch, if a killed run left a checkpoint.
     let ckpt = inp.work_dir.join("checkpoint");
     let (start_epoch, mut history) = resume(&ckpt, &device, &mut model, &mut optim)?;

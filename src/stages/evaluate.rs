@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::artifacts::{self, Split};
 use crate::labels::{CLASS_NAMES, Labels, QUESTIONS, tree_deviation};
 use crate::metrics::{Scores, score};
-use crate::model::{ensemble, inference};
+use crate::model::{device, ensemble, inference};
 
 use crate::kind::{JobShape, KindDecl, Need, Params, SeedUse, StageKind};
 use crate::model::recipe::Device;
@@ -53,10 +53,12 @@ impl StageKindDef for Evaluate {
             .collect();
         ctx.progress
             .start(valid.len() as u64, "images", "predicting");
+        let mut device_notes = Vec::new();
         let members = match super::command::predictions_of(model, &crops, &valid)? {
             Some(from_program) => vec![("command".to_string(), from_program)],
             None => {
-                inference::predict_members_on_device(&model.dir, p.device, &crops, &valid, p.tta)?
+                let device = device::resolve_noted(p.device, &mut device_notes)?;
+                inference::predict_members_on_device(&model.dir, device, &crops, &valid, p.tta)?
             }
         };
         ctx.progress.set_position(valid.len() as u64);
@@ -107,7 +109,9 @@ impl StageKindDef for Evaluate {
         write_metrics(&ctx.out_dir.join(crate::artifacts::METRICS), &table)?;
         per_class_chart(&ctx.out_dir.join("per_class_rmse.png"), &table)?;
 
-        Ok(outcome(&table, consistent, valid.len(), p.tta))
+        let mut outcome = outcome(&table, consistent, valid.len(), p.tta);
+        outcome.notes.extend(device_notes);
+        Ok(outcome)
     }
 }
 

@@ -51,11 +51,15 @@ impl StageKindDef for Submit {
         test.sort_by_key(|&i| crops.ids[i]);
         ctx.progress
             .start(test.len() as u64, "images", "predicting");
+        let mut notes = vec![format!("{} test predictions", test.len())];
         let preds = match super::command::predictions_of(model, &crops, &test)? {
             Some(from_program) => from_program,
-            None => crate::model::inference::predict_on_device(
-                &model.dir, p.device, &crops, &test, p.tta,
-            )?,
+            None => {
+                let device = crate::model::device::resolve_noted(p.device, &mut notes)?;
+                crate::model::inference::predict_on_device(
+                    &model.dir, device, &crops, &test, p.tta,
+                )?
+            }
         };
         let mut csv = format!("GalaxyID,{}\n", CLASS_NAMES.join(","));
         for (&i, pred) in test.iter().zip(&preds) {
@@ -69,10 +73,7 @@ impl StageKindDef for Submit {
         std::fs::write(&path, csv).map_err(|e| StageError::io("writing", &path, e))?;
         let mut metrics = BTreeMap::new();
         metrics.insert("test_images".into(), test.len() as f64);
-        Ok(StageOutcome {
-            metrics,
-            notes: vec![format!("{} test predictions", test.len())],
-        })
+        Ok(StageOutcome { metrics, notes })
     }
 }
 

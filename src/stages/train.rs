@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use crate::artifacts;
 pub use crate::model::recipe::TrainParams;
 use crate::model::training::{self, HistoryRow, TrainInputs};
-use crate::model::{Architecture, Resolved, device};
+use crate::model::{Architecture, device};
 
 use crate::kind::{JobShape, KindDecl, Need, Params, SeedUse, StageKind};
 
@@ -45,9 +45,8 @@ impl StageKindDef for Train {
                 crops.size
             ))
         })?;
-        let (resolved, notice) = device::resolve(p.device)?;
-        let mut notes: Vec<String> = notice.into_iter().collect();
-        notes.push(format!("device: {}", resolved.name()));
+        let mut notes: Vec<String> = Vec::new();
+        let resolved = device::resolve_noted(p.device, &mut notes)?;
 
         let inputs = TrainInputs {
             params: p,
@@ -61,17 +60,7 @@ impl StageKindDef for Train {
             out_dir: &ctx.out_dir,
             progress: ctx.progress,
         };
-        let report = match resolved {
-            Resolved::Cpu => training::train::<burn::backend::Autodiff<burn::backend::Flex>>(
-                burn::backend::flex::FlexDevice,
-                &inputs,
-            ),
-            #[cfg(feature = "cuda")]
-            Resolved::Cuda => training::train::<burn::backend::Autodiff<burn::backend::Cuda>>(
-                Default::default(),
-                &inputs,
-            ),
-        }?;
+        let report = training::train_on(resolved, &inputs)?;
 
         std::fs::write(
             ctx.out_dir.join("model.json"),

@@ -2,7 +2,6 @@
 
 use super::config_errors::config_error;
 use super::support::*;
-use super::training::kill_at_the_first_checkpoint;
 
 /// Two small trainings that differ only by their seed (one template), averaged by an
 /// `ensemble` stage that `evaluate` and `submit` read as their model.

@@ -1,9 +1,6 @@
 //! train, evaluate, submit with the real binary: determinism across threads, resume after a
 //! kill, a model that beats the mean, the Kaggle submission format.
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use super::support::*;
 
 /// A small, fast network for tests (32-pixel crops).
@@ -83,43 +80,6 @@ fn training_gives_the_same_bytes_on_one_thread_as_on_every_core() {
         trained[0] == trained[1],
         "the same artifacts, model.bin included"
     );
-}
-
-/// Run the real binary with `args` in `dir` and kill it (-9) as soon as a training in `cache` has
-/// written its first epoch's checkpoint.
-pub(crate) fn kill_at_the_first_checkpoint(
-    dir: &std::path::Path,
-    args: &[&str],
-    cache: &std::path::Path,
-) {
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("galaxy-pipe"))
-        .current_dir(dir)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let checkpoint = || {
-        std::fs::read_dir(cache.join("work"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| e.path().join("checkpoint/state.json").exists())
-    };
-    while !checkpoint() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no checkpoint appeared"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before its first checkpoint"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[test]

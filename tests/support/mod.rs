@@ -587,3 +587,36 @@ pub fn artifact_bytes(cache: &Path) -> Vec<(String, Vec<u8>)> {
         .filter(|(n, _)| !n.ends_with("result.json") && !n.ends_with("manifest.json"))
         .collect()
 }
+
+/// Run the real binary with `args` in `dir` and kill it (-9) as soon as a training in `cache` has
+/// written its first epoch's checkpoint.
+pub fn kill_at_the_first_checkpoint(dir: &std::path::Path, args: &[&str], cache: &std::path::Path) {
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("galaxy-pipe"))
+        .current_dir(dir)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let checkpoint = || {
+        std::fs::read_dir(cache.join("work"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join("checkpoint/state.json").exists())
+    };
+    while !checkpoint() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before its first checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -73,6 +73,8 @@ fn conv_forward(
 }
 
 impl LayerKernels for Flex {
+    const DRAWS_ON_THE_CPU: bool = true;
+
     fn conv2d_kernel(
         x: &FlexTensor,
         w: &FlexTensor,
@@ -262,6 +264,8 @@ fn norm_geometry(x: &FlexTensor) -> Option<NormGeometry> {
 }
 
 impl<C: CheckpointStrategy> LayerKernels for Autodiff<Flex, C> {
+    const DRAWS_ON_THE_CPU: bool = true;
+
     fn conv2d_kernel(
         x: &FloatTensor<Self>,
         w: &FloatTensor<Self>,

@@ -54,6 +54,11 @@ pub struct NormParams<'a, B: Backend> {
 
 /// Backends that may run a layer on this crate's kernels; `None` means "use Burn's module".
 pub trait LayerKernels: Backend {
+    /// Whether this backend draws random numbers on the CPU as `Flex` does. Backends that do
+    /// not (CUDA, wgpu) take their initial weights from a CPU draw, so a seed gives the same
+    /// starting network on every device.
+    const DRAWS_ON_THE_CPU: bool = false;
+
     /// A convolution with stride 1, no dilation and one group, padded by `padding`, then `act`.
     fn conv2d_kernel(
         _x: &FloatTensor<Self>,
@@ -96,6 +101,14 @@ impl LayerKernels for burn::backend::Cuda {}
 #[cfg(feature = "cuda")]
 impl<C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> LayerKernels
     for burn::backend::Autodiff<burn::backend::Cuda, C>
+{
+}
+
+#[cfg(feature = "wgpu")]
+impl LayerKernels for burn::backend::Wgpu {}
+#[cfg(feature = "wgpu")]
+impl<C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> LayerKernels
+    for burn::backend::Autodiff<burn::backend::Wgpu, C>
 {
 }
 
