@@ -14,12 +14,7 @@ use support::*;
 /// Synthetic galaxies shared by every test here (read-only): 120 labelled, 12 test.
 fn shared_data() -> &'static Path {
     static DATA: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DATA.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        synth(dir.path(), 120, 12, 11);
-        dir
-    })
-    .path()
+    synth_once(&DATA, 120, 12, 11)
 }
 
 /// Whether `python3` can import `modules`; a loud skip (or, when required, a failure) if not.

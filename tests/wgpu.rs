@@ -19,40 +19,7 @@ const TRAINING_TOLERANCE: f64 = 1e-3;
 /// The same trained network's predictions on wgpu and on the CPU: only rounding differs.
 const INFERENCE_TOLERANCE: f64 = 1e-4;
 
-const PIPELINE: &str = r#"[pipeline]
-name = "wgpu"
-seed = 3
-
-[stages.ingest]
-kind = "ingest"
-data_dir = "data"
-
-[stages.crop]
-kind = "crop"
-inputs = ["ingest"]
-size = 32
-
-[stages.baseline]
-kind = "baseline"
-inputs = ["ingest", "crop"]
-
-[stages.train]
-kind = "train"
-inputs = ["crop"]
-epochs = 2
-batch_size = 16
-conv = [{ filters = 16, kernel = 5, pool = 2 }, { filters = 32, kernel = 3, pool = 2 }]
-dense = [{ units = 32 }]
-
-[stages.evaluate]
-kind = "evaluate"
-inputs = ["train", "crop", "baseline"]
-
-[stages.submit]
-kind = "submit"
-inputs = ["train", "crop"]
-output = "out/submission.csv"
-"#;
+const TWO_EPOCHS: &str = "train.epochs=2";
 
 const ON_WGPU: [&str; 6] = [
     "--set",
@@ -66,19 +33,23 @@ const ON_WGPU: [&str; 6] = [
 /// Synthetic galaxies shared by the tests here (read-only): 160 labelled, 16 test.
 fn shared_data() -> &'static Path {
     static DATA: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DATA.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        synth(dir.path(), 160, 16, 5);
-        dir
-    })
-    .path()
+    synth_once(&DATA, 160, 16, 5)
 }
 
+/// [`NN_PIPELINE`] on the shared data.
 fn project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("p.toml"), PIPELINE).unwrap();
+    std::fs::write(dir.path().join("p.toml"), NN_PIPELINE).unwrap();
     std::os::unix::fs::symlink(shared_data().join("data"), dir.path().join("data")).unwrap();
     dir
+}
+
+/// `run p.toml` with [`SMALL_NET`] trained for `epochs`, then `extra`.
+fn run_args<'a>(epochs: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["run", "p.toml", "--set", epochs];
+    args.extend(SMALL_NET);
+    args.extend(extra);
+    args
 }
 
 /// A loud skip, or a failure when `GALAXY_PIPE_REQUIRE_WGPU` is set.
@@ -147,12 +118,11 @@ fn training_evaluate_and_submit_on_wgpu_agree_with_the_cpu_kernels() {
         return;
     }
     let dir = project();
-    let mut args = vec!["run", "p.toml", "--cache-dir", "cache-wgpu"];
-    args.extend(ON_WGPU);
-    let gpu = Invocation::real(dir.path(), &args).succeeds().json;
-    let cpu = Invocation::real(dir.path(), &["run", "p.toml", "--cache-dir", "cache-cpu"])
-        .succeeds()
-        .json;
+    let mut on_gpu = run_args(TWO_EPOCHS, &["--cache-dir", "cache-wgpu"]);
+    on_gpu.extend(ON_WGPU);
+    let gpu = Invocation::real(dir.path(), &on_gpu).succeeds().json;
+    let on_cpu = run_args(TWO_EPOCHS, &["--cache-dir", "cache-cpu"]);
+    let cpu = Invocation::real(dir.path(), &on_cpu).succeeds().json;
 
     for id in ["train", "evaluate", "submit"] {
         assert_noted_device(&cpu, id, "cpu");
@@ -174,15 +144,11 @@ fn training_evaluate_and_submit_on_wgpu_agree_with_the_cpu_kernels() {
     assert_eq!(submission.lines().count(), 17, "a header and 16 test rows");
 
     // The CPU-trained network evaluated on wgpu: the same predictions up to rounding.
-    let mut args = vec![
-        "run",
-        "p.toml",
-        "--cache-dir",
-        "cache-cpu",
-        "--force",
-        "evaluate",
-    ];
-    args.extend(["--set", "evaluate.device=\"wgpu\""]);
+    let args = run_args(
+        TWO_EPOCHS,
+        &["--cache-dir", "cache-cpu", "--force", "evaluate"],
+    );
+    let args = [args.as_slice(), &["--set", "evaluate.device=\"wgpu\""]].concat();
     let again = Invocation::real(dir.path(), &args).succeeds().json;
     assert_noted_device(&again, "evaluate", "wgpu (");
     let reevaluated = metric(&again, "evaluate", "rmse");
@@ -199,15 +165,11 @@ fn a_training_killed_on_wgpu_resumes_from_its_checkpoint() {
         return;
     }
     let dir = project();
-    let mut args = vec![
-        "run",
-        "p.toml",
-        "--until",
-        "train",
-        "--set",
-        "train.epochs=3",
-    ];
-    args.extend(ON_WGPU);
+    let args = [
+        run_args("train.epochs=3", &["--until", "train"]).as_slice(),
+        &ON_WGPU,
+    ]
+    .concat();
     kill_at_the_first_checkpoint(dir.path(), &args, &dir.path().join("cache"));
     let resumed = Invocation::real(dir.path(), &args).succeeds().json;
     assert_eq!(ids_with(&resumed, "ran"), ["train"], "{resumed}");

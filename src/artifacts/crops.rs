@@ -116,30 +116,15 @@ struct CropColumns {
 /// (for checks that need only which galaxies the crops hold).
 pub fn read_crop_splits(path: &Path) -> Result<Vec<(u64, Split)>, ArtifactError> {
     use arrow::array::{StringArray, UInt64Array};
-    use parquet::arrow::ProjectionMask;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let name = path.display().to_string();
-    let parquet_err = |e| ArtifactError::Parquet {
-        path: name.clone(),
-        source: e,
-    };
-    let file = File::open(path).map_err(IoError::at("opening", path))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
-    let mask = ProjectionMask::columns(builder.parquet_schema(), ["GalaxyID", "split"]);
-    let reader = builder.with_projection(mask).build().map_err(parquet_err)?;
     let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| ArtifactError::Arrow {
-            path: name.clone(),
-            source: e,
-        })?;
+    for batch in super::io::read_parquet_columns(path, &["GalaxyID", "split"])? {
         let ids = column::<UInt64Array>(&batch, "GalaxyID", path)?;
         let splits = column::<StringArray>(&batch, "split", path)?;
         for (id, split) in ids.values().iter().zip(splits.iter()) {
             let split = split
                 .and_then(Split::parse)
                 .ok_or_else(|| ArtifactError::Schema {
-                    path: name.clone(),
+                    path: path.display().to_string(),
                     what: "split".into(),
                 })?;
             rows.push((*id, split));

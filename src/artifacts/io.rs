@@ -54,13 +54,33 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), ArtifactErr
 
 /// Read a whole Parquet file into record batches.
 pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, ArtifactError> {
+    read_batches(path, None)
+}
+
+/// Read only the named columns of a Parquet file (the others are not decoded).
+pub fn read_parquet_columns(
+    path: &Path,
+    columns: &[&str],
+) -> Result<Vec<RecordBatch>, ArtifactError> {
+    read_batches(path, Some(columns))
+}
+
+fn read_batches(path: &Path, columns: Option<&[&str]>) -> Result<Vec<RecordBatch>, ArtifactError> {
+    let parquet_err = |e| ArtifactError::Parquet {
+        path: path.display().to_string(),
+        source: e,
+    };
     let file = File::open(path).map_err(IoError::at("opening", path))?;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .map_err(|e| ArtifactError::Parquet {
-            path: path.display().to_string(),
-            source: e,
-        })?;
+    let mut builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(parquet_err)?;
+    if let Some(columns) = columns {
+        let mask = parquet::arrow::ProjectionMask::columns(
+            builder.parquet_schema(),
+            columns.iter().copied(),
+        );
+        builder = builder.with_projection(mask);
+    }
+    let reader = builder.build().map_err(parquet_err)?;
     reader
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ArtifactError::Arrow {

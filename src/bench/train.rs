@@ -88,16 +88,12 @@ fn device_figures(
     opts: &BenchOptions,
     figures: &mut Vec<Figure>,
 ) -> Result<(), String> {
-    eprintln!(
-        "bench: training {} batches of the {} on {} …",
-        opts.train_batches,
-        network.name,
-        device.name()
-    );
-    let arch = network.arch();
-    let report = train_timed(work, network, device)?.0;
-    let rate = report.images_per_sec;
     let device_name = device.name();
+    eprintln!(
+        "bench: training {} batches of the {} on {device_name} …",
+        opts.train_batches, network.name
+    );
+    let rate = train_timed(work, network, device)?.0.images_per_sec;
     figures.push(Figure {
         what: format!(
             "training, {}: {device_name} vs the CPU kernels",
@@ -111,7 +107,7 @@ fn device_figures(
     });
     figures.push(Figure {
         what: format!("training, {}: {device_name} GFLOP/s", network.name),
-        value: rate * 3.0 * arch.forward_flops() / 1e9,
+        value: rate * 3.0 * network.arch().forward_flops() / 1e9,
         unit: "GFLOP/s",
         baseline: device_matmul_peak(device),
         baseline_what: "f32 2048² matrix product on the device",
@@ -120,7 +116,8 @@ fn device_figures(
     Ok(())
 }
 
-/// Train `network` once on `device` in a scratch folder: the report and the CPU seconds used.
+/// Train `network` once on `device` in a scratch folder: the report, and the cores it kept busy
+/// (user + sys CPU seconds ÷ wall seconds).
 fn train_timed(
     work: &Path,
     network: &Network,
@@ -319,46 +316,39 @@ fn cpu_seconds() -> f64 {
 /// The best GFLOP/s of f32 1024×1024 matrix products on flex (its gemm, every core) over ~1 s:
 /// what this machine's floating-point units give a well-tuned kernel.
 fn matmul_peak_gflops() -> f64 {
-    use burn::tensor::{Distribution, Tensor};
     static PEAK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *PEAK.get_or_init(|| {
-        type B = burn::backend::Flex;
-        let device = burn::backend::flex::FlexDevice;
-        let n = 1024;
-        let a = Tensor::<B, 2>::random([n, n], Distribution::Default, &device);
-        let b = Tensor::<B, 2>::random([n, n], Distribution::Default, &device);
-        let mut best = 0.0f64;
-        let start = Instant::now();
-        while start.elapsed().as_secs_f64() < 1.0 {
-            let t = Instant::now();
-            let _ = a.clone().matmul(b.clone()).into_data();
-            best = best.max(2.0 * (n as f64).powi(3) / t.elapsed().as_secs_f64() / 1e9);
-        }
-        best
+        matmul_peak_on::<burn::backend::Flex>(&burn::backend::flex::FlexDevice, 1024, 1.0)
     })
 }
 
-/// The best GFLOP/s of f32 2048×2048 matrix products on `device` over ~2 s (after one warm-up).
+/// The best GFLOP/s of f32 2048×2048 matrix products on `device` over ~2 s.
 fn device_matmul_peak(device: Resolved) -> f64 {
     match device {
         Resolved::Cpu => matmul_peak_gflops(),
         #[cfg(feature = "cuda")]
-        Resolved::Cuda => matmul_peak_on::<burn::backend::Cuda>(&Default::default()),
+        Resolved::Cuda => matmul_peak_on::<burn::backend::Cuda>(&Default::default(), 2048, 2.0),
         #[cfg(feature = "wgpu")]
-        Resolved::Wgpu(adapter) => matmul_peak_on::<burn::backend::Wgpu>(&adapter.device),
+        Resolved::Wgpu(adapter) => {
+            matmul_peak_on::<burn::backend::Wgpu>(&adapter.device, 2048, 2.0)
+        }
     }
 }
 
-#[allow(dead_code)] // used only by the accelerator builds
-fn matmul_peak_on<B: burn::tensor::backend::Backend>(device: &B::Device) -> f64 {
+/// The best GFLOP/s of f32 n×n matrix products on `device` over about `seconds` (after one
+/// product that warms it up: kernel compilation, allocation).
+fn matmul_peak_on<B: burn::tensor::backend::Backend>(
+    device: &B::Device,
+    n: usize,
+    seconds: f64,
+) -> f64 {
     use burn::tensor::{Distribution, Tensor};
-    let n = 2048;
     let a = Tensor::<B, 2>::random([n, n], Distribution::Default, device);
     let b = Tensor::<B, 2>::random([n, n], Distribution::Default, device);
     let _ = a.clone().matmul(b.clone()).into_data();
     let mut best = 0.0f64;
     let start = Instant::now();
-    while start.elapsed().as_secs_f64() < 2.0 {
+    while start.elapsed().as_secs_f64() < seconds {
         let t = Instant::now();
         let _ = a.clone().matmul(b.clone()).into_data();
         best = best.max(2.0 * (n as f64).powi(3) / t.elapsed().as_secs_f64() / 1e9);

@@ -57,7 +57,7 @@ pub fn survey() -> Vec<Availability> {
 fn cuda_availability() -> Availability {
     let (usable, detail) = if !cfg!(feature = "cuda") {
         (false, "not built in (`--features cuda`)".to_string())
-    } else if cuda_present() {
+    } else if cuda_driver_present() {
         (true, "driver libcuda.so.1 found".into())
     } else {
         (
@@ -70,15 +70,6 @@ fn cuda_availability() -> Availability {
         usable,
         detail,
     }
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_present() -> bool {
-    cuda_driver_present()
-}
-#[cfg(not(feature = "cuda"))]
-fn cuda_present() -> bool {
-    false
 }
 
 #[cfg(feature = "wgpu")]
@@ -106,11 +97,13 @@ fn wgpu_availability() -> Availability {
     }
 }
 
-/// Whether the CUDA driver library can be loaded.
-#[cfg(feature = "cuda")]
+/// Whether the CUDA driver library can be loaded (never, in a build without CUDA).
 pub fn cuda_driver_present() -> bool {
+    #[cfg(feature = "cuda")]
     // SAFETY: loading the driver library runs its initialisers, as any CUDA program does.
-    unsafe { libloading::Library::new("libcuda.so.1") }.is_ok()
+    return unsafe { libloading::Library::new("libcuda.so.1") }.is_ok();
+    #[cfg(not(feature = "cuda"))]
+    false
 }
 
 /// Resolve the requested device and say which it is (and any fallback) in `notes`, which the

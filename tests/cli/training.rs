@@ -3,18 +3,6 @@
 
 use super::support::*;
 
-/// A small, fast network for tests (32-pixel crops).
-const SMALL_NET: [&str; 6] = [
-    "--set",
-    "crop.size=32",
-    "--set",
-    "train.conv=[{filters = 16, kernel = 5, pool = 2}, {filters = 32, kernel = 3, pool = 2}]",
-    "--set",
-    "train.dense=[{units = 32}]",
-];
-
-const NN_PIPELINE: &str = "[pipeline]\nname = \"nn\"\nseed = 3\n\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"data\"\n\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingest\"]\n\n[stages.baseline]\nkind = \"baseline\"\ninputs = [\"ingest\", \"crop\"]\n\n[stages.train]\nkind = \"train\"\ninputs = [\"crop\"]\nbatch_size = 16\n\n[stages.evaluate]\nkind = \"evaluate\"\ninputs = [\"train\", \"crop\", \"baseline\"]\n\n[stages.submit]\nkind = \"submit\"\ninputs = [\"train\", \"crop\"]\noutput = \"out/submission.csv\"\n";
-
 fn history_losses(dir: &std::path::Path) -> Vec<(u32, Option<u32>, f64)> {
     use arrow::array::{Array, Float64Array, UInt32Array};
     let mut out = Vec::new();

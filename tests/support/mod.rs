@@ -184,6 +184,18 @@ impl Fake {
     }
 }
 
+/// A small, fast network for tests (32-pixel crops), as `--set` arguments for [`NN_PIPELINE`].
+pub const SMALL_NET: [&str; 6] = [
+    "--set",
+    "crop.size=32",
+    "--set",
+    "train.conv=[{filters = 16, kernel = 5, pool = 2}, {filters = 32, kernel = 3, pool = 2}]",
+    "--set",
+    "train.dense=[{units = 32}]",
+];
+
+pub const NN_PIPELINE: &str = "[pipeline]\nname = \"nn\"\nseed = 3\n\n[stages.ingest]\nkind = \"ingest\"\ndata_dir = \"data\"\n\n[stages.crop]\nkind = \"crop\"\ninputs = [\"ingest\"]\n\n[stages.baseline]\nkind = \"baseline\"\ninputs = [\"ingest\", \"crop\"]\n\n[stages.train]\nkind = \"train\"\ninputs = [\"crop\"]\nbatch_size = 16\n\n[stages.evaluate]\nkind = \"evaluate\"\ninputs = [\"train\", \"crop\", \"baseline\"]\n\n[stages.submit]\nkind = \"submit\"\ninputs = [\"train\", \"crop\"]\noutput = \"out/submission.csv\"\n";
+
 /// A project folder with a fake Kaggle layout (`data/`) and a pipeline file.
 pub struct Project {
     pub dir: tempfile::TempDir,
@@ -619,4 +631,19 @@ pub fn kill_at_the_first_checkpoint(dir: &std::path::Path, args: &[&str], cache:
     }
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Synthetic galaxies made once per test binary in `cell` (read-only for the tests sharing it).
+pub fn synth_once(
+    cell: &'static std::sync::OnceLock<tempfile::TempDir>,
+    count: usize,
+    test_count: usize,
+    seed: u64,
+) -> &'static Path {
+    cell.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        synth(dir.path(), count, test_count, seed);
+        dir
+    })
+    .path()
 }

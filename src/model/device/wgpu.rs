@@ -102,14 +102,14 @@ pub fn adapter(pick: Pick) -> Result<&'static Adapter, String> {
                 .is_none_or(|w| a.name.to_lowercase().contains(w))
         });
     let Some(chosen) = chosen else {
-        return Err(nothing_found(adapters, pick, wanted.as_deref()));
+        return Err(nothing_found(pick, wanted.as_deref()));
     };
     chosen.set_up()?;
     Ok(chosen)
 }
 
-fn nothing_found(adapters: &[Adapter], pick: Pick, wanted: Option<&str>) -> String {
-    let seen: Vec<String> = adapters.iter().map(Adapter::describe).collect();
+fn nothing_found(pick: Pick, wanted: Option<&str>) -> String {
+    let seen = listed();
     let what = match (pick, wanted) {
         (_, Some(name)) => format!("no wgpu adapter named like WGPU_ADAPTER_NAME={name:?}"),
         (Pick::Hardware, None) => "no GPU found by wgpu".into(),
